@@ -1,0 +1,147 @@
+"""Typed run configuration: endpoint profiles, role bindings, episode settings.
+
+One `RunConfig` decides a result. It is built from the built-in defaults, then a YAML file
+(`--config`), then command-line overrides, validated by pydantic (unknown keys and wrong
+types are errors), and saved with every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from esc_agents.errors import UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EndpointProfile(Strict):
+    """An OpenAI-compatible endpoint. `api_key_env` names the variable holding the key;
+    the key itself never enters a config, a log or a run folder."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    timeout: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(16, ge=1)
+    max_attempts: int = Field(5, ge=1)
+    backoff_max: float = Field(20.0, ge=0)
+    supports_n: bool | None = None  # None: detect on first use
+    embedded: bool = False  # start the local transformers server on demand
+
+
+class RoleConfig(Strict):
+    """Which endpoint and prompt a role uses, and its sampling parameters."""
+
+    endpoint: str = "local"
+    prompt: str
+    temperature: float = Field(0.7, ge=0)
+    max_tokens: int = Field(96, ge=1)
+
+
+class EpisodeConfig(Strict):
+    max_turns: int = Field(8, ge=1)
+    critic_samples: int = Field(10, ge=1)
+    success_threshold: float = 0.5
+    critic_retries: int = Field(2, ge=0)
+    empty_reply_retries: int = Field(2, ge=0)
+
+
+BUILTIN_ENDPOINTS: dict[str, dict[str, Any]] = {
+    "local": {
+        "base_url": "http://127.0.0.1:8765/v1",
+        "model": "smollm2-135m-instruct",
+        "embedded": True,
+        "supports_n": False,
+        "max_concurrency": 32,
+    },
+    "vllm": {
+        "base_url": "http://127.0.0.1:8000/v1",
+        "model": "Qwen/Qwen2.5-72B-Instruct",
+        "api_key_env": "VLLM_API_KEY",
+        "max_concurrency": 64,
+    },
+    "openai": {
+        "base_url": "https://api.openai.com/v1",
+        "model": "gpt-4o",
+        "api_key_env": "OPENAI_API_KEY",
+        "max_concurrency": 8,
+    },
+}
+
+
+class RunConfig(Strict):
+    endpoints: dict[str, EndpointProfile] = Field(
+        default_factory=lambda: {name: EndpointProfile(**p) for name, p in BUILTIN_ENDPOINTS.items()}
+    )
+    supporter: RoleConfig = RoleConfig(prompt="vanilla", temperature=0.7, max_tokens=96)
+    user_simulator: RoleConfig = RoleConfig(prompt="cooperative", temperature=0.7, max_tokens=64)
+    critic: RoleConfig = RoleConfig(prompt="default", temperature=1.1, max_tokens=24)
+    episode: EpisodeConfig = EpisodeConfig()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _roles_name_known_endpoints(self) -> RunConfig:
+        for role in ("supporter", "user_simulator", "critic"):
+            name = getattr(self, role).endpoint
+            if name not in self.endpoints:
+                known = ", ".join(sorted(self.endpoints))
+                raise ValueError(f"{role}.endpoint: unknown endpoint profile {name!r} (known: {known})")
+        return self
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{source}: {where}: {message}{more}"
+
+
+def build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults ← YAML file ← CLI overrides (nested dicts, None values ignored)."""
+    data: dict[str, Any] = {"endpoints": BUILTIN_ENDPOINTS}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path}: the top level must be a mapping")
+        data = _merge(data, loaded)
+    data = _merge(data, _drop_none(overrides or {}))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_describe(exc, source)) from None
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    cleaned = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if value:
+                cleaned[key] = value
+        elif value is not None:
+            cleaned[key] = value
+    return cleaned

@@ -1,0 +1,177 @@
+"""Dataset loaders: ESConv (full records and PPDPP splits), ExTES, and a generic JSONL schema,
+all mapped onto `Case`.
+
+A dataset spec on the command line is `esconv:<split>`, `extes:<split>` or a file path.
+Generic JSONL, one case per line: `{"situation": str, "id"?: str, "emotion"?: str,
+"problem"?: str, "dialog"?: [{"speaker": "seeker"|"supporter", "text": str}]}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from esc_agents.errors import UserError
+from esc_agents.types import Case, Message
+
+DATA_DIR = Path(os.environ.get("RLFF_ESC_DATA", Path(__file__).resolve().parent.parent / "data"))
+ESCONV_SPLITS = ("ppdpp_train", "ppdpp_valid", "ppdpp_test", "train", "valid", "test")
+EXTES_SPLITS = ("train", "valid", "test")
+EXTES_SPLIT_SEED = 13
+EXTES_HELD_OUT = 200  # dialogues each for valid and test, as common practice holds out
+
+
+class RecordError(ValueError):
+    """A record lacks a field or has one of the wrong type."""
+
+
+def _field(record: dict[str, Any], name: str, kind: type = str) -> Any:
+    if name not in record:
+        raise RecordError(f"missing field {name!r}")
+    value = record[name]
+    if not isinstance(value, kind):
+        raise RecordError(f"field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _merged(turns: list[tuple[str, str, str | None]]) -> list[Message]:
+    """Consecutive utterances by the same speaker become one message (ESConv has many)."""
+    messages: list[Message] = []
+    for speaker, text, strategy in turns:
+        text = text.strip()
+        if messages and messages[-1].speaker == speaker:
+            messages[-1].content += " " + text
+        else:
+            messages.append(Message(speaker=speaker, content=text, strategy=strategy))
+    return messages
+
+
+def esconv_case(record: dict[str, Any], case_id: str, source: str) -> Case:
+    turns = []
+    for turn in _field(record, "dialog", list):
+        if not isinstance(turn, dict):
+            raise RecordError("dialog entries must be objects")
+        speaker = {"usr": "seeker", "sys": "supporter"}.get(_field(turn, "speaker"))
+        if speaker is None:
+            raise RecordError(f"dialog speaker must be 'usr' or 'sys', got {turn['speaker']!r}")
+        turns.append((speaker, _field(turn, "text"), turn.get("strategy")))
+    return Case(
+        id=case_id,
+        situation=_field(record, "situation").strip(),
+        emotion=_field(record, "emotion_type").strip(),
+        problem=_field(record, "problem_type").strip(),
+        dialog=_merged(turns),
+        source=source,
+    )
+
+
+def generic_case(record: dict[str, Any], case_id: str, source: str) -> Case:
+    turns = []
+    for turn in record.get("dialog", []):
+        if not isinstance(turn, dict) or turn.get("speaker") not in ("seeker", "supporter"):
+            raise RecordError("dialog entries need speaker 'seeker' or 'supporter'")
+        turns.append((turn["speaker"], _field(turn, "text"), turn.get("strategy")))
+    return Case(
+        id=str(record.get("id", case_id)),
+        situation=_field(record, "situation").strip(),
+        emotion=str(record.get("emotion", "unknown")),
+        problem=str(record.get("problem", "unknown")),
+        dialog=_merged(turns),
+        source=source,
+    )
+
+
+def extes_case(record: dict[str, Any], case_id: str, source: str) -> Case:
+    turns = []
+    for turn in _field(record, "content", list):
+        if not isinstance(turn, dict):
+            raise RecordError("content entries must be objects")
+        if "User" in turn:
+            turns.append(("seeker", str(turn["User"]), None))
+        elif "AI" in turn:
+            turns.append(("supporter", str(turn["AI"]), turn.get("AI Strategy")))
+        else:
+            raise RecordError("content entries need a 'User' or 'AI' key")
+    return Case(
+        id=case_id,
+        situation=_field(record, "description").strip(),
+        problem=_field(record, "scene").strip(),
+        dialog=_merged(turns),
+        source=source,
+    )
+
+
+def _read_jsonl(path: Path, make: Callable[[dict, str, str], Case], prefix: str) -> list[Case]:
+    cases = []
+    with path.open() as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise RecordError("a record must be a JSON object")
+                cases.append(make(record, f"{prefix}-{line_number - 1}", prefix))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from None
+            except RecordError as exc:
+                raise UserError(f"{path}:{line_number}: {exc}") from None
+    return cases
+
+
+def extes_path() -> Path:
+    return Path(os.environ.get("RLFF_ESC_EXTES", DATA_DIR / "extes" / "ExTES.json"))
+
+
+def load_extes(split: str, path: Path | None = None) -> list[Case]:
+    """ExTES split, made reproducibly: a seeded shuffle (seed 13) of all dialogues, the last 200
+    for test, the 200 before them for valid, the rest for train."""
+    path = path or extes_path()
+    if not path.exists():
+        raise UserError(
+            f"ExTES is not bundled (its license forbids it): put the official ExTES.json at {path} "
+            "or set RLFF_ESC_EXTES to its path"
+        )
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(records, list):
+        raise UserError(f"{path}: expected a JSON list of dialogues")
+    order = list(range(len(records)))
+    random.Random(EXTES_SPLIT_SEED).shuffle(order)
+    test, valid = order[-EXTES_HELD_OUT:], order[-2 * EXTES_HELD_OUT : -EXTES_HELD_OUT]
+    train = order[: -2 * EXTES_HELD_OUT]
+    cases = []
+    for index in sorted({"train": train, "valid": valid, "test": test}[split]):
+        try:
+            cases.append(extes_case(records[index], f"extes_{split}-{index}", f"extes:{split}"))
+        except RecordError as exc:
+            raise UserError(f"{path}: record {index}: {exc}") from None
+    return cases
+
+
+def load_cases(spec: str) -> list[Case]:
+    """Resolve a dataset spec (`esconv:ppdpp_test`, `extes:test`, or a JSONL path) to cases."""
+    name, _, split = spec.partition(":")
+    if name == "esconv" and split:
+        if split not in ESCONV_SPLITS:
+            raise UserError(f"unknown ESConv split {split!r} (known: {', '.join(ESCONV_SPLITS)})")
+        path = DATA_DIR / "esconv" / f"{split}.jsonl"
+        if not path.exists():
+            raise UserError(f"dataset file not found: {path}")
+        return _read_jsonl(path, esconv_case, split)
+    if name == "extes" and split:
+        if split not in EXTES_SPLITS:
+            raise UserError(f"unknown ExTES split {split!r} (known: {', '.join(EXTES_SPLITS)})")
+        return load_extes(split)
+    path = Path(spec)
+    if not path.exists():
+        raise UserError(f"dataset not found: {spec} (use esconv:<split>, extes:<split> or a JSONL path)")
+    first = next((line for line in path.open() if line.strip()), "")
+    looks_like_esconv = '"dialog"' in first and '"emotion_type"' in first
+    return _read_jsonl(path, esconv_case if looks_like_esconv else generic_case, path.stem)

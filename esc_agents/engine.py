@@ -1,0 +1,98 @@
+"""Everything one run needs to call models: prompts, endpoints, cache, the embedded server, roles.
+
+Prompts are loaded and validated in the constructor, before any server starts or any call is
+made; endpoints are checked for reachability on entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from langchain_core.language_models import BaseChatModel
+
+from esc_agents.cache import CompletionCache
+from esc_agents.config import RunConfig
+from esc_agents.endpoints import Endpoint, UsageMeter
+from esc_agents.local_server import LocalServer, cache_dir
+from esc_agents.prompts import ROLES, load_prompt
+from esc_agents.roles import Critic, Supporter, UserSimulator
+from esc_agents.types import Case
+from graphs.episode import EpisodeContext
+
+
+def default_cache_path() -> Path:
+    return cache_dir() / "completions.sqlite"
+
+
+class Engine:
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        use_cache: bool = True,
+        cache_path: str | Path | None = None,
+        chat_models: dict[str, BaseChatModel] | None = None,
+    ):
+        self.config = config
+        self.prompts = {role: load_prompt(role, getattr(config, role).prompt) for role in ROLES}
+        self.cache = CompletionCache(cache_path or default_cache_path()) if use_cache else None
+        self.meter = UsageMeter()
+        self._chat_models = chat_models or {}
+        self._servers: list[LocalServer] = []
+        self.endpoints: dict[str, Endpoint] = {}
+
+    async def __aenter__(self) -> Engine:
+        try:
+            for name in sorted({getattr(self.config, role).endpoint for role in ROLES}):
+                self.endpoints[name] = await self._open_endpoint(name)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        regenerations = self.config.episode.empty_reply_retries
+        common = {"seed": self.config.seed, "use_cache": self.cache is not None}
+        self.supporter = Supporter(
+            "supporter", self.endpoints[self.config.supporter.endpoint], self.prompts["supporter"],
+            self.config.supporter, regenerations=regenerations, **common,
+        )
+        self.user_simulator = UserSimulator(
+            "user_simulator", self.endpoints[self.config.user_simulator.endpoint], self.prompts["user_simulator"],
+            self.config.user_simulator, regenerations=regenerations, **common,
+        )
+        self.critic = Critic(
+            "critic", self.endpoints[self.config.critic.endpoint], self.prompts["critic"],
+            self.config.critic, regenerations=self.config.episode.critic_retries, **common,
+        )
+        return self
+
+    async def _open_endpoint(self, name: str) -> Endpoint:
+        profile = self.config.endpoints[name]
+        if name in self._chat_models:
+            return Endpoint(name, profile, cache=self.cache, meter=self.meter, chat_model=self._chat_models[name])
+        request_model = None
+        if profile.embedded:
+            server = LocalServer(profile)
+            self._servers.append(server)
+            request_model = await asyncio.to_thread(server.start)
+        endpoint = Endpoint(name, profile, cache=self.cache, meter=self.meter, request_model=request_model)
+        await endpoint.preflight()
+        return endpoint
+
+    def episode_context(self, case: Case) -> EpisodeContext:
+        episode = self.config.episode
+        return EpisodeContext(
+            case=case,
+            supporter=self.supporter,
+            user_simulator=self.user_simulator,
+            critic=self.critic,
+            max_turns=episode.max_turns,
+            critic_samples=episode.critic_samples,
+            success_threshold=episode.success_threshold,
+        )
+
+    async def __aexit__(self, *exc) -> None:
+        for server in self._servers:
+            await asyncio.to_thread(server.stop)
+        self._servers.clear()
+        if self.cache is not None:
+            self.cache.close()

@@ -1,0 +1,126 @@
+"""SR / AT and friends over a run's trajectories (PPDPP protocol), with bootstrap intervals.
+
+130 test cases is a small sample, so every headline number carries a 95% percentile
+bootstrap interval. Failures count T turns in AT.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esc_agents.errors import UserError
+from esc_agents.runlog import read_jsonl
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def _group(trajectories: list[dict], key: str, max_turns: int) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for trajectory in trajectories:
+        groups[trajectory[key].strip().lower()].append(trajectory)
+    return {
+        name: {
+            "cases": len(members),
+            "success_rate": float(np.mean([t["success"] for t in members])),
+            "average_turns": float(np.mean([t["turns"] if t["success"] else max_turns for t in members])),
+        }
+        for name, members in sorted(groups.items())
+    }
+
+
+def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, Any]:
+    if not trajectories:
+        raise UserError("no finished trajectories to evaluate")
+    success = np.array([t["success"] for t in trajectories], dtype=float)
+    turns = np.array([t["turns"] if t["success"] else max_turns for t in trajectories], dtype=float)
+    finals = np.array([t["final_score"] for t in trajectories if t["final_score"] is not None], dtype=float)
+    invalid = sum(len(score["invalid"]) for t in trajectories for score in t["scores"])
+    verdicts = sum(len(score["samples"]) + len(score["invalid"]) for t in trajectories for score in t["scores"])
+    return {
+        "cases": len(trajectories),
+        "max_turns": max_turns,
+        "success_rate": float(success.mean()),
+        "success_rate_ci95": bootstrap_ci(success),
+        "average_turns": float(turns.mean()),
+        "average_turns_ci95": bootstrap_ci(turns),
+        "mean_final_score": float(finals.mean()) if len(finals) else None,
+        "mean_final_score_ci95": bootstrap_ci(finals),
+        "success_by_turn": {
+            str(turn): float(np.mean([t["success"] and t["turns"] <= turn for t in trajectories]))
+            for turn in range(1, max_turns + 1)
+        },
+        "invalid_critic_rate": invalid / verdicts if verdicts else 0.0,
+        "by_emotion": _group(trajectories, "emotion", max_turns),
+        "by_problem": _group(trajectories, "problem", max_turns),
+    }
+
+
+def plot_success_by_turn(curves: dict[str, dict[str, float]], path: Path) -> None:
+    """One line per run label: the share of cases solved by each turn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for label, curve in curves.items():
+        turns = [int(t) for t in curve]
+        axis.plot(turns, list(curve.values()), marker="o", label=label)
+    axis.set_xlabel("turn")
+    axis.set_ylabel("success rate by turn")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def evaluate_run(out: Path) -> dict[str, Any]:
+    """Read `out/trajectories.jsonl` and `out/run.json`; write `summary.json` and `success_by_turn.png`."""
+    run_file = out / "run.json"
+    if not run_file.exists():
+        raise UserError(f"{out} is not a simulate run folder (no run.json)")
+    run = json.loads(run_file.read_text())
+    max_turns = run["fingerprint"]["episode"]["max_turns"]
+    trajectories = list(read_jsonl(out / "trajectories.jsonl"))
+    summary = summarize(trajectories, max_turns)
+    done = {t["case_id"] for t in trajectories}
+    failed = sorted({record["case_id"] for record in read_jsonl(out / "failures.jsonl")} - done)
+    summary["failed_cases"] = failed
+    summary["dataset"] = run["fingerprint"]["dataset"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_success_by_turn({out.name: summary["success_by_turn"]}, out / "success_by_turn.png")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    def ci(name: str) -> str:
+        low, high = summary[f"{name}_ci95"]
+        return f"[{low:.3f}, {high:.3f}]"
+
+    final = summary["mean_final_score"]
+    rows = [
+        f"cases            {summary['cases']}  (T = {summary['max_turns']}, dataset {summary.get('dataset', '?')})",
+        f"SR               {summary['success_rate']:.3f}  95% CI {ci('success_rate')}",
+        f"AT               {summary['average_turns']:.2f}   95% CI {ci('average_turns')}",
+        f"final score      {final:.3f}  95% CI {ci('mean_final_score')}" if final is not None else "final score      n/a",
+        f"invalid critic   {summary['invalid_critic_rate']:.1%} of verdicts",
+    ]
+    if summary.get("failed_cases"):
+        rows.append(f"failed cases     {len(summary['failed_cases'])}: {', '.join(summary['failed_cases'])}")
+    return "\n".join(rows)

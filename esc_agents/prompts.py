@@ -1,0 +1,155 @@
+"""Load and validate prompt files.
+
+A prompt is a YAML file under `prompts/<role>/<name>.yaml`, chosen by name, or any file a user
+passes by path. Templates use `{variable}` fields (write `{{` for a literal brace). Each role
+declares which variables exist and which are required, so a typo is an error at load time,
+before any LLM call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from esc_agents.errors import UserError
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+ROLES = ("supporter", "user_simulator", "critic")
+
+ESCONV_STRATEGIES = (
+    "Question",
+    "Self-disclosure",
+    "Affirmation and Reassurance",
+    "Providing Suggestions",
+    "Reflection of feelings",
+    "Information",
+    "Restatement or Paraphrasing",
+    "Others",
+)
+
+# role -> template field -> (allowed variables, required variables)
+TEMPLATE_VARIABLES: dict[str, dict[str, tuple[set[str], set[str]]]] = {
+    "supporter": {"system": ({"strategies"}, set())},
+    "user_simulator": {"system": ({"emotion", "problem", "situation"}, {"situation"})},
+    "critic": {
+        "system": ({"emotion", "problem"}, set()),
+        "user": ({"conversation", "emotion", "problem"}, {"conversation"}),
+    },
+}
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    score: float
+    patterns: list[str] = Field(min_length=1)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            re.compile(pattern)
+        return patterns
+
+
+class PromptFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    system: str
+    user: str | None = None
+    reply_format: Literal["plain", "think", "strategy"] = "plain"
+    think_tag: str = "think"
+    response_tag: str = "response"
+    axes: dict[str, str] = Field(default_factory=dict)
+    verdicts: list[Verdict] = Field(default_factory=list)
+
+
+class Prompt:
+    """A validated prompt file plus where it came from and a hash for provenance."""
+
+    def __init__(self, role: str, name: str, path: Path, spec: PromptFile, text: str):
+        self.role = role
+        self.name = name
+        self.path = path
+        self.spec = spec
+        self.sha256 = hashlib.sha256(text.encode()).hexdigest()
+
+    def render(self, field: str, **variables: str) -> str:
+        template = getattr(self.spec, field)
+        return template.format_map(variables)
+
+    def classify(self, answer: str) -> Verdict | None:
+        """The one verdict whose patterns match the critic's answer, or None (unparsable or ambiguous)."""
+        text = answer.strip().lower()
+        matched = {
+            verdict.label: verdict
+            for verdict in self.spec.verdicts
+            if any(re.search(pattern, text, flags=re.IGNORECASE | re.MULTILINE) for pattern in verdict.patterns)
+        }
+        return next(iter(matched.values())) if len(matched) == 1 else None
+
+
+def available(role: str) -> list[str]:
+    return sorted(path.stem for path in (PROMPTS_DIR / role).glob("*.yaml"))
+
+
+def _fields(template: str) -> set[str]:
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"bad template syntax ({exc}); write {{{{ and }}}} for literal braces") from None
+
+
+def load_prompt(role: str, name_or_path: str) -> Prompt:
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}")
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        path, name = candidate, candidate.stem
+        if not path.exists():
+            raise UserError(f"{role} prompt file not found: {path}")
+    else:
+        path, name = PROMPTS_DIR / role / f"{name_or_path}.yaml", name_or_path
+        if not path.exists():
+            raise UserError(
+                f"unknown {role} prompt {name_or_path!r} (available: {', '.join(available(role))}; or give a file path)"
+            )
+    text = path.read_text()
+    try:
+        spec = PromptFile.model_validate(yaml.safe_load(text) or {})
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UserError(f"{path}: {where}: {'unknown key' if first['type'] == 'extra_forbidden' else first['msg']}") from None
+    _validate(role, path, spec)
+    return Prompt(role, name, path, spec, text)
+
+
+def _validate(role: str, path: Path, spec: PromptFile) -> None:
+    for field, (allowed, required) in TEMPLATE_VARIABLES[role].items():
+        template = getattr(spec, field)
+        if template is None:
+            raise UserError(f"{path}: a {role} prompt needs a `{field}` template")
+        try:
+            used = _fields(template)
+        except ValueError as exc:
+            raise UserError(f"{path}: {field}: {exc}") from None
+        if unknown := used - allowed:
+            raise UserError(
+                f"{path}: {field}: unknown template variable {{{sorted(unknown)[0]}}} "
+                f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
+            )
+        if missing := required - used:
+            raise UserError(f"{path}: {field}: template variable {{{sorted(missing)[0]}}} is required")
+    if role == "critic" and len(spec.verdicts) < 2:
+        raise UserError(f"{path}: a critic prompt needs at least two `verdicts`")
+    if role != "critic" and spec.verdicts:
+        raise UserError(f"{path}: `verdicts` belong in critic prompts only")

@@ -1,0 +1,82 @@
+"""What decided a result, saved as `run.json` beside it, and the check that a resumed run
+(or a merge of parts) was made with the same settings."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from esc_agents import __version__
+from esc_agents.config import RunConfig
+from esc_agents.errors import UserError
+from esc_agents.prompts import ROLES, Prompt
+
+VERSIONED_PACKAGES = ("langgraph", "langchain-openai", "openai", "transformers", "torch")
+
+
+def versions() -> dict[str, str]:
+    found = {"rlff-esc": __version__, "python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def fingerprint(config: RunConfig, prompts: dict[str, Prompt], dataset: str) -> dict[str, Any]:
+    """The settings that change results. Concurrency, timeouts and retry budgets don't;
+    only the model behind each role's endpoint does."""
+    roles = {}
+    for role in ROLES:
+        binding = getattr(config, role)
+        roles[role] = {
+            "model": config.endpoints[binding.endpoint].model,
+            "prompt": prompts[role].name,
+            "prompt_sha256": prompts[role].sha256,
+            "temperature": binding.temperature,
+            "max_tokens": binding.max_tokens,
+        }
+    return {"dataset": dataset, "roles": roles, "episode": config.episode.model_dump(), "seed": config.seed}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    return sorted(key for key in flat_a.keys() | flat_b.keys() if flat_a.get(key) != flat_b.get(key))
+
+
+def write_run_record(out: Path, config: RunConfig, prompts: dict[str, Prompt], dataset: str, **extra: Any) -> dict:
+    """Create `out/run.json`, or check that an existing one has the same fingerprint."""
+    path = out / "run.json"
+    current = fingerprint(config, prompts, dataset)
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if diff := differing_fields(previous["fingerprint"], current):
+            raise UserError(
+                f"{out} holds a run with other settings ({', '.join(diff)}); use a new --out or the same settings"
+            )
+        return previous
+    record = {
+        "fingerprint": current,
+        "config": config.model_dump(mode="json"),
+        "prompts": {role: str(prompts[role].path) for role in ROLES},
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record

@@ -1,0 +1,63 @@
+"""Turn a model's raw output into what the conversation shows.
+
+Small models drift: they keep going as the other speaker ("Seeker: ..."), stop mid-sentence
+at the token limit, or wrap the reply in think/strategy markup. These functions cut that back
+to the utterance itself. Nothing here calls a model.
+"""
+
+from __future__ import annotations
+
+import re
+
+from esc_agents.prompts import ESCONV_STRATEGIES
+
+SPEAKER_LABELS = (
+    "seeker", "supporter", "user", "assistant", "patient", "therapist", "client", "counsel(?:l)?or",
+    "help-?seeker", "human", "ai", "listener", "friend", "system",
+)
+_LABEL = r"(?:%s)" % "|".join(SPEAKER_LABELS)
+_LEADING_LABEL = re.compile(rf"^\s*\**{_LABEL}\**\s*:\s*", re.IGNORECASE)
+_OTHER_SPEAKER = re.compile(rf"(?:^|\n|(?<=[.!?\"]) )\s*\**{_LABEL}\**\s*:", re.IGNORECASE)
+_SPECIAL_TOKENS = re.compile(r"<\|[^|>]*\|>")
+_SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s|$)")
+
+
+def clean_utterance(text: str) -> str:
+    """Drop a leading speaker label, anything after the model starts speaking as someone else,
+    chat-template tokens, and a trailing partial sentence (kept if it is the only sentence)."""
+    text = _SPECIAL_TOKENS.sub("", text)
+    text = _LEADING_LABEL.sub("", text, count=1)
+    if match := _OTHER_SPEAKER.search(text):
+        text = text[: match.start()]
+    text = text.strip()
+    ends = list(_SENTENCE_END.finditer(text))
+    if ends and ends[-1].end() < len(text):
+        text = text[: ends[-1].end()]
+    return " ".join(text.split())
+
+
+def tag_block(tag: str) -> re.Pattern[str]:
+    return re.compile(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", re.DOTALL)
+
+
+def strip_think(text: str, think_tag: str = "think", response_tag: str = "response") -> str:
+    """What the other roles may see of a think-format reply: the response block if there is one,
+    else the text with think blocks (and a dangling unclosed one) removed."""
+    if match := tag_block(response_tag).search(text):
+        return match.group(1)
+    text = tag_block(think_tag).sub("", text)
+    text = re.sub(rf"<{re.escape(think_tag)}>.*", "", text, flags=re.DOTALL)
+    return re.sub(rf"</?(?:{re.escape(think_tag)}|{re.escape(response_tag)})>", "", text)
+
+
+_STRATEGY_PREFIX = re.compile(r"^\s*[\[(]\s*(?:strategy\s*:\s*)?([^\])]+?)\s*[\])]\s*", re.IGNORECASE)
+
+
+def split_strategy(text: str) -> tuple[str | None, str]:
+    """`[Question] How are you?` -> ("Question", "How are you?"); unknown names are kept as said."""
+    match = _STRATEGY_PREFIX.match(text)
+    if not match:
+        return None, text
+    said = match.group(1)
+    known = {name.lower(): name for name in ESCONV_STRATEGIES}
+    return known.get(said.lower(), said), text[match.end():]

@@ -1,0 +1,139 @@
+"""The three roles of a rollout: supporter, user simulator (the seeker), critic.
+
+Each builds its messages from the conversation and its prompt, calls its endpoint, and cleans
+or parses the answer. No graph logic lives here: `graphs.episode` decides who speaks when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from esc_agents.config import RoleConfig
+from esc_agents.endpoints import Endpoint
+from esc_agents.prompts import ESCONV_STRATEGIES, Prompt
+from esc_agents.replies import clean_utterance, split_strategy, strip_think
+from esc_agents.types import Case, CriticScore, Message
+
+
+class EmptyReplyError(RuntimeError):
+    """A role kept producing nothing usable after its regenerations."""
+
+
+def render_transcript(messages: list[Message]) -> str:
+    return "\n".join(f"{m.speaker.capitalize()}: {m.content}" for m in messages)
+
+
+@dataclass
+class Role:
+    name: str
+    endpoint: Endpoint
+    prompt: Prompt
+    settings: RoleConfig
+    seed: int = 0
+    use_cache: bool = True
+    regenerations: int = 2
+
+    async def _sample(self, messages: list[dict[str, str]], indices: list[int], attempt: int = 0) -> list[str]:
+        completions = await self.endpoint.complete(
+            self.name,
+            messages,
+            temperature=self.settings.temperature,
+            max_tokens=self.settings.max_tokens,
+            indices=indices,
+            attempt=attempt,
+            seed=self.seed,
+            use_cache=self.use_cache,
+        )
+        return [completion.text for completion in completions]
+
+    def _case_variables(self, case: Case) -> dict[str, str]:
+        return {"emotion": case.emotion, "problem": case.problem, "situation": case.situation}
+
+    def _parse(self, raw: str) -> Message | None:
+        raise NotImplementedError
+
+    async def _speak(self, chat: list[dict[str, str]], sample: int) -> Message:
+        """One utterance; a reply that is empty after cleaning is regenerated, never passed on."""
+        for attempt in range(self.regenerations + 1):
+            (raw,) = await self._sample(chat, [sample], attempt)
+            if (message := self._parse(raw)) is not None:
+                return message
+        raise EmptyReplyError(f"{self.name} gave no usable reply in {self.regenerations + 1} tries")
+
+
+class Supporter(Role):
+    """Sees the seeker as `user` and itself as `assistant`."""
+
+    def chat(self, case: Case, history: list[Message]) -> list[dict[str, str]]:
+        system = self.prompt.render("system", strategies="\n".join(f"- {s}" for s in ESCONV_STRATEGIES))
+        turns = [
+            {"role": "user" if m.speaker == "seeker" else "assistant", "content": m.content} for m in history
+        ]
+        return [{"role": "system", "content": system}, *turns]
+
+    def _parse(self, raw: str) -> Message | None:
+        spec = self.prompt.spec
+        strategy = None
+        if spec.reply_format == "think":
+            visible = strip_think(raw, spec.think_tag, spec.response_tag)
+        elif spec.reply_format == "strategy":
+            strategy, visible = split_strategy(raw)
+        else:
+            visible = raw
+        content = clean_utterance(visible)
+        if not content:
+            return None
+        return Message(speaker="supporter", content=content, raw=raw, strategy=strategy)
+
+    async def reply(self, case: Case, history: list[Message], sample: int = 0) -> Message:
+        return await self._speak(self.chat(case, history), sample)
+
+
+class UserSimulator(Role):
+    """Plays the seeker: sees the conversation from its own side, roles swapped."""
+
+    def chat(self, case: Case, history: list[Message]) -> list[dict[str, str]]:
+        system = self.prompt.render("system", **self._case_variables(case))
+        turns = [
+            {"role": "assistant" if m.speaker == "seeker" else "user", "content": m.content} for m in history
+        ]
+        return [{"role": "system", "content": system}, *turns]
+
+    def _parse(self, raw: str) -> Message | None:
+        content = clean_utterance(raw)
+        return Message(speaker="seeker", content=content, raw=raw) if content else None
+
+    async def reply(self, case: Case, history: list[Message]) -> Message:
+        return await self._speak(self.chat(case, history), 0)
+
+
+class Critic(Role):
+    """l sampled verdicts; unparsable ones are re-asked, then recorded as invalid."""
+
+    def chat(self, case: Case, history: list[Message]) -> list[dict[str, str]]:
+        variables = self._case_variables(case)
+        return [
+            {"role": "system", "content": self.prompt.render("system", **variables)},
+            {"role": "user", "content": self.prompt.render("user", conversation=render_transcript(history), **variables)},
+        ]
+
+    async def judge(self, case: Case, history: list[Message], samples: int) -> CriticScore:
+        chat = self.chat(case, history)
+        answers = dict(zip(range(samples), await self._sample(chat, list(range(samples)))))
+        verdicts = {index: self.prompt.classify(text) for index, text in answers.items()}
+        for attempt in range(1, self.regenerations + 1):
+            unparsed = [index for index, verdict in verdicts.items() if verdict is None]
+            if not unparsed:
+                break
+            for index, text in zip(unparsed, await self._sample(chat, unparsed, attempt)):
+                answers[index], verdicts[index] = text, self.prompt.classify(text)
+        parsed = [verdict for verdict in verdicts.values() if verdict is not None]
+        invalid = [answers[index] for index, verdict in verdicts.items() if verdict is None]
+        scores = [verdict.score for verdict in parsed]
+        return CriticScore(
+            samples=scores,
+            verdicts=[verdict.label for verdict in parsed],
+            invalid=invalid,
+            mean=sum(scores) / len(scores) if scores else None,
+        )
+

@@ -1,0 +1,61 @@
+"""Append-only JSONL results with resume.
+
+Each finished result is written as one line and flushed to disk at once, so a killed run loses
+at most the line being written. On reopen, a torn last line is cut off and the keys already
+present are skipped: no duplicate, no loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+class RunLog:
+    def __init__(self, path: str | Path, key: str):
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        self.done: set[str] = {record[key] for record in self.records()}
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def _repair(self) -> None:
+        """Drop a partial last line left by a kill mid-write."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        return read_jsonl(self.path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.done.add(record[self.key])
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,65 @@
+"""Types every stage shares: a case, a message, a critic score, a trajectory."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Speaker = Literal["seeker", "supporter"]
+
+
+class Message(BaseModel):
+    """One utterance. `content` is what the other roles see; `raw` keeps the model's full output
+    (think blocks, strategy tags) so nothing the model produced is lost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    speaker: Speaker
+    content: str
+    raw: str | None = None
+    strategy: str | None = None
+
+
+class Case(BaseModel):
+    """A seeker's situation to simulate, mapped from any dataset onto one shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    situation: str
+    emotion: str = "unknown"
+    problem: str = "unknown"
+    dialog: list[Message] = Field(default_factory=list)
+    source: str = ""
+
+
+class CriticScore(BaseModel):
+    """The critic's l samples for one turn. `mean` is over parsable verdicts only;
+    unparsable answers are kept in `invalid`, never turned into a score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples: list[float]
+    verdicts: list[str]
+    invalid: list[str] = Field(default_factory=list)
+    mean: float | None
+
+
+EpisodeStatus = Literal["success", "max_turns"]
+
+
+class Trajectory(BaseModel):
+    """A finished episode (or simulated future), one JSONL line of `trajectories.jsonl`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_id: str
+    emotion: str
+    problem: str
+    messages: list[Message]
+    scores: list[CriticScore]
+    turns: int
+    success: bool
+    final_score: float | None
+    status: EpisodeStatus

@@ -1,0 +1,1 @@
+"""LangGraph rollouts: the episode graph shared by evaluation episodes and simulated futures."""
