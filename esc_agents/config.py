@@ -105,8 +105,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line for a pydantic error; a misspelt key is reported before the field it hides."""
+    first = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
@@ -115,7 +116,7 @@ def _describe(error: ValidationError, source: str) -> str:
 
 def build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults ← YAML file ← CLI overrides (nested dicts, None values ignored)."""
-    data: dict[str, Any] = {"endpoints": BUILTIN_ENDPOINTS}
+    data: dict[str, Any] = {**RunConfig().model_dump(exclude={"endpoints"}), "endpoints": BUILTIN_ENDPOINTS}
     source = "config"
     if path is not None:
         source = str(path)
@@ -132,7 +133,7 @@ def build_config(path: str | Path | None = None, overrides: dict[str, Any] | Non
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_describe(exc, source)) from None
+        raise UserError(describe_validation_error(exc, source)) from None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

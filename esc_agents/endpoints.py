@@ -191,6 +191,16 @@ class Endpoint:
         singles = await asyncio.gather(*(self._request(role, messages, params, n=1) for _ in range(count)))
         return [c for single in singles for c in single], count
 
+    def _describe(self, exc: BaseException | None) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            return f"timed out after {self.profile.timeout:g} s"
+        if isinstance(exc, openai.APIConnectionError):
+            return f"connection to {self.profile.base_url} failed"
+        if isinstance(exc, openai.APIStatusError):
+            message = exc.message.splitlines()[0][:200] if exc.message else ""
+            return f"HTTP {exc.status_code}: {message}"
+        return f"{type(exc).__name__}: {exc}"
+
     async def _request(
         self, role: str, messages: list[dict[str, str]], params: dict[str, Any], n: int
     ) -> list[Completion]:
@@ -215,12 +225,12 @@ class Endpoint:
             cause = exc.last_attempt.exception()
             raise EndpointError(
                 f"endpoint {self.name!r} ({self.profile.model}) failed for role {role} after "
-                f"{self.profile.max_attempts} attempts: {type(cause).__name__}: {_first_line(cause)}"
+                f"{self.profile.max_attempts} attempts: {self._describe(cause)}"
             ) from None
         except openai.APIError as exc:
             raise EndpointError(
                 f"endpoint {self.name!r} ({self.profile.model}) refused a request for role {role}: "
-                f"{type(exc).__name__}: {_first_line(exc)}"
+                f"{self._describe(exc)}"
             ) from None
         usage = (result.llm_output or {}).get("token_usage") or {}
         generations = result.generations[0]
@@ -235,6 +245,3 @@ class Endpoint:
         ]
 
 
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc) if exc is not None else ""
-    return text.splitlines()[0][:300] if text else ""

@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from esc_agents.config import describe_validation_error
 from esc_agents.errors import UserError
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -126,9 +127,7 @@ def load_prompt(role: str, name_or_path: str) -> Prompt:
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise UserError(f"{path}: {where}: {'unknown key' if first['type'] == 'extra_forbidden' else first['msg']}") from None
+        raise UserError(describe_validation_error(exc, str(path))) from None
     _validate(role, path, spec)
     return Prompt(role, name, path, spec, text)
 

@@ -11,24 +11,33 @@ import re
 
 from esc_agents.prompts import ESCONV_STRATEGIES
 
-SPEAKER_LABELS = (
-    "seeker", "supporter", "user", "assistant", "patient", "therapist", "client", "counsel(?:l)?or",
-    "help-?seeker", "human", "ai", "listener", "friend", "system",
-)
-_LABEL = r"(?:%s)" % "|".join(SPEAKER_LABELS)
-_LEADING_LABEL = re.compile(rf"^\s*\**{_LABEL}\**\s*:\s*", re.IGNORECASE)
-_OTHER_SPEAKER = re.compile(rf"(?:^|\n|(?<=[.!?\"]) )\s*\**{_LABEL}\**\s*:", re.IGNORECASE)
+SPEAKER_LABELS = {
+    "seeker": ("seeker", "user", "patient", "client", "help-?seeker", "human"),
+    "supporter": ("supporter", "assistant", "therapist", "counsel(?:l)?or", "listener", "ai", "system"),
+}
+_ANY_LABEL = r"(?:%s)" % "|".join(label for labels in SPEAKER_LABELS.values() for label in labels)
+_SPEAKER_TURN = re.compile(rf"(?:^|\n|(?<=[.!?\"]) )\s*\**({_ANY_LABEL})\**\s*:\s*", re.IGNORECASE)
 _SPECIAL_TOKENS = re.compile(r"<\|[^|>]*\|>")
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s|$)")
 
 
-def clean_utterance(text: str) -> str:
-    """Drop a leading speaker label, anything after the model starts speaking as someone else,
-    chat-template tokens, and a trailing partial sentence (kept if it is the only sentence)."""
-    text = _SPECIAL_TOKENS.sub("", text)
-    text = _LEADING_LABEL.sub("", text, count=1)
-    if match := _OTHER_SPEAKER.search(text):
-        text = text[: match.start()]
+def _is_own_label(label: str, speaker: str) -> bool:
+    return any(re.fullmatch(pattern, label, re.IGNORECASE) for pattern in SPEAKER_LABELS[speaker])
+
+
+def clean_utterance(text: str, speaker: str) -> str:
+    """What `speaker` said: chat-template tokens and a leading label of its own removed, cut where
+    the model starts speaking as anyone (a reply that opens as the other role is empty), and a
+    trailing partial sentence dropped (kept if it is the only sentence)."""
+    text = _SPECIAL_TOKENS.sub("", text).strip()
+    turn = _SPEAKER_TURN.search(text)
+    if turn and turn.start() == 0:
+        if not _is_own_label(turn.group(1), speaker):
+            return ""
+        text = text[turn.end():]
+        turn = _SPEAKER_TURN.search(text)
+    if turn:
+        text = text[: turn.start()]
     text = text.strip()
     ends = list(_SENTENCE_END.finditer(text))
     if ends and ends[-1].end() < len(text):

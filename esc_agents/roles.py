@@ -80,7 +80,7 @@ class Supporter(Role):
             strategy, visible = split_strategy(raw)
         else:
             visible = raw
-        content = clean_utterance(visible)
+        content = clean_utterance(visible, "supporter")
         if not content:
             return None
         return Message(speaker="supporter", content=content, raw=raw, strategy=strategy)
@@ -100,7 +100,7 @@ class UserSimulator(Role):
         return [{"role": "system", "content": system}, *turns]
 
     def _parse(self, raw: str) -> Message | None:
-        content = clean_utterance(raw)
+        content = clean_utterance(raw, "seeker")
         return Message(speaker="seeker", content=content, raw=raw) if content else None
 
     async def reply(self, case: Case, history: list[Message]) -> Message:

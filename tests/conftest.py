@@ -1,0 +1,30 @@
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from esc_agents.config import build_config
+from esc_agents.local_server import LocalServer
+
+
+@pytest.fixture(scope="session")
+def local_server():
+    """The real embedded server, started once per test session (or reused if already up).
+    Yields the model name requests must use."""
+    server = LocalServer(build_config().endpoints["local"])
+    model = server.start()
+    # The first generation pays for warm-up; keep that out of the tests' timeouts.
+    httpx.post(server.root + "/v1/chat/completions", timeout=300,
+               json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+    yield model
+    server.stop()
+
+
+def rlff_esc(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real command line in a child process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "esc_agents.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs,
+    )

@@ -1,0 +1,44 @@
+"""Bad input: one clear line on stderr, exit code 2, before any model is started."""
+
+import pytest
+
+from tests.conftest import rlff_esc
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "missing.jsonl"], "dataset not found: missing.jsonl"),
+    (["--persona", "grumpy"], "unknown user_simulator prompt 'grumpy'"),
+    (["--critic-prompt", "nowhere/critic.yaml"], "critic prompt file not found"),
+    (["--endpoint", "nowhere"], "unknown endpoint profile 'nowhere'"),
+    (["--max-turns", "0"], "episode.max_turns: Input should be greater than or equal to 1"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result = rlff_esc("simulate", "--limit", "1", "--out", str(tmp_path / "run"), *args, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rlff-esc: error:") and message in lines[0], result.stderr
+
+
+def test_unreachable_endpoint(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("endpoints:\n  dead: {base_url: 'http://127.0.0.1:9/v1', model: m}\n")
+    result = rlff_esc("simulate", "--limit", "1", "--endpoint", "dead", "--config", str(config),
+                      "--out", str(tmp_path / "run"), timeout=120)
+    assert result.returncode == 2
+    assert "endpoint 'dead' at http://127.0.0.1:9/v1 is unreachable" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run" / "trajectories.jsonl").read_text()
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("endpoints:\n  dead: {base_url: 'http://127.0.0.1:9/v1', model: m}\n")
+    base = ["simulate", "--limit", "1", "--endpoint", "dead", "--config", str(config), "--out", str(tmp_path / "run")]
+    rlff_esc(*base, timeout=120)
+    result = rlff_esc(*base, "--max-turns", "3", timeout=120)
+    assert result.returncode == 2 and "other settings (episode.max_turns)" in result.stderr
+
+
+def test_help_lists_the_commands():
+    result = rlff_esc("--help", timeout=60)
+    for command in ("simulate", "evaluate", "serve", "graph", "prompts"):
+        assert command in result.stdout

@@ -1,0 +1,118 @@
+"""Against the real embedded server: simulate + evaluate, replay, kill and resume, injected faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from esc_agents.datasets import load_cases
+from tests.conftest import rlff_esc
+from tests.fault_proxy import FaultProxy
+
+pytestmark = pytest.mark.server
+
+SMALL = ["--dataset", "esconv:ppdpp_test", "--max-turns", "2", "--critic-samples", "2", "--concurrency", "4"]
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_simulate_evaluate_and_replay(local_server, tmp_path):
+    cache = str(tmp_path / "cache.sqlite")
+    out = tmp_path / "run"
+    done = rlff_esc("simulate", *SMALL, "--limit", "2", "--cache", cache, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    trajectories = lines(out / "trajectories.jsonl")
+    assert sorted(t["case_id"] for t in trajectories) == ["ppdpp_test-0", "ppdpp_test-1"]
+    for t in trajectories:
+        assert 1 <= t["turns"] <= 2 and t["status"] in ("success", "max_turns")
+        assert t["messages"][0] == {"speaker": "seeker", "content": load_cases("esconv:ppdpp_test")[
+            int(t["case_id"].split("-")[1])].situation, "raw": None, "strategy": None}
+        assert all(m["content"] for m in t["messages"])
+        assert len(t["scores"]) == t["turns"]
+        assert all(len(s["samples"]) + len(s["invalid"]) == 2 for s in t["scores"])
+    run = json.loads((out / "run.json").read_text())
+    assert run["fingerprint"]["episode"]["max_turns"] == 2 and "OPENAI_API_KEY" not in json.dumps(run["versions"])
+
+    evaluated = rlff_esc("evaluate", str(out))
+    assert evaluated.returncode == 0 and "SR" in evaluated.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("success_rate", "average_turns", "mean_final_score", "success_by_turn", "by_emotion",
+                "by_problem", "success_rate_ci95"):
+        assert key in summary
+    assert (out / "success_by_turn.png").stat().st_size > 1000
+
+    again = rlff_esc("simulate", *SMALL, "--limit", "2", "--cache", cache, "--out", str(out))
+    assert again.returncode == 0 and "0 episodes run, 2 already done" in again.stdout
+
+    replay_out = tmp_path / "replay"
+    replay = rlff_esc("simulate", *SMALL, "--limit", "2", "--cache", cache, "--out", str(replay_out))
+    assert replay.returncode == 0
+    assert sorted(lines(replay_out / "trajectories.jsonl"), key=lambda t: t["case_id"]) == sorted(
+        trajectories, key=lambda t: t["case_id"])
+    assert "calls     0" in replay.stdout and "calls     1" not in replay.stdout
+
+
+def test_killed_run_resumes_without_duplicates_or_loss(local_server, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "esc_agents.cli", "simulate", *SMALL, "--concurrency", "1", "--limit", "4",
+            "--cache", str(tmp_path / "cache.sqlite"), "--out", str(out)]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trajectories = out / "trajectories.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (trajectories.exists() and trajectories.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = lines(trajectories)
+    assert 1 <= len(before) < 4, "the kill should land mid-run"
+
+    resumed = rlff_esc("simulate", *SMALL, "--concurrency", "1", "--limit", "4",
+                       "--cache", str(tmp_path / "cache.sqlite"), "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    after = lines(trajectories)
+    ids = [t["case_id"] for t in after]
+    assert sorted(ids) == [f"ppdpp_test-{i}" for i in range(4)] and len(set(ids)) == 4
+    assert after[: len(before)] == before  # nothing already written was touched
+
+
+def flaky_config(tmp_path, base_url, model, attempts=4):
+    path = tmp_path / "flaky.yaml"
+    path.write_text(
+        "endpoints:\n"
+        f"  flaky: {{base_url: '{base_url}', model: '{model}', timeout: 15, max_attempts: {attempts}, "
+        "backoff_max: 0.2, supports_n: false}\n"
+    )
+    return str(path)
+
+
+def test_retries_ride_out_429_500_and_stalls(local_server, tmp_path):
+    faults = {0: "429", 1: "500", 2: "stall", 4: "429"}
+    with FaultProxy("http://127.0.0.1:8765", lambda i, body: faults.get(i, "ok"), stall_seconds=17) as proxy:
+        out = tmp_path / "run"
+        done = rlff_esc("simulate", *SMALL, "--limit", "1", "--max-turns", "1", "--endpoint", "flaky",
+                        "--config", flaky_config(tmp_path, proxy.base_url, local_server),
+                        "--cache", str(tmp_path / "c.sqlite"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert proxy.seen[:5] == ["429", "500", "stall", "ok", "429"]
+    assert len(lines(out / "trajectories.jsonl")) == 1
+
+
+def test_an_endpoint_that_keeps_failing_fails_its_episode_only(local_server, tmp_path):
+    doomed = load_cases("esconv:ppdpp_test")[1].situation[:40].encode()
+    with FaultProxy("http://127.0.0.1:8765", lambda i, body: "500" if doomed in body else "ok") as proxy:
+        out = tmp_path / "run"
+        run = rlff_esc("simulate", *SMALL, "--limit", "3", "--max-turns", "1", "--endpoint", "flaky",
+                       "--config", flaky_config(tmp_path, proxy.base_url, local_server, attempts=2),
+                       "--cache", str(tmp_path / "c.sqlite"), "--out", str(out))
+    assert run.returncode == 2
+    assert "1 episodes failed" in run.stderr and "ppdpp_test-1" in run.stderr
+    assert "for role supporter after 2 attempts: HTTP 500" in run.stderr
+    assert sorted(t["case_id"] for t in lines(out / "trajectories.jsonl")) == ["ppdpp_test-0", "ppdpp_test-2"]
+    assert [f["case_id"] for f in lines(out / "failures.jsonl")] == ["ppdpp_test-1"]
+    assert json.loads((out / "summary.json").read_text())["failed_cases"] == ["ppdpp_test-1"]

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from esc_agents.evaluation.metrics import summarize
+from esc_agents.runlog import RunLog
+
+
+def trajectory(case_id, success, turns, final, emotion="sadness"):
+    score = {"samples": [final], "verdicts": ["x"], "invalid": [], "mean": final}
+    return {"case_id": case_id, "success": success, "turns": turns, "final_score": final,
+            "emotion": emotion, "problem": "work", "scores": [score]}
+
+
+def test_sr_at_and_success_by_turn():
+    runs = [trajectory("a", True, 1, 1.0), trajectory("b", True, 3, 0.75),
+            trajectory("c", False, 4, -0.5, emotion="anger"), trajectory("d", False, 2, 0.0)]
+    summary = summarize(runs, max_turns=4)
+    assert summary["success_rate"] == 0.5
+    assert summary["average_turns"] == (1 + 3 + 4 + 4) / 4  # failures count T, even if stopped early
+    assert summary["mean_final_score"] == pytest.approx(0.3125)
+    assert summary["success_by_turn"] == {"1": 0.25, "2": 0.25, "3": 0.5, "4": 0.5}
+    low, high = summary["success_rate_ci95"]
+    assert 0 <= low <= 0.5 <= high <= 1
+    assert summary["by_emotion"]["anger"] == {"cases": 1, "success_rate": 0.0, "average_turns": 4.0}
+
+
+def test_runlog_resumes_and_repairs_a_torn_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    with RunLog(path, key="id") as log:
+        log.append({"id": "a"})
+        log.append({"id": "b"})
+    with path.open("a") as handle:
+        handle.write('{"id": "c", "trunc')  # killed mid-write
+    with RunLog(path, key="id") as log:
+        assert log.done == {"a", "b"}
+        log.append({"id": "c"})
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
