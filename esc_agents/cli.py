@@ -104,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not profile.embedded:
         raise UserError(f"profile {args.profile!r} is not the embedded server")
     server = LocalServer(profile)
-    command = serve_command(embedded_model_dir(), server.host, server.port)
+    command = serve_command(embedded_model_dir(), server.host, server.port, profile.embedded_dtype)
     print(f"serving {command[2]} on {server.root}/v1 (model name: {command[2]}); Ctrl-C to stop", file=sys.stderr)
     os.execve(command[0], command, {**os.environ, **OFFLINE_ENV})
 

@@ -8,7 +8,7 @@ types are errors), and saved with every run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,6 +33,7 @@ class EndpointProfile(Strict):
     backoff_max: float = Field(20.0, ge=0)
     supports_n: bool | None = None  # None: detect on first use
     embedded: bool = False  # start the local transformers server on demand
+    embedded_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 where the CPU has bf16 units
 
 
 class RoleConfig(Strict):

@@ -83,14 +83,19 @@ def resolve_api_key(name: str, profile: EndpointProfile) -> str:
     return "EMPTY"
 
 
-def chat_model_for(profile: EndpointProfile, api_key: str, request_model: str) -> BaseChatModel:
-    # Retries are ours (tenacity), so the client's own retry loop is off.
+def chat_model_for(
+    profile: EndpointProfile, api_key: str, request_model: str, http_client: httpx.AsyncClient
+) -> BaseChatModel:
+    # Retries are ours (tenacity), so the client's own retry loop is off. The HTTP client is the
+    # endpoint's own, sized to its concurrency and closed with it (not a process-wide one tied
+    # to whichever event loop created it first).
     return ChatOpenAI(
         model=request_model,
         base_url=profile.base_url,
         api_key=api_key,
         timeout=profile.timeout,
         max_retries=0,
+        http_async_client=http_client,
     )
 
 
@@ -112,11 +117,22 @@ class Endpoint:
         self.cache = cache
         self.meter = meter if meter is not None else UsageMeter()
         self.request_model = request_model or profile.model
-        self.chat_model = chat_model or chat_model_for(
-            profile, resolve_api_key(name, profile), self.request_model
-        )
+        self._http = None
+        if chat_model is None:
+            size = profile.max_concurrency
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            self._http = httpx.AsyncClient(limits=limits, timeout=profile.timeout)
+            chat_model = chat_model_for(profile, resolve_api_key(name, profile), self.request_model, self._http)
+        self.chat_model = chat_model
         self.supports_n = profile.supports_n
+        # When set to a list, every request sent (not replayed) is appended: benchmarks replay
+        # exactly these against the raw endpoint.
+        self.request_log: list[dict[str, Any]] | None = None
         self._limit = asyncio.Semaphore(profile.max_concurrency)
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
 
     async def preflight(self) -> None:
         """Fail fast, before any model load or episode, when the endpoint can't be reached."""
@@ -216,6 +232,8 @@ class Endpoint:
         }
         if n > 1:
             kwargs["n"] = n
+        if self.request_log is not None:
+            self.request_log.append({"messages": messages, **kwargs})
         try:
             async for attempt in retrying:
                 with attempt:

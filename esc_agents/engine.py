@@ -91,6 +91,8 @@ class Engine:
         )
 
     async def __aexit__(self, *exc) -> None:
+        for endpoint in self.endpoints.values():
+            await endpoint.close()
         for server in self._servers:
             await asyncio.to_thread(server.stop)
         self._servers.clear()
