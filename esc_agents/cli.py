@@ -12,10 +12,10 @@ from esc_agents import __version__
 from esc_agents.errors import UserError
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdpp_test", out_required: bool = True) -> None:
     """Options shared by every command that runs episodes."""
     parser.add_argument("--config", metavar="FILE", help="YAML config: endpoint profiles, roles, episode settings")
-    parser.add_argument("--dataset", default="esconv:ppdpp_test",
+    parser.add_argument("--dataset", default=dataset,
                         help="esconv:<split>, extes:<split> or a JSONL file (default: %(default)s)")
     parser.add_argument("--limit", type=int, metavar="N", help="use the first N cases")
     parser.add_argument("--max-turns", type=int, metavar="T", help="turn cap T (default 8)")
@@ -34,10 +34,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--critic-endpoint", metavar="PROFILE")
     parser.add_argument("--cache", metavar="FILE", help="completion cache (default: <cache dir>/completions.sqlite)")
     parser.add_argument("--no-cache", action="store_true", help="neither replay nor record completions")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="run folder (created or resumed)")
+    parser.add_argument("--out", required=out_required, type=Path, metavar="DIR",
+                        help="run folder (created or resumed)")
 
 
-def _config_from(args: argparse.Namespace):
+def _config_from(args: argparse.Namespace, **sections):
     from esc_agents.config import build_config
 
     def role(endpoint: str | None, prompt: str | None) -> dict:
@@ -53,6 +54,7 @@ def _config_from(args: argparse.Namespace):
             "success_threshold": args.success_threshold,
         },
         "seed": args.seed,
+        **sections,
     })
 
 
@@ -73,17 +75,102 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         simulate(config, cases, args.out, dataset=args.dataset, concurrency=args.concurrency, engine=engine)
     )
     print(f"{result.completed} episodes run, {result.skipped} already done, {len(result.failed)} failed -> {args.out}")
-    for role, usage in result.usage.as_dict().items():
-        print(f"  {role:15s} calls {usage['calls']:5d}  cached {usage['cached']:5d}  "
-              f"tokens in {usage['prompt_tokens']:7d} out {usage['completion_tokens']:6d}")
+    _print_usage(engine.meter)
     if result.completed or result.skipped:
         print(format_summary(evaluate_run(args.out)))
-    if result.failed:
-        for case_id, error in result.failed.items():
-            print(f"failed {case_id}: {error}", file=sys.stderr)
-        print(f"rlff-esc: error: {len(result.failed)} episodes failed; rerun the same command to retry them",
+    return _report_failures(result.failed, "episodes")
+
+
+def _print_usage(meter) -> None:
+    for role, usage in meter.as_dict().items():
+        print(f"  {role:16s} calls {usage['calls']:5d}  cached {usage['cached']:5d}  "
+              f"tokens in {usage['prompt_tokens']:7d} out {usage['completion_tokens']:6d}")
+
+
+def _report_failures(failed: dict[str, str], what: str) -> int:
+    """Failed jobs are listed and make the exit code 2; everything else was saved."""
+    if not failed:
+        return 0
+    for key, error in failed.items():
+        print(f"failed {key}: {error}", file=sys.stderr)
+    print(f"rlff-esc: error: {len(failed)} {what} failed; rerun the same command to retry them", file=sys.stderr)
+    return 2
+
+
+def cmd_rewards(args: argparse.Namespace) -> int:
+    from esc_agents.engine import Engine
+    from training.reward_data import generate_rewards
+    from training.reward_export import format_stats, stats
+
+    if args.out is None:
+        raise UserError("rewards: --out DIR is required")
+    config = _config_from(args, future_supporter={
+        "endpoint": args.future_supporter_endpoint, "prompt": args.future_supporter_prompt,
+    } if (args.future_supporter_endpoint or args.future_supporter_prompt) else None, rewards={
+        "candidates": args.candidates, "formula": args.formula, "delta": args.delta,
+        "sampling": {"dialogues": args.limit, "contexts": args.contexts, "positions": args.positions,
+                     "per_dialogue": args.per_dialogue, "min_history": args.min_history},
+    })
+    if config.rewards.candidates < 2:
+        print("rlff-esc: warning: m < 2 candidates gives no within-context pairs for a ranking reward model",
               file=sys.stderr)
-        return 2
+    engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+    result = asyncio.run(generate_rewards(
+        config, args.out, dataset=args.dataset, shard_spec=args.shard, concurrency=args.concurrency, engine=engine,
+    ))
+    print(f"{result.completed} futures run, {result.skipped} already done, {len(result.failed)} failed -> {args.out}")
+    _print_usage(engine.meter)
+    if result.completed or result.skipped:
+        print(format_stats(stats(args.out)))
+    return _report_failures(result.failed, "futures")
+
+
+def _formula_params(pairs: list[str]) -> dict[str, float]:
+    params = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            params[name] = float(value)
+        except ValueError:
+            raise UserError(f"--param takes NAME=NUMBER, got {pair!r}") from None
+    return params
+
+
+def cmd_rewards_relabel(args: argparse.Namespace) -> int:
+    from training.reward_data import relabel
+    from training.reward_export import format_stats, stats
+
+    report = relabel(args.folder, args.formula, args.delta, _formula_params(args.param))
+    print(f"relabelled {report['records']} records with {args.formula} (δ = {args.delta:g}); "
+          f"{report['labels_changed']} labels changed; no LLM call")
+    print(format_stats(stats(args.folder)))
+    return 0
+
+
+def cmd_rewards_merge(args: argparse.Namespace) -> int:
+    from training.reward_data import merge
+
+    report = merge(args.parts, args.out)
+    print(f"merged {len(args.parts)} parts: {report['records']} records -> {args.out}")
+    for name in ("duplicates", "missing", "unexpected"):
+        keys = report[name]
+        print(f"  {name:10s} {len(keys)}" + (f": {', '.join(keys[:10])}{' …' if len(keys) > 10 else ''}" if keys else ""))
+    return 0
+
+
+def cmd_rewards_stats(args: argparse.Namespace) -> int:
+    from training.reward_export import format_stats, stats
+
+    print(format_stats(stats(args.folder)))
+    print(f"wrote {args.folder / 'stats.json'} and {args.folder / 'r_fut_hist.png'}")
+    return 0
+
+
+def cmd_rewards_export(args: argparse.Namespace) -> int:
+    from training.reward_export import export
+
+    rows = export(args.folder, args.out, fmt=args.format, valid=args.valid, test=args.test, seed=args.seed)
+    print(f"exported {', '.join(f'{name} {count}' for name, count in rows.items())} rows ({args.format}) -> {args.out}")
     return 0
 
 
@@ -126,6 +213,60 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_rewards_parser(commands) -> None:
+    from training.reward_formulas import FORMULAS
+
+    formulas = ", ".join(sorted(FORMULAS))
+    rewards = commands.add_parser(
+        "rewards", help="build the future-oriented reward dataset D_r (stage 1)",
+        description="For sampled contexts of training dialogues, sample m candidate supporter replies, "
+        "simulate each one's future with the episode graph, and append one record per (context, candidate) "
+        "to DIR/records.jsonl. A rerun resumes; --shard i/N splits the work across machines.",
+    )
+    _add_run_options(rewards, dataset="esconv:ppdpp_train", out_required=False)
+    rewards.add_argument("--contexts", type=int, metavar="N", help="contexts to sample (default: all selected)")
+    rewards.add_argument("--candidates", type=int, metavar="M", help="candidate replies per context m (default 4)")
+    rewards.add_argument("--positions", choices=["all", "random", "first"],
+                         help="which positions of each dialogue (default random)")
+    rewards.add_argument("--per-dialogue", type=int, metavar="K", help="positions per dialogue for random/first (default 1)")
+    rewards.add_argument("--min-history", type=int, metavar="N", help="messages before the reply (default 1)")
+    rewards.add_argument("--formula", help=f"R_fut formula: {formulas} (default terminal_efficiency)")
+    rewards.add_argument("--delta", type=float, help="label = 1[R_fut > delta] (default 0.5)")
+    rewards.add_argument("--shard", metavar="i/N", help="produce only the i-th of N disjoint parts")
+    rewards.add_argument("--future-supporter-prompt", metavar="NAME|FILE",
+                         help="supporter that continues futures (default: the candidate proposer)")
+    rewards.add_argument("--future-supporter-endpoint", metavar="PROFILE")
+    rewards.set_defaults(func=cmd_rewards)
+    actions = rewards.add_subparsers(dest="rewards_command", metavar="ACTION")
+
+    relabel = actions.add_parser("relabel", help="recompute R_fut and labels with another formula; no LLM call")
+    relabel.add_argument("folder", type=Path, metavar="DIR")
+    relabel.add_argument("--formula", required=True, help=formulas)
+    relabel.add_argument("--delta", type=float, default=0.5, help="default: %(default)s")
+    relabel.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                         help="formula parameter, e.g. lambda=0.5 or gamma=0.8")
+    relabel.set_defaults(func=cmd_rewards_relabel)
+
+    merge = actions.add_parser("merge", help="validate and merge shard folders")
+    merge.add_argument("parts", type=Path, nargs="+", metavar="PART")
+    merge.add_argument("--out", type=Path, required=True, metavar="DIR")
+    merge.set_defaults(func=cmd_rewards_merge)
+
+    stats = actions.add_parser("stats", help="counts, success, label balance, R_fut histogram, cost")
+    stats.add_argument("folder", type=Path, metavar="DIR")
+    stats.set_defaults(func=cmd_rewards_stats)
+
+    export = actions.add_parser("export", help="split by dialogue and write a dataset for the reward model")
+    export.add_argument("folder", type=Path, metavar="DIR")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    export.add_argument("--format", choices=["hf", "parquet", "jsonl"], default="hf",
+                        help="Hugging Face datasets folder, parquet or JSONL per split (default: %(default)s)")
+    export.add_argument("--valid", type=float, default=0.1, help="share of dialogues (default: %(default)s)")
+    export.add_argument("--test", type=float, default=0.1, help="share of dialogues (default: %(default)s)")
+    export.add_argument("--seed", type=int, default=0)
+    export.set_defaults(func=cmd_rewards_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlff-esc",
@@ -139,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Appends DIR/trajectories.jsonl as episodes finish; a rerun resumes.")
     _add_run_options(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    _add_rewards_parser(commands)
 
     evaluate = commands.add_parser("evaluate", help="SR / AT summary of a simulate run",
                                    description="Write DIR/summary.json and DIR/success_by_turn.png; print a table.")

@@ -53,6 +53,24 @@ class EpisodeConfig(Strict):
     empty_reply_retries: int = Field(2, ge=0)
 
 
+class ContextSampling(Strict):
+    """Which dialogue prefixes become reward contexts (stage 1)."""
+
+    dialogues: int | None = Field(None, ge=1)  # use the first N dialogues; None: all
+    contexts: int | None = Field(None, ge=1)  # None: every selected context
+    positions: Literal["all", "random", "first"] = "random"
+    per_dialogue: int = Field(1, ge=1)  # k for `random` and `first`
+    min_history: int = Field(1, ge=1)  # messages before the supporter's turn
+
+
+class RewardConfig(Strict):
+    candidates: int = Field(4, ge=1)  # m
+    formula: str = "terminal_efficiency"
+    formula_params: dict[str, float] = Field(default_factory=dict)
+    delta: float = 0.5  # label = 1[R_fut > delta]
+    sampling: ContextSampling = ContextSampling()
+
+
 BUILTIN_ENDPOINTS: dict[str, dict[str, Any]] = {
     "local": {
         "base_url": "http://127.0.0.1:8765/v1",
@@ -83,13 +101,23 @@ class RunConfig(Strict):
     supporter: RoleConfig = RoleConfig(prompt="vanilla", temperature=0.7, max_tokens=96)
     user_simulator: RoleConfig = RoleConfig(prompt="cooperative", temperature=0.7, max_tokens=64)
     critic: RoleConfig = RoleConfig(prompt="default", temperature=1.1, max_tokens=24)
+    # The supporter that continues simulated futures; unset, the candidate proposer does.
+    future_supporter: RoleConfig | None = None
     episode: EpisodeConfig = EpisodeConfig()
+    rewards: RewardConfig = RewardConfig()
     seed: int = 0
+
+    def roles(self) -> dict[str, RoleConfig]:
+        """Every role binding in use, by role name."""
+        bound = {"supporter": self.supporter, "user_simulator": self.user_simulator, "critic": self.critic}
+        if self.future_supporter is not None:
+            bound["future_supporter"] = self.future_supporter
+        return bound
 
     @model_validator(mode="after")
     def _roles_name_known_endpoints(self) -> RunConfig:
-        for role in ("supporter", "user_simulator", "critic"):
-            name = getattr(self, role).endpoint
+        for role, binding in self.roles().items():
+            name = binding.endpoint
             if name not in self.endpoints:
                 known = ", ".join(sorted(self.endpoints))
                 raise ValueError(f"{role}.endpoint: unknown endpoint profile {name!r} (known: {known})")
@@ -131,6 +159,8 @@ def build_config(path: str | Path | None = None, overrides: dict[str, Any] | Non
             raise UserError(f"{path}: the top level must be a mapping")
         data = _merge(data, loaded)
     data = _merge(data, _drop_none(overrides or {}))
+    if isinstance(data.get("future_supporter"), dict):  # unset fields follow the supporter's
+        data["future_supporter"] = _merge(data["supporter"], data["future_supporter"])
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from esc_agents.cache import CompletionCache
 from esc_agents.config import RunConfig
 from esc_agents.endpoints import Endpoint, UsageMeter
 from esc_agents.local_server import LocalServer, cache_dir
-from esc_agents.prompts import ROLES, load_prompt
+from esc_agents.prompts import load_prompt, prompt_kind
 from esc_agents.roles import Critic, Supporter, UserSimulator
 from esc_agents.types import Case
 from graphs.episode import EpisodeContext
@@ -35,7 +35,7 @@ class Engine:
         chat_models: dict[str, BaseChatModel] | None = None,
     ):
         self.config = config
-        self.prompts = {role: load_prompt(role, getattr(config, role).prompt) for role in ROLES}
+        self.prompts = {role: load_prompt(prompt_kind(role), binding.prompt) for role, binding in config.roles().items()}
         self.cache = CompletionCache(cache_path or default_cache_path()) if use_cache else None
         self.meter = UsageMeter()
         self._chat_models = chat_models or {}
@@ -44,7 +44,7 @@ class Engine:
 
     async def __aenter__(self) -> Engine:
         try:
-            for name in sorted({getattr(self.config, role).endpoint for role in ROLES}):
+            for name in sorted({binding.endpoint for binding in self.config.roles().values()}):
                 self.endpoints[name] = await self._open_endpoint(name)
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -63,6 +63,12 @@ class Engine:
             "critic", self.endpoints[self.config.critic.endpoint], self.prompts["critic"],
             self.config.critic, regenerations=self.config.episode.critic_retries, **common,
         )
+        self.future_supporter = self.supporter
+        if (binding := self.config.future_supporter) is not None:
+            self.future_supporter = Supporter(
+                "future_supporter", self.endpoints[binding.endpoint], self.prompts["future_supporter"],
+                binding, regenerations=regenerations, **common,
+            )
         return self
 
     async def _open_endpoint(self, name: str) -> Endpoint:
@@ -78,11 +84,13 @@ class Engine:
         await endpoint.preflight()
         return endpoint
 
-    def episode_context(self, case: Case) -> EpisodeContext:
+    def episode_context(self, case: Case, *, future: bool = False) -> EpisodeContext:
+        """Context for an evaluation episode, or (`future=True`) for a simulated future, whose
+        supporter turns come from the future supporter."""
         episode = self.config.episode
         return EpisodeContext(
             case=case,
-            supporter=self.supporter,
+            supporter=self.future_supporter if future else self.supporter,
             user_simulator=self.user_simulator,
             critic=self.critic,
             max_turns=episode.max_turns,

@@ -96,6 +96,11 @@ class Prompt:
         return next(iter(matched.values())) if len(matched) == 1 else None
 
 
+def prompt_kind(role: str) -> str:
+    """The prompt folder a role draws from (the future supporter uses supporter prompts)."""
+    return "supporter" if role == "future_supporter" else role
+
+
 def available(role: str) -> list[str]:
     return sorted(path.stem for path in (PROMPTS_DIR / role).glob("*.yaml"))
 

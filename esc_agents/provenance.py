@@ -13,7 +13,7 @@ from typing import Any
 from esc_agents import __version__
 from esc_agents.config import RunConfig
 from esc_agents.errors import UserError
-from esc_agents.prompts import ROLES, Prompt
+from esc_agents.prompts import Prompt
 
 VERSIONED_PACKAGES = ("langgraph", "langchain-openai", "openai", "transformers", "torch")
 
@@ -28,12 +28,11 @@ def versions() -> dict[str, str]:
     return found
 
 
-def fingerprint(config: RunConfig, prompts: dict[str, Prompt], dataset: str) -> dict[str, Any]:
+def fingerprint(config: RunConfig, prompts: dict[str, Prompt], dataset: str, **settings: Any) -> dict[str, Any]:
     """The settings that change results. Concurrency, timeouts and retry budgets don't;
-    only the model behind each role's endpoint does."""
+    only the model behind each role's endpoint does. `settings` adds a command's own."""
     roles = {}
-    for role in ROLES:
-        binding = getattr(config, role)
+    for role, binding in config.roles().items():
         roles[role] = {
             "model": config.endpoints[binding.endpoint].model,
             "prompt": prompts[role].name,
@@ -41,7 +40,9 @@ def fingerprint(config: RunConfig, prompts: dict[str, Prompt], dataset: str) -> 
             "temperature": binding.temperature,
             "max_tokens": binding.max_tokens,
         }
-    return {"dataset": dataset, "roles": roles, "episode": config.episode.model_dump(), "seed": config.seed}
+    return {
+        "dataset": dataset, "roles": roles, "episode": config.episode.model_dump(), "seed": config.seed, **settings,
+    }
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -58,10 +59,12 @@ def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(key for key in flat_a.keys() | flat_b.keys() if flat_a.get(key) != flat_b.get(key))
 
 
-def write_run_record(out: Path, config: RunConfig, prompts: dict[str, Prompt], dataset: str, **extra: Any) -> dict:
+def write_run_record(
+    out: Path, config: RunConfig, prompts: dict[str, Prompt], dataset: str, **settings: Any
+) -> dict:
     """Create `out/run.json`, or check that an existing one has the same fingerprint."""
     path = out / "run.json"
-    current = fingerprint(config, prompts, dataset)
+    current = fingerprint(config, prompts, dataset, **settings)
     if path.exists():
         previous = json.loads(path.read_text())
         if diff := differing_fields(previous["fingerprint"], current):
@@ -72,10 +75,9 @@ def write_run_record(out: Path, config: RunConfig, prompts: dict[str, Prompt], d
     record = {
         "fingerprint": current,
         "config": config.model_dump(mode="json"),
-        "prompts": {role: str(prompts[role].path) for role in ROLES},
+        "prompts": {role: str(prompt.path) for role, prompt in prompts.items()},
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **extra,
     }
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")

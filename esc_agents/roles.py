@@ -6,13 +6,18 @@ or parses the answer. No graph logic lives here: `graphs.episode` decides who sp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from esc_agents.config import RoleConfig
 from esc_agents.endpoints import Endpoint
 from esc_agents.prompts import ESCONV_STRATEGIES, Prompt
 from esc_agents.replies import clean_utterance, split_strategy, strip_think
 from esc_agents.types import Case, CriticScore, Message
+
+
+T = TypeVar("T")
 
 
 class EmptyReplyError(RuntimeError):
@@ -52,13 +57,27 @@ class Role:
     def _parse(self, raw: str) -> Message | None:
         raise NotImplementedError
 
-    async def _speak(self, chat: list[dict[str, str]], sample: int) -> Message:
-        """One utterance; a reply that is empty after cleaning is regenerated, never passed on."""
-        for attempt in range(self.regenerations + 1):
-            (raw,) = await self._sample(chat, [sample], attempt)
-            if (message := self._parse(raw)) is not None:
-                return message
-        raise EmptyReplyError(f"{self.name} gave no usable reply in {self.regenerations + 1} tries")
+    async def _sample_parsed(
+        self, chat: list[dict[str, str]], samples: list[int], parse: Callable[[str], T | None]
+    ) -> dict[int, tuple[str, T | None]]:
+        """Sample each index and parse it; an unusable answer is asked again (a new attempt of the
+        same index, so the cache keeps both) up to `regenerations` times. Returns the last raw
+        answer and its parse (None if it never parsed) per index."""
+        answers = {index: (raw, parse(raw)) for index, raw in zip(samples, await self._sample(chat, samples))}
+        for attempt in range(1, self.regenerations + 1):
+            unusable = [index for index, (_, parsed) in answers.items() if parsed is None]
+            if not unusable:
+                break
+            for index, raw in zip(unusable, await self._sample(chat, unusable, attempt)):
+                answers[index] = (raw, parse(raw))
+        return answers
+
+    async def _speak(self, chat: list[dict[str, str]], samples: list[int]) -> list[Message]:
+        """One utterance per sample index; a reply empty after cleaning is never passed on."""
+        answers = await self._sample_parsed(chat, samples, self._parse)
+        if any(message is None for _, message in answers.values()):
+            raise EmptyReplyError(f"{self.name} gave no usable reply in {self.regenerations + 1} tries")
+        return [answers[index][1] for index in samples]
 
 
 class Supporter(Role):
@@ -85,8 +104,14 @@ class Supporter(Role):
             return None
         return Message(speaker="supporter", content=content, raw=raw, strategy=strategy)
 
-    async def reply(self, case: Case, history: list[Message], sample: int = 0) -> Message:
-        return await self._speak(self.chat(case, history), sample)
+    async def reply(self, case: Case, history: list[Message]) -> Message:
+        (message,) = await self._speak(self.chat(case, history), [0])
+        return message
+
+    async def candidates(self, case: Case, history: list[Message], count: int) -> list[Message]:
+        """m alternative replies to the same context: sample indices 0..m-1 of one prompt, one
+        request with `n` where the endpoint honours it."""
+        return await self._speak(self.chat(case, history), list(range(count)))
 
 
 class UserSimulator(Role):
@@ -104,7 +129,8 @@ class UserSimulator(Role):
         return Message(speaker="seeker", content=content, raw=raw) if content else None
 
     async def reply(self, case: Case, history: list[Message]) -> Message:
-        return await self._speak(self.chat(case, history), 0)
+        (message,) = await self._speak(self.chat(case, history), [0])
+        return message
 
 
 class Critic(Role):
@@ -118,22 +144,12 @@ class Critic(Role):
         ]
 
     async def judge(self, case: Case, history: list[Message], samples: int) -> CriticScore:
-        chat = self.chat(case, history)
-        answers = dict(zip(range(samples), await self._sample(chat, list(range(samples)))))
-        verdicts = {index: self.prompt.classify(text) for index, text in answers.items()}
-        for attempt in range(1, self.regenerations + 1):
-            unparsed = [index for index, verdict in verdicts.items() if verdict is None]
-            if not unparsed:
-                break
-            for index, text in zip(unparsed, await self._sample(chat, unparsed, attempt)):
-                answers[index], verdicts[index] = text, self.prompt.classify(text)
-        parsed = [verdict for verdict in verdicts.values() if verdict is not None]
-        invalid = [answers[index] for index, verdict in verdicts.items() if verdict is None]
+        answers = await self._sample_parsed(self.chat(case, history), list(range(samples)), self.prompt.classify)
+        parsed = [verdict for _, verdict in answers.values() if verdict is not None]
         scores = [verdict.score for verdict in parsed]
         return CriticScore(
             samples=scores,
             verdicts=[verdict.label for verdict in parsed],
-            invalid=invalid,
+            invalid=[raw for raw, verdict in answers.values() if verdict is None],
             mean=sum(scores) / len(scores) if scores else None,
         )
-

@@ -1,0 +1,76 @@
+"""Run keyed jobs concurrently: each result is appended the moment it completes, keys already in
+the log are skipped (resume), and a job that fails after its retries is recorded and listed
+while the others go on. Used by `simulate` (a job is an episode) and `rewards` (a job is one
+candidate's future)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from esc_agents.endpoints import UsageMeter
+from esc_agents.errors import EndpointError
+from esc_agents.roles import EmptyReplyError
+from esc_agents.runlog import RunLog
+
+# A job that hits one of these fails alone; the rest of the run goes on.
+JOB_FAILURES = (EndpointError, EmptyReplyError)
+
+Job = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class JobsResult:
+    completed: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _token_summary(meter: UsageMeter) -> str:
+    return " ".join(
+        f"{role[:3]}={usage.completion_tokens / 1000:.1f}k" for role, usage in sorted(meter.roles.items())
+    )
+
+
+async def run_jobs(
+    jobs: dict[str, Job],
+    log: RunLog,
+    failures: Path,
+    *,
+    total: int,
+    concurrency: int,
+    meter: UsageMeter,
+    desc: str,
+    progress: bool = True,
+) -> JobsResult:
+    result = JobsResult(skipped=total - len(jobs))
+    limit = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=total, initial=result.skipped, desc=desc, disable=not progress, dynamic_ncols=True)
+
+    async def one(key: str, job: Job) -> None:
+        async with limit:
+            try:
+                record = await job()
+            except JOB_FAILURES as exc:
+                result.failed[key] = str(exc)
+                with failures.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({log.key: key, "error": str(exc)}) + "\n")
+            else:
+                log.append(record)
+                result.completed += 1
+            bar.update(1)
+            bar.set_postfix_str(
+                f"ok={result.completed} failed={len(result.failed)} calls={meter.total_calls} {_token_summary(meter)}"
+            )
+
+    try:
+        await asyncio.gather(*(one(key, job) for key, job in jobs.items()))
+    finally:
+        bar.close()
+    return result

@@ -1,0 +1,207 @@
+"""Stage 1: the future-oriented reward dataset D_r.
+
+For each sampled context, the supporter proposes m candidate replies; each candidate is
+continued by the same episode graph the evaluation uses (user simulator → critic → supporter …,
+stopping at the goal or K = T future turns), and its future is scored with an R_fut formula.
+One record per (context, candidate) is appended to `records.jsonl` as soon as its future ends.
+Records keep every raw part, so `relabel` recomputes R_fut and labels without an LLM call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from esc_agents import __version__
+from esc_agents.config import RunConfig
+from esc_agents.datasets import load_cases
+from esc_agents.engine import Engine
+from esc_agents.errors import UserError
+from esc_agents.jobs import JobsResult, run_jobs
+from esc_agents.provenance import differing_fields, write_run_record
+from esc_agents.runlog import RunLog, read_jsonl
+from esc_agents.types import Message
+from graphs.episode import run_episode
+from training.contexts import Context, sample_contexts, shard
+from training.reward_formulas import FutureOutcome, check_threshold, get_formula
+
+RECORDS = "records.jsonl"
+
+
+def record_key(context: Context, candidate: int) -> str:
+    return f"{context.key}#{candidate}"
+
+
+def label(record: dict[str, Any], formula_name: str, params: dict[str, float], delta: float) -> dict[str, Any]:
+    """(Re)compute R_fut and the label from the record's raw parts."""
+    outcome = FutureOutcome(record["turn_scores"], record["K"], record["T"], record["success"])
+    r_fut = get_formula(formula_name)(outcome, params)
+    return {
+        **record,
+        "r_fut": r_fut,
+        "label": None if r_fut is None else int(r_fut > delta),
+        "formula": formula_name,
+        "formula_params": params,
+        "delta": delta,
+    }
+
+
+def _provenance(run: dict[str, Any]) -> dict[str, Any]:
+    roles = run["fingerprint"]["roles"]
+    return {
+        "models": {role: spec["model"] for role, spec in roles.items()},
+        "prompts_sha256": {role: spec["prompt_sha256"] for role, spec in roles.items()},
+        "temperatures": {role: spec["temperature"] for role, spec in roles.items()},
+        "seed": run["fingerprint"]["seed"],
+        "rlff_esc": __version__,
+    }
+
+
+def reward_contexts(config: RunConfig, dataset: str, shard_spec: str | None = None) -> list[Context]:
+    return shard(sample_contexts(load_cases(dataset), config.rewards.sampling, config.seed), shard_spec)
+
+
+async def generate_rewards(
+    config: RunConfig,
+    out: Path,
+    *,
+    dataset: str,
+    shard_spec: str | None = None,
+    concurrency: int = 8,
+    engine: Engine | None = None,
+    progress: bool = True,
+) -> JobsResult:
+    settings = config.rewards
+    formula = get_formula(settings.formula)
+    params = formula.params(settings.formula_params)
+    check_threshold(formula, settings.delta, config.episode.max_turns, params)
+    contexts = reward_contexts(config, dataset, shard_spec)
+    engine = engine or Engine(config)
+    run = write_run_record(
+        out, config, engine.prompts, dataset, rewards=settings.model_dump(), shard=shard_spec
+    )
+    provenance = _provenance(run)
+    m = settings.candidates
+    proposals: dict[str, asyncio.Future] = {}
+
+    def candidates_of(context: Context) -> asyncio.Future:
+        # The m candidates of a context are one request (with n) shared by its m jobs.
+        if context.key not in proposals:
+            proposals[context.key] = asyncio.ensure_future(
+                engine.supporter.candidates(context.case, context.history, m)
+            )
+        return proposals[context.key]
+
+    def future_of(context: Context, index: int):
+        async def job() -> dict[str, Any]:
+            candidate: Message = (await candidates_of(context))[index]
+            history = context.history
+            trajectory = await run_episode(engine.episode_context(context.case, future=True), [*history, candidate])
+            record = {
+                "key": record_key(context, index),
+                "context_key": context.key,
+                "dialogue_id": context.case.id,
+                "position": context.position,
+                "candidate_index": index,
+                "emotion": context.case.emotion,
+                "problem": context.case.problem,
+                "context": [message.model_dump() for message in history],
+                "candidate": candidate.model_dump(),
+                "future": [message.model_dump() for message in trajectory.messages[len(history) + 1:]],
+                "critic_scores": [score.model_dump() for score in trajectory.scores],
+                "turn_scores": [score.mean for score in trajectory.scores],
+                "K": trajectory.turns,
+                "T": config.episode.max_turns,
+                "success": trajectory.success,
+                "provenance": provenance,
+            }
+            return label(record, formula.name, params, settings.delta)
+
+        return job
+
+    total = len(contexts) * m
+    with RunLog(out / RECORDS, key="key") as log:
+        jobs = {
+            record_key(context, index): future_of(context, index)
+            for context in contexts
+            for index in range(m)
+            if record_key(context, index) not in log.done
+        }
+        if not jobs:
+            return JobsResult(skipped=total)
+        async with engine:
+            result = await run_jobs(
+                jobs, log, out / "failures.jsonl", total=total, concurrency=concurrency,
+                meter=engine.meter, desc="futures", progress=progress,
+            )
+    with (out / "usage.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(engine.meter.as_dict()) + "\n")
+    return result
+
+
+def _load_run(folder: Path) -> dict[str, Any]:
+    path = folder / "run.json"
+    if not path.exists():
+        raise UserError(f"{folder} is not a rewards folder (no run.json)")
+    run = json.loads(path.read_text())
+    if "rewards" not in run["fingerprint"]:
+        raise UserError(f"{folder} holds a simulate run, not a rewards run")
+    return run
+
+
+def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, float] | None = None) -> dict[str, int]:
+    """Recompute R_fut and labels of every record in place (atomically); no LLM call."""
+    run = _load_run(folder)
+    formula = get_formula(formula_name)
+    resolved = formula.params(params)
+    check_threshold(formula, delta, run["fingerprint"]["episode"]["max_turns"], resolved)
+    records = list(read_jsonl(folder / RECORDS))
+    relabelled = [label(record, formula_name, resolved, delta) for record in records]
+    changed = sum(old["label"] != new["label"] for old, new in zip(records, relabelled))
+    staging = folder / (RECORDS + ".tmp")
+    staging.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in relabelled))
+    os.replace(staging, folder / RECORDS)
+    run["fingerprint"]["rewards"].update(formula=formula_name, formula_params=resolved, delta=delta)
+    (folder / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    return {"records": len(records), "labels_changed": changed}
+
+
+def merge(parts: list[Path], out: Path) -> dict[str, Any]:
+    """Merge shard folders into one: same settings required; duplicates and missing keys reported."""
+    runs = [_load_run(part) for part in parts]
+    reference = {**runs[0]["fingerprint"], "shard": None}
+    for part, run in zip(parts[1:], runs[1:]):
+        if diff := differing_fields(reference, {**run["fingerprint"], "shard": None}):
+            raise UserError(f"{part} was made with other settings than {parts[0]}: {', '.join(diff)}")
+    merged: dict[str, dict] = {}
+    seen = Counter()
+    for part in parts:
+        for record in read_jsonl(part / RECORDS):
+            seen[record["key"]] += 1
+            merged.setdefault(record["key"], record)
+    config = RunConfig.model_validate(runs[0]["config"])
+    expected = {
+        record_key(context, index)
+        for context in reward_contexts(config, reference["dataset"])
+        for index in range(reference["rewards"]["candidates"])
+    }
+    failures = [f for part in parts for f in read_jsonl(part / "failures.jsonl") if f["key"] not in merged]
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / RECORDS).exists():
+        raise UserError(f"{out / RECORDS} exists already; merge into a new folder")
+    (out / RECORDS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged.values()))
+    (out / "failures.jsonl").write_text("".join(json.dumps(f) + "\n" for f in failures))
+    usage = [line for part in parts for line in read_jsonl(part / "usage.jsonl")]
+    (out / "usage.jsonl").write_text("".join(json.dumps(u) + "\n" for u in usage))
+    (out / "run.json").write_text(json.dumps({**runs[0], "fingerprint": reference,
+                                              "merged_from": [str(p) for p in parts]}, indent=2) + "\n")
+    return {
+        "records": len(merged),
+        "duplicates": sorted(key for key, count in seen.items() if count > 1),
+        "missing": sorted(expected - merged.keys()),
+        "unexpected": sorted(merged.keys() - expected),
+    }

@@ -1,0 +1,102 @@
+"""R_fut formulas, by name. Each turns a simulated future's raw parts (per-turn critic means,
+K, T, success) into a scalar, so any formula can be applied later to stored futures without
+re-simulating (`rlff-esc rewards relabel`).
+
+Add a formula by decorating a function with `@register(name, defaults, bounds)`; `bounds`
+gives the formula's range for T and its parameters, used to check a label threshold δ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from esc_agents.errors import UserError
+
+
+@dataclass(frozen=True)
+class FutureOutcome:
+    turn_scores: list[float | None]  # critic mean per future turn (None: no parsable verdict)
+    turns: int  # K
+    max_turns: int  # T
+    success: bool
+
+    @property
+    def final_score(self) -> float | None:
+        return self.turn_scores[-1] if self.turn_scores else None
+
+
+Formula = Callable[[FutureOutcome, dict[str, float]], float | None]
+Bounds = Callable[[int, dict[str, float]], tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class RewardFormula:
+    name: str
+    compute: Formula
+    defaults: dict[str, float]
+    bounds: Bounds
+    description: str
+
+    def params(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
+        unknown = set(overrides or {}) - set(self.defaults)
+        if unknown:
+            raise UserError(
+                f"formula {self.name!r} has no parameter {sorted(unknown)[0]!r} "
+                f"(parameters: {', '.join(self.defaults) or 'none'})"
+            )
+        return {**self.defaults, **(overrides or {})}
+
+    def __call__(self, outcome: FutureOutcome, params: dict[str, float]) -> float | None:
+        return self.compute(outcome, params)
+
+
+FORMULAS: dict[str, RewardFormula] = {}
+
+
+def register(name: str, defaults: dict[str, float], bounds: Bounds) -> Callable[[Formula], Formula]:
+    def wrap(compute: Formula) -> Formula:
+        FORMULAS[name] = RewardFormula(name, compute, defaults, bounds, (compute.__doc__ or "").strip())
+        return compute
+
+    return wrap
+
+
+def get_formula(name: str) -> RewardFormula:
+    if name not in FORMULAS:
+        raise UserError(f"unknown reward formula {name!r} (known: {', '.join(sorted(FORMULAS))})")
+    return FORMULAS[name]
+
+
+def check_threshold(formula: RewardFormula, delta: float, max_turns: int, params: dict[str, float]) -> None:
+    low, high = formula.bounds(max_turns, params)
+    if not low <= delta < high:
+        raise UserError(f"delta {delta} is outside the range [{low:g}, {high:g}) of formula {formula.name!r}")
+
+
+@register("terminal_efficiency", {"lambda": 0.5}, lambda t, p: (-1.0, 1.0 + p["lambda"] * (t - 1) / t))
+def terminal_efficiency(outcome: FutureOutcome, params: dict[str, float]) -> float | None:
+    """s_K + λ·1[success]·(T − K)/T: end well, and among successes end sooner (the default)."""
+    if outcome.final_score is None:
+        return None
+    bonus = params["lambda"] * (outcome.max_turns - outcome.turns) / outcome.max_turns if outcome.success else 0.0
+    return outcome.final_score + bonus
+
+
+@register("terminal", {}, lambda t, p: (-1.0, 1.0))
+def terminal(outcome: FutureOutcome, params: dict[str, float]) -> float | None:
+    """s_K: the critic's mean score when the future stopped."""
+    return outcome.final_score
+
+
+@register("discounted", {"gamma": 0.8}, lambda t, p: (-1.0, 1.0))
+def discounted(outcome: FutureOutcome, params: dict[str, float]) -> float | None:
+    """Σ_k γ^(K−k)·s_k / Σ_k γ^(K−k): every turn's score counts, the latest most."""
+    weighted = [
+        (params["gamma"] ** (outcome.turns - k), score)
+        for k, score in enumerate(outcome.turn_scores, start=1)
+        if score is not None
+    ]
+    if not weighted:
+        return None
+    return sum(w * s for w, s in weighted) / sum(w for w, _ in weighted)
