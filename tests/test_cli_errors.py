@@ -42,3 +42,14 @@ def test_help_lists_the_commands():
     result = rlff_esc("--help", timeout=60)
     for command in ("simulate", "evaluate", "serve", "graph", "prompts"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--formula", "terminal", "--delta", "2"], "delta 2.0 is outside the range"),
+    (["--min-history", "500"], "no eligible context"),
+    (["--formula", "magic"], "unknown reward formula 'magic'"),
+    (["--shard", "2/2"], "need 0 <= i < N"),
+])
+def test_rewards_bad_input(tmp_path, args, message):
+    result = rlff_esc("rewards", "--limit", "3", "--out", str(tmp_path / "r"), *args, timeout=120)
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr

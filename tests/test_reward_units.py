@@ -1,0 +1,98 @@
+"""Reward formulas, context sampling, sharding and merge checks, without a model."""
+
+import json
+import shutil
+
+import pytest
+
+from esc_agents.config import ContextSampling
+from esc_agents.datasets import load_cases
+from esc_agents.errors import UserError
+from training.contexts import eligible_positions, sample_contexts, shard
+from training.reward_data import merge
+from training.reward_formulas import FutureOutcome, check_threshold, get_formula
+
+
+def test_terminal_efficiency_rewards_early_success():
+    formula = get_formula("terminal_efficiency")
+    params = formula.params()
+    assert formula(FutureOutcome([0.0, 1.0], 2, 8, True), params) == 1.0 + 0.5 * 6 / 8
+    assert formula(FutureOutcome([0.0, 0.5], 8, 8, False), params) == 0.5
+    assert formula(FutureOutcome([None], 1, 8, False), params) is None
+
+
+def test_terminal_and_discounted():
+    outcome = FutureOutcome([-1.0, None, 0.5], 3, 8, False)
+    assert get_formula("terminal")(outcome, {}) == 0.5
+    gamma = 0.5
+    expected = (gamma**2 * -1.0 + 1 * 0.5) / (gamma**2 + 1)
+    assert get_formula("discounted")(outcome, {"gamma": gamma}) == pytest.approx(expected)
+
+
+def test_threshold_outside_the_formula_range_is_refused():
+    formula = get_formula("terminal")
+    with pytest.raises(UserError, match="outside the range"):
+        check_threshold(formula, 1.0, 8, {})
+    check_threshold(get_formula("terminal_efficiency"), 1.2, 8, {"lambda": 0.5})  # inside [−1, 1.4375)
+    with pytest.raises(UserError, match="unknown reward formula"):
+        get_formula("magic")
+    with pytest.raises(UserError, match="no parameter 'beta'"):
+        get_formula("discounted").params({"beta": 1})
+
+
+def test_contexts_end_with_a_seeker_turn_followed_by_the_supporter():
+    case = load_cases("esconv:ppdpp_train")[0]
+    for position in eligible_positions(case, 1):
+        assert case.dialog[position - 1].speaker == "seeker" and case.dialog[position].speaker == "supporter"
+
+
+def test_sampling_is_seeded_and_configurable():
+    cases = load_cases("esconv:ppdpp_train")[:20]
+    pick = ContextSampling(contexts=10, positions="random", per_dialogue=2, min_history=3)
+    first, again = sample_contexts(cases, pick, 7), sample_contexts(cases, pick, 7)
+    assert [c.key for c in first] == [c.key for c in again] and len(first) == 10
+    assert [c.key for c in sample_contexts(cases, pick, 8)] != [c.key for c in first]
+    assert all(len(c.history) >= 3 for c in first)
+    every = sample_contexts(cases[:3], ContextSampling(positions="all"), 0)
+    assert len(every) == sum(len(eligible_positions(c, 1)) for c in cases[:3])
+    with pytest.raises(UserError, match="no eligible context"):
+        sample_contexts(cases[:2], ContextSampling(min_history=500), 0)
+
+
+def test_shards_are_disjoint_and_cover_everything():
+    contexts = sample_contexts(load_cases("esconv:ppdpp_train")[:30], ContextSampling(), 0)
+    parts = [shard(contexts, f"{i}/3") for i in range(3)]
+    keys = [c.key for part in parts for c in part]
+    assert sorted(keys) == sorted(c.key for c in contexts) and len(set(keys)) == len(keys)
+    with pytest.raises(UserError, match="i/N"):
+        shard(contexts, "a/b")
+    with pytest.raises(UserError, match="need 0 <= i < N"):
+        shard(contexts, "3/3")
+
+
+def fake_part(folder, fingerprint_changes, keys):
+    folder.mkdir()
+    config = {"episode": {"max_turns": 2}, "rewards": {"candidates": 2, "sampling": {"dialogues": 2}}}
+    fingerprint = {"dataset": "esconv:ppdpp_train", "episode": {"max_turns": 2}, "seed": 0, "roles": {},
+                   "rewards": {"candidates": 2, "sampling": {"dialogues": 2}}, "shard": None}
+    fingerprint.update(fingerprint_changes)
+    (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint, "config": config}))
+    (folder / "records.jsonl").write_text("".join(json.dumps({"key": k, "r_fut": 0.0}) + "\n" for k in keys))
+    return folder
+
+
+def test_merge_refuses_parts_made_with_other_settings(tmp_path):
+    a = fake_part(tmp_path / "a", {"shard": "0/2"}, [])
+    b = fake_part(tmp_path / "b", {"shard": "1/2", "episode": {"max_turns": 3}}, [])
+    with pytest.raises(UserError, match="other settings than .*: episode.max_turns"):
+        merge([a, b], tmp_path / "merged")
+
+
+def test_merge_reports_duplicates_and_missing(tmp_path):
+    contexts = sample_contexts(load_cases("esconv:ppdpp_train")[:2], ContextSampling(), 0)
+    keys = [f"{c.key}#{i}" for c in contexts for i in range(2)]
+    a = fake_part(tmp_path / "a", {"shard": "0/2"}, keys[:2])
+    b = fake_part(tmp_path / "b", {"shard": "1/2"}, keys[1:3])
+    report = merge([a, b], tmp_path / "merged")
+    assert report["records"] == 3 and report["duplicates"] == [keys[1]] and report["missing"] == [keys[3]]
+    shutil.rmtree(tmp_path / "merged")

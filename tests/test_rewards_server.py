@@ -1,0 +1,118 @@
+"""`rlff-esc rewards` against the real embedded server: records, relabel, shards, resume, export."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import rlff_esc
+from training.reward_formulas import FutureOutcome, get_formula
+
+pytestmark = pytest.mark.server
+
+TINY = ["--dataset", "esconv:ppdpp_train", "--limit", "6", "--contexts", "2", "--candidates", "2",
+        "--max-turns", "2", "--critic-samples", "2", "--concurrency", "4"]
+FIELDS = {"key", "context_key", "dialogue_id", "position", "candidate_index", "context", "candidate", "future",
+          "critic_scores", "turn_scores", "K", "T", "success", "r_fut", "label", "formula", "delta", "provenance"}
+
+
+def records(folder):
+    return [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines() if line.strip()]
+
+
+def cache_rows(path):
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(local_server, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rewards")
+    cache = folder / "cache.sqlite"
+    result = rlff_esc("rewards", *TINY, "--cache", str(cache), "--out", str(folder / "full"))
+    assert result.returncode == 0, result.stderr
+    return folder, cache
+
+
+def test_tiny_run_writes_one_complete_record_per_candidate(tiny_run):
+    folder, _ = tiny_run
+    rows = records(folder / "full")
+    assert len(rows) == 4 and len({r["key"] for r in rows}) == 4
+    assert len({r["context_key"] for r in rows}) == 2
+    for row in rows:
+        assert FIELDS <= row.keys()
+        assert row["context"][-1]["speaker"] == "seeker" and row["candidate"]["speaker"] == "supporter"
+        assert row["future"][0]["speaker"] == "seeker" and 1 <= row["K"] <= 2 == row["T"]
+        assert len(row["critic_scores"]) == row["K"] == len(row["turn_scores"])
+        assert row["label"] == int(row["r_fut"] > 0.5)
+        assert row["provenance"]["models"]["critic"] == "smollm2-135m-instruct"
+        assert "OPENAI_API_KEY" not in json.dumps(row)
+    stats = json.loads((folder / "full" / "stats.json").read_text())
+    assert stats["scored"] == 4 and stats["llm_calls_per_record"] > 0
+    assert (folder / "full" / "r_fut_hist.png").stat().st_size > 1000
+
+
+def test_relabel_recomputes_without_any_llm_call(tiny_run, tmp_path):
+    folder, cache = tiny_run
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(folder / "full"), str(copy)], check=True)
+    rows_before, cached_before = cache_rows(cache), records(copy)
+    result = rlff_esc("rewards", "relabel", str(copy), "--formula", "discounted", "--param", "gamma=0.5",
+                      "--delta", "0.0", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "no LLM call" in result.stdout and cache_rows(cache) == rows_before
+    formula = get_formula("discounted")
+    for old, new in zip(cached_before, records(copy)):
+        expected = formula(FutureOutcome(old["turn_scores"], old["K"], old["T"], old["success"]), {"gamma": 0.5})
+        assert new["r_fut"] == pytest.approx(expected) and new["formula"] == "discounted"
+        assert new["label"] == int(expected > 0.0) and new["future"] == old["future"]
+
+
+def test_two_shards_merge_to_the_unsharded_keys(tiny_run):
+    folder, cache = tiny_run
+    for index in (0, 1):
+        part = rlff_esc("rewards", *TINY, "--shard", f"{index}/2", "--cache", str(cache),
+                        "--out", str(folder / f"part{index}"))
+        assert part.returncode == 0, part.stderr
+        assert "calls     0" in part.stdout  # replayed from the shared cache
+    merged = rlff_esc("rewards", "merge", str(folder / "part0"), str(folder / "part1"), "--out", str(folder / "merged"))
+    assert merged.returncode == 0, merged.stderr
+    assert "duplicates 0" in merged.stdout and "missing    0" in merged.stdout
+    assert sorted(r["key"] for r in records(folder / "merged")) == sorted(r["key"] for r in records(folder / "full"))
+
+
+def test_export_splits_by_dialogue(tiny_run, tmp_path):
+    folder, _ = tiny_run
+    result = rlff_esc("rewards", "export", str(folder / "full"), "--out", str(tmp_path / "hf"),
+                      "--valid", "0.5", "--test", "0", timeout=120)
+    assert result.returncode == 0, result.stderr
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(tmp_path / "hf"))
+    train, valid = set(data["train"]["dialogue_id"]), set(data["valid"]["dialogue_id"])
+    assert train and valid and not train & valid
+    assert set(data["train"].column_names) >= {"context", "reply", "r_fut", "label"}
+
+
+def test_killed_rewards_run_resumes(local_server, tmp_path):
+    out = tmp_path / "run"
+    args = ["rewards", *TINY, "--concurrency", "1", "--cache", str(tmp_path / "c.sqlite"),
+            "--out", str(out)]
+    child = subprocess.Popen([sys.executable, "-m", "esc_agents.cli", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = out / "records.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (path.exists() and path.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = records(out)
+    assert 1 <= len(before) < 4
+    resumed = rlff_esc(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    keys = [r["key"] for r in records(out)]
+    assert len(keys) == 4 == len(set(keys)) and records(out)[: len(before)] == before
