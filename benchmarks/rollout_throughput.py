@@ -1,10 +1,13 @@
 """Generated-token throughput of the rollout engine on the embedded local server.
 
-Three measurements in one run, same server, completion cache off:
-  engine      C episodes at once through the LangGraph engine (endpoint layer, retries, cleaning)
+Three measurements in one run, same server, completion cache off; C is the number of requests
+in flight at the server in both the engine and raw runs:
+  engine      episodes through the LangGraph engine (endpoint layer, retries, cleaning), 2C of
+              them at once so that C requests stay in flight while some episodes wait on the
+              next turn (the endpoint's own limit holds requests at C)
   raw         exactly the requests the engine sent (same messages, same max_tokens), replayed
               straight to the endpoint with the openai client at concurrency C
-  sequential  the engine with one episode at a time, the way PPDPP's scripts run
+  sequential  the engine with one episode and one request at a time, the way PPDPP's scripts run
 Prints tokens/s for each and, as its last line, `engine/raw=<x> concurrent/sequential=<y>`.
 """
 
@@ -23,8 +26,10 @@ from esc_agents.local_server import LocalServer, serving_dtype
 from graphs.episode import run_episode
 
 
-async def engine_run(config, cases, concurrency: int) -> tuple[float, list[dict]]:
+async def engine_run(config, cases, concurrency: int, requests_in_flight: int) -> tuple[float, list[dict]]:
     """Tokens/s of the engine, and the requests it sent."""
+    config = config.model_copy(deep=True)
+    config.endpoints["local"].max_concurrency = requests_in_flight
     async with Engine(config, use_cache=False) as engine:
         (endpoint,) = engine.endpoints.values()
         endpoint.request_log = []
@@ -64,21 +69,22 @@ async def measure(args, config, model: str) -> tuple[float, float, float]:
     base_url = config.endpoints["local"].base_url
     warm_up = [{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}]
     await raw_run(base_url, model, warm_up, 1, 0.7)
-    engine, sent = await engine_run(config, cases, args.concurrency)
-    print(f"engine     C={args.concurrency:<3d} {engine:7.1f} generated tok/s  ({len(sent)} requests)", flush=True)
+    engine, sent = await engine_run(config, cases, 2 * args.concurrency, args.concurrency)
+    print(f"engine     C={args.concurrency:<3d} {engine:7.1f} generated tok/s  ({len(sent)} requests, "
+          f"{2 * args.concurrency} episodes at once)", flush=True)
     raw = await raw_run(base_url, model, sent, args.concurrency, config.supporter.temperature)
     print(f"raw        C={args.concurrency:<3d} {raw:7.1f} generated tok/s  (the same {len(sent)} requests)", flush=True)
-    sequential, sent = await engine_run(config, cases[: args.sequential_episodes], 1)
+    sequential, sent = await engine_run(config, cases[: args.sequential_episodes], 1, 1)
     print(f"sequential C=1   {sequential:7.1f} generated tok/s  ({len(sent)} requests)", flush=True)
     return engine, raw, sequential
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concurrency", type=int, default=16, help="episodes (engine) and requests (raw) at once")
-    parser.add_argument("--episodes", type=int, default=16, help="episodes for the concurrent runs")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight C (default: %(default)s)")
+    parser.add_argument("--episodes", type=int, default=32, help="episodes for the concurrent runs")
     parser.add_argument("--sequential-episodes", type=int, default=4)
-    parser.add_argument("--max-turns", type=int, default=2)
+    parser.add_argument("--max-turns", type=int, default=1)
     parser.add_argument("--critic-samples", type=int, default=2)
     args = parser.parse_args()
 

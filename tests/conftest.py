@@ -1,6 +1,10 @@
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,3 +32,19 @@ def rlff_esc(*args: str, timeout: float = 600, **kwargs) -> subprocess.Completed
         [sys.executable, "-m", "esc_agents.cli", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs,
     )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def kill_after_first_result(args: list[str], results: Path, timeout: float = 300) -> list[dict]:
+    """Start the command line, SIGKILL it once `results` holds a line, return what it had written."""
+    child = subprocess.Popen([sys.executable, "-m", "esc_agents.cli", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (results.exists() and results.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    return read_jsonl(results)

@@ -1,16 +1,11 @@
 """Against the real embedded server: simulate + evaluate, replay, kill and resume, injected faults."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from esc_agents.datasets import load_cases
-from tests.conftest import rlff_esc
+from tests.conftest import kill_after_first_result, read_jsonl, rlff_esc
 from tests.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.server
@@ -18,16 +13,13 @@ pytestmark = pytest.mark.server
 SMALL = ["--dataset", "esconv:ppdpp_test", "--max-turns", "2", "--critic-samples", "2", "--concurrency", "4"]
 
 
-def lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
 
 def test_simulate_evaluate_and_replay(local_server, tmp_path):
     cache = str(tmp_path / "cache.sqlite")
     out = tmp_path / "run"
     done = rlff_esc("simulate", *SMALL, "--limit", "2", "--cache", cache, "--out", str(out))
     assert done.returncode == 0, done.stderr
-    trajectories = lines(out / "trajectories.jsonl")
+    trajectories = read_jsonl(out / "trajectories.jsonl")
     assert sorted(t["case_id"] for t in trajectories) == ["ppdpp_test-0", "ppdpp_test-1"]
     for t in trajectories:
         assert 1 <= t["turns"] <= 2 and t["status"] in ("success", "max_turns")
@@ -53,29 +45,22 @@ def test_simulate_evaluate_and_replay(local_server, tmp_path):
     replay_out = tmp_path / "replay"
     replay = rlff_esc("simulate", *SMALL, "--limit", "2", "--cache", cache, "--out", str(replay_out))
     assert replay.returncode == 0
-    assert sorted(lines(replay_out / "trajectories.jsonl"), key=lambda t: t["case_id"]) == sorted(
+    assert sorted(read_jsonl(replay_out / "trajectories.jsonl"), key=lambda t: t["case_id"]) == sorted(
         trajectories, key=lambda t: t["case_id"])
     assert "calls     0" in replay.stdout and "calls     1" not in replay.stdout
 
 
 def test_killed_run_resumes_without_duplicates_or_loss(local_server, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "esc_agents.cli", "simulate", *SMALL, "--concurrency", "1", "--limit", "4",
-            "--cache", str(tmp_path / "cache.sqlite"), "--out", str(out)]
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["simulate", *SMALL, "--concurrency", "1", "--limit", "4", "--cache", str(tmp_path / "cache.sqlite"),
+            "--out", str(out)]
     trajectories = out / "trajectories.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (trajectories.exists() and trajectories.read_text().count("\n") >= 1):
-        time.sleep(0.2)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    before = lines(trajectories)
+    before = kill_after_first_result(args, trajectories)
     assert 1 <= len(before) < 4, "the kill should land mid-run"
 
-    resumed = rlff_esc("simulate", *SMALL, "--concurrency", "1", "--limit", "4",
-                       "--cache", str(tmp_path / "cache.sqlite"), "--out", str(out))
+    resumed = rlff_esc(*args)
     assert resumed.returncode == 0, resumed.stderr
-    after = lines(trajectories)
+    after = read_jsonl(trajectories)
     ids = [t["case_id"] for t in after]
     assert sorted(ids) == [f"ppdpp_test-{i}" for i in range(4)] and len(set(ids)) == 4
     assert after[: len(before)] == before  # nothing already written was touched
@@ -100,7 +85,7 @@ def test_retries_ride_out_429_500_and_stalls(local_server, tmp_path):
                         "--cache", str(tmp_path / "c.sqlite"), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert proxy.seen[:5] == ["429", "500", "stall", "ok", "429"]
-    assert len(lines(out / "trajectories.jsonl")) == 1
+    assert len(read_jsonl(out / "trajectories.jsonl")) == 1
 
 
 def test_an_endpoint_that_keeps_failing_fails_its_episode_only(local_server, tmp_path):
@@ -113,6 +98,6 @@ def test_an_endpoint_that_keeps_failing_fails_its_episode_only(local_server, tmp
     assert run.returncode == 2
     assert "1 episodes failed" in run.stderr and "ppdpp_test-1" in run.stderr
     assert "for role supporter after 2 attempts: HTTP 500" in run.stderr
-    assert sorted(t["case_id"] for t in lines(out / "trajectories.jsonl")) == ["ppdpp_test-0", "ppdpp_test-2"]
-    assert [f["case_id"] for f in lines(out / "failures.jsonl")] == ["ppdpp_test-1"]
+    assert sorted(t["case_id"] for t in read_jsonl(out / "trajectories.jsonl")) == ["ppdpp_test-0", "ppdpp_test-2"]
+    assert [f["case_id"] for f in read_jsonl(out / "failures.jsonl")] == ["ppdpp_test-1"]
     assert json.loads((out / "summary.json").read_text())["failed_cases"] == ["ppdpp_test-1"]

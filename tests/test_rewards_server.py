@@ -1,15 +1,12 @@
 """`rlff-esc rewards` against the real embedded server: records, relabel, shards, resume, export."""
 
 import json
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import rlff_esc
+from tests.conftest import kill_after_first_result, read_jsonl, rlff_esc
 from training.reward_formulas import FutureOutcome, get_formula
 
 pytestmark = pytest.mark.server
@@ -21,7 +18,7 @@ FIELDS = {"key", "context_key", "dialogue_id", "position", "candidate_index", "c
 
 
 def records(folder):
-    return [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines() if line.strip()]
+    return read_jsonl(folder / "records.jsonl")
 
 
 def cache_rows(path):
@@ -102,15 +99,7 @@ def test_killed_rewards_run_resumes(local_server, tmp_path):
     out = tmp_path / "run"
     args = ["rewards", *TINY, "--concurrency", "1", "--cache", str(tmp_path / "c.sqlite"),
             "--out", str(out)]
-    child = subprocess.Popen([sys.executable, "-m", "esc_agents.cli", *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    path = out / "records.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (path.exists() and path.read_text().count("\n") >= 1):
-        time.sleep(0.2)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    before = records(out)
+    before = kill_after_first_result(args, out / "records.jsonl")
     assert 1 <= len(before) < 4
     resumed = rlff_esc(*args)
     assert resumed.returncode == 0, resumed.stderr
