@@ -69,11 +69,12 @@ def goal_reached(score: CriticScore, threshold: float) -> bool:
 
 def who_speaks_first(state: EpisodeState) -> str:
     last = state["messages"][-1].speaker if state["messages"] else "seeker"
-    return "user_simulator" if last == "supporter" else "supporter"
+    return "future" if last == "supporter" else "episode"
 
 
 def after_critic(state: EpisodeState) -> str:
-    return END if state["status"] != "running" else "supporter"
+    """`finished` once the critic node set the status to success (goal) or max_turns (cap)."""
+    return "next_turn" if state["status"] == "running" else "finished"
 
 
 def build_episode_graph():
@@ -81,10 +82,12 @@ def build_episode_graph():
     graph.add_node("supporter", supporter)
     graph.add_node("user_simulator", user_simulator)
     graph.add_node("critic", critic)
-    graph.add_conditional_edges(START, who_speaks_first, ["supporter", "user_simulator"])
+    graph.add_conditional_edges(START, who_speaks_first, {"episode": "supporter", "future": "user_simulator"})
     graph.add_edge("supporter", "user_simulator")
     graph.add_edge("user_simulator", "critic")
-    graph.add_conditional_edges("critic", after_critic, {"supporter": "supporter", END: END})
+    graph.add_conditional_edges(
+        "critic", after_critic, {"finished": END, "next_turn": "supporter"}
+    )
     return graph.compile()
 
 
