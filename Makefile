@@ -32,6 +32,7 @@ test-fast: venv
 
 bench: venv
 	$(BIN)/python benchmarks/rollout_throughput.py
+	$(BIN)/python benchmarks/reward_generation.py
 
 clean:
 	rm -rf runs .pytest_cache
