@@ -17,12 +17,18 @@ from tqdm import tqdm
 from esc_agents.endpoints import UsageMeter
 from esc_agents.errors import EndpointError
 from esc_agents.roles import EmptyReplyError
-from esc_agents.runlog import RunLog
+from esc_agents.runlog import RunLog, read_jsonl
 
 # A job that hits one of these fails alone; the rest of the run goes on.
 JOB_FAILURES = (EndpointError, EmptyReplyError)
 
 Job = Callable[[], Awaitable[dict[str, Any]]]
+FAILURES = "failures.jsonl"
+
+
+def outstanding_failures(folder: Path, key: str, done: set[str]) -> list[dict[str, Any]]:
+    """Failures recorded in `folder` whose key has not completed since (a rerun may have)."""
+    return [failure for failure in read_jsonl(folder / FAILURES) if failure[key] not in done]
 
 
 @dataclass
@@ -41,7 +47,6 @@ def _token_summary(meter: UsageMeter) -> str:
 async def run_jobs(
     jobs: dict[str, Job],
     log: RunLog,
-    failures: Path,
     *,
     total: int,
     concurrency: int,
@@ -59,7 +64,7 @@ async def run_jobs(
                 record = await job()
             except JOB_FAILURES as exc:
                 result.failed[key] = str(exc)
-                with failures.open("a", encoding="utf-8") as handle:
+                with (log.path.parent / FAILURES).open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps({log.key: key, "error": str(exc)}) + "\n")
             else:
                 log.append(record)

@@ -38,6 +38,6 @@ async def simulate(
             return JobsResult(skipped=len(cases))
         async with engine:
             return await run_jobs(
-                jobs, log, out / "failures.jsonl", total=len(cases), concurrency=concurrency,
+                jobs, log, total=len(cases), concurrency=concurrency,
                 meter=engine.meter, desc="episodes", progress=progress,
             )

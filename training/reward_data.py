@@ -21,7 +21,7 @@ from esc_agents.config import RunConfig
 from esc_agents.datasets import load_cases
 from esc_agents.engine import Engine
 from esc_agents.errors import UserError
-from esc_agents.jobs import JobsResult, run_jobs
+from esc_agents.jobs import FAILURES, JobsResult, outstanding_failures, run_jobs
 from esc_agents.provenance import differing_fields, write_run_record
 from esc_agents.runlog import RunLog, read_jsonl
 from esc_agents.types import Message
@@ -135,7 +135,7 @@ async def generate_rewards(
             return JobsResult(skipped=total)
         async with engine:
             result = await run_jobs(
-                jobs, log, out / "failures.jsonl", total=total, concurrency=concurrency,
+                jobs, log, total=total, concurrency=concurrency,
                 meter=engine.meter, desc="futures", progress=progress,
             )
     with (out / "usage.jsonl").open("a", encoding="utf-8") as handle:
@@ -189,12 +189,12 @@ def merge(parts: list[Path], out: Path) -> dict[str, Any]:
         for context in reward_contexts(config, reference["dataset"])
         for index in range(reference["rewards"]["candidates"])
     }
-    failures = [f for part in parts for f in read_jsonl(part / "failures.jsonl") if f["key"] not in merged]
+    failures = [f for part in parts for f in outstanding_failures(part, "key", merged.keys())]
     out.mkdir(parents=True, exist_ok=True)
     if (out / RECORDS).exists():
         raise UserError(f"{out / RECORDS} exists already; merge into a new folder")
     (out / RECORDS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged.values()))
-    (out / "failures.jsonl").write_text("".join(json.dumps(f) + "\n" for f in failures))
+    (out / FAILURES).write_text("".join(json.dumps(f) + "\n" for f in failures))
     usage = [line for part in parts for line in read_jsonl(part / "usage.jsonl")]
     (out / "usage.jsonl").write_text("".join(json.dumps(u) + "\n" for u in usage))
     (out / "run.json").write_text(json.dumps({**runs[0], "fingerprint": reference,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from esc_agents.errors import UserError
+from esc_agents.jobs import outstanding_failures
 from esc_agents.runlog import read_jsonl
 from training.reward_data import RECORDS
 
@@ -96,7 +97,7 @@ def stats(folder: Path) -> dict[str, Any]:
         for role, counts in line.items():
             for name, value in counts.items():
                 usage[role][name] += value
-    failed = {f["key"] for f in read_jsonl(folder / "failures.jsonl")} - {r["key"] for r in records}
+    failed = {f["key"] for f in outstanding_failures(folder, "key", {r["key"] for r in records})}
     r_fut = np.array([r["r_fut"] for r in scored])
     summary = {
         "records": len(records),

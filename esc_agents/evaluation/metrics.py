@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from esc_agents.errors import UserError
+from esc_agents.jobs import outstanding_failures
 from esc_agents.runlog import read_jsonl
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -100,7 +101,7 @@ def evaluate_run(out: Path) -> dict[str, Any]:
     trajectories = list(read_jsonl(out / "trajectories.jsonl"))
     summary = summarize(trajectories, max_turns)
     done = {t["case_id"] for t in trajectories}
-    failed = sorted({record["case_id"] for record in read_jsonl(out / "failures.jsonl")} - done)
+    failed = sorted({failure["case_id"] for failure in outstanding_failures(out, "case_id", done)})
     summary["failed_cases"] = failed
     summary["dataset"] = run["fingerprint"]["dataset"]
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
