@@ -28,7 +28,7 @@ test: venv
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not server"
+	$(BIN)/python -m pytest -q -m "not server and not training"
 
 bench: venv
 	$(BIN)/python benchmarks/rollout_throughput.py

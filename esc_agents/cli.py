@@ -11,6 +11,7 @@ from pathlib import Path
 
 from esc_agents import __version__
 from esc_agents.errors import UserError
+from esc_agents.training_commands import add_training_parsers
 
 
 def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdpp_test", out_required: bool = True) -> None:
@@ -31,6 +32,8 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
     parser.add_argument("--critic-prompt", metavar="NAME|FILE", help="critic prompt (default)")
     parser.add_argument("--endpoint", metavar="PROFILE", help="endpoint profile for every role (local, vllm, openai, ...)")
     parser.add_argument("--supporter-endpoint", metavar="PROFILE")
+    parser.add_argument("--supporter-model", type=Path, metavar="DIR",
+                        help="serve this model folder (e.g. from `rlff-esc export`) locally as the supporter")
     parser.add_argument("--user-endpoint", metavar="PROFILE")
     parser.add_argument("--critic-endpoint", metavar="PROFILE")
     parser.add_argument("--cache", metavar="FILE", help="completion cache (default: <cache dir>/completions.sqlite)")
@@ -45,8 +48,15 @@ def _config_from(args: argparse.Namespace, **sections):
     def role(endpoint: str | None, prompt: str | None) -> dict:
         return {"endpoint": endpoint or args.endpoint, "prompt": prompt}
 
+    endpoints = {}
+    supporter_endpoint = args.supporter_endpoint
+    if args.supporter_model is not None:
+        from training.policy_export import policy_profile
+
+        endpoints, supporter_endpoint = {"policy": policy_profile(args.supporter_model)}, "policy"
     return build_config(args.config, {
-        "supporter": role(args.supporter_endpoint, args.supporter_prompt),
+        "endpoints": endpoints,
+        "supporter": role(supporter_endpoint, args.supporter_prompt),
         "user_simulator": role(args.user_endpoint, args.persona),
         "critic": role(args.critic_endpoint, args.critic_prompt),
         "episode": {
@@ -283,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=cmd_simulate)
 
     _add_rewards_parser(commands)
+    add_training_parsers(commands)
 
     evaluate = commands.add_parser("evaluate", help="SR / AT summary of a simulate run",
                                    description="Write DIR/summary.json and DIR/success_by_turn.png; print a table.")

@@ -8,12 +8,15 @@ types are errors), and saved with every run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from esc_agents.errors import UserError
+
+T = TypeVar("T", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -33,6 +36,7 @@ class EndpointProfile(Strict):
     backoff_max: float = Field(20.0, ge=0)
     supports_n: bool | None = None  # None: detect on first use
     embedded: bool = False  # start the local transformers server on demand
+    model_path: str | None = None  # embedded only: serve this model folder instead of the bundled model
     embedded_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 where the CPU has bf16 units
 
 
@@ -144,9 +148,12 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: {where}: {message}{more}"
 
 
-def build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults ← YAML file ← CLI overrides (nested dicts, None values ignored)."""
-    data: dict[str, Any] = {**RunConfig().model_dump(exclude={"endpoints"}), "endpoints": BUILTIN_ENDPOINTS}
+def load_typed(model: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None,
+               defaults: dict[str, Any] | None = None,
+               complete: Callable[[dict[str, Any]], None] | None = None) -> T:
+    """defaults <- YAML file <- overrides (nested dicts, None values ignored), validated by
+    `model`; every failure is one line naming the file and the field."""
+    data = dict(defaults if defaults is not None else model().model_dump())
     source = "config"
     if path is not None:
         source = str(path)
@@ -160,12 +167,23 @@ def build_config(path: str | Path | None = None, overrides: dict[str, Any] | Non
             raise UserError(f"{path}: the top level must be a mapping")
         data = _merge(data, loaded)
     data = _merge(data, _drop_none(overrides or {}))
-    if isinstance(data.get("future_supporter"), dict):  # unset fields follow the supporter's
-        data["future_supporter"] = _merge(data["supporter"], data["future_supporter"])
+    if complete is not None:
+        complete(data)
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise UserError(describe_validation_error(exc, source)) from None
+
+
+def build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    defaults = {**RunConfig().model_dump(exclude={"endpoints"}), "endpoints": BUILTIN_ENDPOINTS}
+    return load_typed(RunConfig, path, overrides, defaults, complete=_future_supporter_follows)
+
+
+def _future_supporter_follows(data: dict[str, Any]) -> None:
+    """Unset fields of the future supporter follow the supporter's."""
+    if isinstance(data.get("future_supporter"), dict):
+        data["future_supporter"] = _merge(data["supporter"], data["future_supporter"])
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -116,6 +116,7 @@ class LocalServer:
         self.root = f"http://{self.host}:{self.port}"
         self.startup_timeout = startup_timeout
         self.dtype = profile.embedded_dtype
+        self.model_path = Path(profile.model_path) if profile.model_path else None
         self.process: subprocess.Popen | None = None
         self.model_dir: Path | None = None
 
@@ -130,7 +131,7 @@ class LocalServer:
 
     def start(self) -> str:
         """Returns the model name to put in requests (the served folder's path)."""
-        self.model_dir = embedded_model_dir()
+        self.model_dir = self.model_path or embedded_model_dir()
         served = self._served_models()
         if served is not None:
             if str(self.model_dir) in served:

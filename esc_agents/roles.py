@@ -28,6 +28,14 @@ def render_transcript(messages: list[Message]) -> str:
     return "\n".join(f"{m.speaker.capitalize()}: {m.content}" for m in messages)
 
 
+def supporter_messages(prompt: Prompt, history: list[Message]) -> list[dict[str, str]]:
+    """The supporter's chat: its system prompt, the seeker as `user`, itself as `assistant`.
+    The GRPO prompts are built by this same function."""
+    system = prompt.render("system", strategies="\n".join(f"- {s}" for s in ESCONV_STRATEGIES))
+    turns = [{"role": "user" if m.speaker == "seeker" else "assistant", "content": m.content} for m in history]
+    return [{"role": "system", "content": system}, *turns]
+
+
 @dataclass
 class Role:
     name: str
@@ -84,11 +92,7 @@ class Supporter(Role):
     """Sees the seeker as `user` and itself as `assistant`."""
 
     def chat(self, case: Case, history: list[Message]) -> list[dict[str, str]]:
-        system = self.prompt.render("system", strategies="\n".join(f"- {s}" for s in ESCONV_STRATEGIES))
-        turns = [
-            {"role": "user" if m.speaker == "seeker" else "assistant", "content": m.content} for m in history
-        ]
-        return [{"role": "system", "content": system}, *turns]
+        return supporter_messages(self.prompt, history)
 
     def _parse(self, raw: str) -> Message | None:
         spec = self.prompt.spec

@@ -38,13 +38,32 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def kill_after_first_result(args: list[str], results: Path, timeout: float = 300) -> list[dict]:
-    """Start the command line, SIGKILL it once `results` holds a line, return what it had written."""
+def kill_when(args: list[str], ready, timeout: float = 600) -> None:
+    """Start the command line and SIGKILL it as soon as `ready()` is true (or it exits)."""
     child = subprocess.Popen([sys.executable, "-m", "esc_agents.cli", *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (results.exists() and results.read_text().count("\n") >= 1):
+    while time.monotonic() < deadline and not ready() and child.poll() is None:
         time.sleep(0.2)
     child.send_signal(signal.SIGKILL)
     child.wait()
+
+
+def kill_after_first_result(args: list[str], results: Path, timeout: float = 300) -> list[dict]:
+    """SIGKILL the command line once `results` holds a line; return what it had written."""
+    kill_when(args, lambda: results.exists() and results.read_text().count("\n") >= 1, timeout)
     return read_jsonl(results)
+
+
+REWARD_FIXTURE = Path(__file__).parent / "fixtures" / "reward_data"
+QUICK_RM = ["--max-steps", "2", "--batch-size", "4", "--max-length", "192"]
+
+
+@pytest.fixture(scope="session")
+def trained_reward_model(tmp_path_factory) -> Path:
+    """A classification reward model trained for two steps on the committed D_r fixture."""
+    out = tmp_path_factory.mktemp("reward_model") / "rm"
+    result = rlff_esc("train-rm", "--data", str(REWARD_FIXTURE), "--out", str(out), *QUICK_RM)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+

@@ -1,5 +1,7 @@
 """Bad input: one clear line on stderr, exit code 2, before any model is started."""
 
+import json
+
 import pytest
 
 from tests.conftest import rlff_esc
@@ -53,3 +55,47 @@ def test_help_lists_the_commands():
 def test_rewards_bad_input(tmp_path, args, message):
     result = rlff_esc("rewards", "--limit", "3", "--out", str(tmp_path / "r"), *args, timeout=120)
     assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr
+
+
+def single_class_export(folder):
+    folder.mkdir()
+    (folder / "export.json").write_text("{}")
+    rows = [{"context_key": f"c{r_fut}", "dialogue_id": "d", "context": [], "reply": "r", "r_fut": r_fut, "label": 1}
+            for r_fut in (0.9, 0.8)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "nowhere"], "reward data folder not found: nowhere"),
+    (["--data", "{single}"], "every training label is 1; classification needs both classes"),
+    (["--data", "{single}", "--objective", "ranking"], "ranking needs m >= 2 candidates per context"),
+    (["--data", "{single}", "--objective", "regression", "--backbone", "{empty}"], "has no config.json"),
+    (["--data", "{single}", "--config", "{bad}"], "learning_rate: Input should be greater than 0"),
+])
+def test_train_rm_refuses_bad_input_before_loading_a_model(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.yaml").write_text("learning_rate: -1\n")
+    places = {"single": single_class_export(tmp_path / "single"), "empty": tmp_path / "empty",
+              "bad": tmp_path / "bad.yaml"}
+    args = [arg.format(**places) for arg in args]
+    result = rlff_esc("train-rm", *args, "--out", str(tmp_path / "rm"), timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "train-grpo needs --reward-model DIR"),
+    (["--reward-model", "nowhere"], "nowhere is not a reward model folder"),
+    (["--reward-model", "random", "--alpha", "-1"], "alpha: Input should be greater than or equal to 0"),
+    (["--reward-model", "random", "--num-generations", "1"], "num_generations (G) must be at least 2"),
+    (["--reward-model", "random", "--dataset", "{empty}"], "no eligible context"),
+])
+def test_train_grpo_refuses_bad_input_before_loading_a_model(tmp_path, args, message):
+    (tmp_path / "empty.jsonl").write_text("")
+    args = [arg.format(empty=tmp_path / "empty.jsonl") for arg in args]
+    result = rlff_esc("train-grpo", *args, "--out", str(tmp_path / "policy"), timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

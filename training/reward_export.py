@@ -13,6 +13,7 @@ import numpy as np
 
 from esc_agents.errors import UserError
 from esc_agents.jobs import outstanding_failures
+from esc_agents.plotting import figure_file
 from esc_agents.runlog import read_jsonl
 from training.reward_data import RECORDS
 
@@ -124,20 +125,9 @@ def stats(folder: Path) -> dict[str, Any]:
 
 
 def _histogram(values: np.ndarray, delta: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    axis.hist(values, bins=20, color="#4c72b0")
-    axis.axvline(delta, color="#c44e52", linestyle="--", label=f"δ = {delta:g}")
-    axis.set_xlabel("R_fut")
-    axis.set_ylabel("records")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with figure_file(path, xlabel="R_fut", ylabel="records") as axis:
+        axis.hist(values, bins=20, color="#4c72b0")
+        axis.axvline(delta, color="#c44e52", linestyle="--", label=f"δ = {delta:g}")
 
 
 def format_stats(summary: dict[str, Any]) -> str:

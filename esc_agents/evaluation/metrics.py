@@ -15,6 +15,7 @@ import numpy as np
 
 from esc_agents.errors import UserError
 from esc_agents.jobs import outstanding_failures
+from esc_agents.plotting import figure_file
 from esc_agents.runlog import read_jsonl
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -72,23 +73,10 @@ def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, A
 
 def plot_success_by_turn(curves: dict[str, dict[str, float]], path: Path) -> None:
     """One line per run label: the share of cases solved by each turn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    for label, curve in curves.items():
-        turns = [int(t) for t in curve]
-        axis.plot(turns, list(curve.values()), marker="o", label=label)
-    axis.set_xlabel("turn")
-    axis.set_ylabel("success rate by turn")
-    axis.set_ylim(0, 1)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with figure_file(path, xlabel="turn", ylabel="success rate by turn") as axis:
+        for label, curve in curves.items():
+            axis.plot([int(t) for t in curve], list(curve.values()), marker="o", label=label)
+        axis.set_ylim(0, 1)
 
 
 def evaluate_run(out: Path) -> dict[str, Any]:

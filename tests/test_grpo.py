@@ -1,0 +1,61 @@
+"""`rlff-esc train-grpo` with the real small policy and a real trained reward model: a killed
+run resumes, the adapter is written, both reward components are logged; `export` merges it."""
+
+import json
+
+import pytest
+
+from tests.conftest import kill_when, rlff_esc
+
+pytestmark = pytest.mark.training
+
+QUICK_GRPO = ["--contexts", "4", "--max-steps", "3", "--max-completion-length", "24", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tmp_path_factory, trained_reward_model):
+    folder = tmp_path_factory.mktemp("grpo")
+    (folder / "c.yaml").write_text("save_steps: 1\n")
+    out = folder / "policy"
+    args = ["train-grpo", "--reward-model", str(trained_reward_model), "--out", str(out),
+            "--config", str(folder / "c.yaml"), *QUICK_GRPO]
+    kill_when(args, lambda: (out / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists())
+    assert not (out / "metrics.json").exists()
+    result = rlff_esc(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_a_killed_run_resumes_and_writes_the_adapter(grpo_run):
+    out, result = grpo_run
+    assert "resuming from" in result.stderr and "checkpoint-1" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert any((out / "adapter").glob("*.safetensors"))
+    assert (out / "curves.png").stat().st_size > 0
+    card = json.loads((out / "grpo.json").read_text())
+    assert card["config"]["num_generations"] == 4 and card["config"]["alpha"] == 0.5
+
+
+def test_both_reward_components_are_logged_and_sum_to_the_total(grpo_run):
+    out, _ = grpo_run
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history
+    for entry in history:
+        r_fut, r_fmt = entry["rewards/r_fut/mean"], entry["rewards/r_fmt/mean"]
+        assert 0.0 <= r_fut <= 1.0 and 0.0 <= r_fmt <= 1.0  # the scorer gives P(label 1)
+        assert entry["reward"] == pytest.approx(r_fut + 0.5 * r_fmt, abs=1e-4)
+        assert "kl" in entry and "completions/mean_length" in entry
+
+
+def test_export_merges_the_adapter_into_a_servable_folder(grpo_run, tmp_path):
+    out, _ = grpo_run
+    result = rlff_esc("export", "--adapter", str(out), "--out", str(tmp_path / "merged"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    merged = tmp_path / "merged"
+    config = json.loads((merged / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert json.loads((merged / "generation_config.json").read_text())["do_sample"] is True
+    card = json.loads((merged / "policy.json").read_text())
+    assert card["prompt"] == "think" and len(card["id"]) == 12

@@ -1,0 +1,183 @@
+"""Stage 3: GRPO with a LoRA adapter on TRL's GRPOTrainer, R = R_fut + alpha * R_fmt.
+
+Prompts are training contexts rendered by the supporter's own message builder with the
+think-format prompt. R_fut is the reward-model scorer on (context, the text inside the
+response block); R_fmt is `FormatSpec.reward`. Each is logged on its own by TRL
+(`rewards/r_fut/mean`, `rewards/r_fmt/mean`), the total as `reward`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esc_agents.errors import UserError
+from esc_agents.prompts import Prompt, load_prompt
+from esc_agents.provenance import versions
+from esc_agents.roles import supporter_messages
+from training.backbones import resolve_backbone
+from training.contexts import sample_contexts
+from training.format_reward import FormatSpec, ends_with_open_tag
+from training.grpo_config import GrpoRunConfig
+from training.reward_model_config import OBJECTIVES
+from training.run_folder import CHECKPOINTS, claim, last_checkpoint, plot_log_history
+from training.scorer import RANDOM, RewardScorer, read_model_card
+
+ADAPTER = "adapter"
+RUN_CARD = "grpo.json"
+CURVES = {
+    "reward (total)": {"total": "reward"},
+    "R_fut": {"R_fut": "rewards/r_fut/mean"},
+    "R_fmt": {"R_fmt": "rewards/r_fmt/mean"},
+    "KL": {"KL": "kl"},
+    "completion length": {"tokens": "completions/mean_length"},
+}
+
+
+def completion_text(completion: Any) -> str:
+    """TRL hands conversational completions as [{"role": "assistant", "content": ...}]."""
+    return completion[0]["content"] if isinstance(completion, list) else completion
+
+
+class FormatReward:
+    def __init__(self, spec: FormatSpec):
+        self.spec = spec
+        self.__name__ = "r_fmt"
+
+    def __call__(self, prompts, completions, **_) -> list[float]:
+        return [self.spec.reward(completion_text(c)) for c in completions]
+
+
+class ModelFutureReward:
+    """R_fut from the reward model on (context, reply); a completion with no reply text gets 0."""
+
+    def __init__(self, scorer: RewardScorer, spec: FormatSpec):
+        self.scorer = scorer
+        self.spec = spec
+        self.__name__ = "r_fut"
+
+    def __call__(self, prompts, completions, context, **_) -> list[float]:
+        replies = [self.spec.response(completion_text(c)) for c in completions]
+        spoken = [i for i, reply in enumerate(replies) if reply]
+        rewards = [0.0] * len(replies)
+        if spoken:
+            for i, value in zip(spoken, self.scorer.score([context[i] for i in spoken], [replies[i] for i in spoken])):
+                rewards[i] = value
+        return rewards
+
+
+def think_prompt(name: str) -> Prompt:
+    prompt = load_prompt("supporter", name)
+    if prompt.spec.reply_format != "think":
+        raise UserError(f"supporter prompt {name!r} is not think-format (reply_format: think); "
+                        "the format reward needs its tags")
+    return prompt
+
+
+def prompt_rows(config: GrpoRunConfig, prompt: Prompt) -> list[dict[str, Any]]:
+    from esc_agents.datasets import load_cases
+
+    contexts = sample_contexts(load_cases(config.dataset), config.sampling, config.seed)
+    rows = [{
+        "prompt": supporter_messages(prompt, context.history[-config.max_history:]),
+        "context": [{"speaker": m.speaker, "content": m.content} for m in context.history],
+        "context_key": context.key,
+    } for context in contexts]
+    if not rows:
+        raise UserError(f"{config.dataset} gave no training prompt")
+    return rows
+
+
+def check_reward_model(config: GrpoRunConfig) -> dict[str, Any]:
+    """The reward model is checked before any model loads: present, finished, a known objective."""
+    if config.reward_model is None:
+        raise UserError("train-grpo needs --reward-model DIR (a train-rm folder) or --reward-model random")
+    if config.reward_model == RANDOM:
+        return {"objective": "classification", "untrained": True}
+    card = read_model_card(Path(config.reward_model))
+    if card.get("objective") not in OBJECTIVES:
+        raise UserError(f"{config.reward_model}: objective {card.get('objective')!r} is not one this version "
+                        f"scores with ({', '.join(OBJECTIVES)})")
+    return card
+
+
+def check_generation_backend(config: GrpoRunConfig) -> None:
+    if config.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise UserError("use_vllm needs vLLM: pip install 'rlff-esc[gpu]' on a GPU machine")
+
+
+def train_grpo(config: GrpoRunConfig, out: Path) -> dict[str, Any]:
+    prompt = think_prompt(config.prompt)
+    card = check_reward_model(config)
+    check_generation_backend(config)
+    rows = prompt_rows(config, prompt)
+    policy = resolve_backbone(config.policy)
+    claim(out, {"config": config.model_dump(), "prompt": prompt.spec.model_dump()})
+
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rendered = tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=False)
+    spec = FormatSpec(prompt.spec.think_tag, prompt.spec.response_tag,
+                      prefilled=ends_with_open_tag(rendered, prompt.spec.think_tag))
+    scorer = RewardScorer.load(config.reward_model, batch_size=config.scorer_batch_size)
+    model = AutoModelForCausalLM.from_pretrained(policy, dtype=getattr(torch, config.dtype))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[ModelFutureReward(scorer, spec), FormatReward(spec)],
+        args=GRPOConfig(
+            output_dir=str(out / CHECKPOINTS), reward_weights=[1.0, config.alpha],
+            num_generations=config.num_generations, temperature=config.temperature,
+            max_completion_length=config.max_completion_length, per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate,
+            beta=config.beta, max_steps=config.max_steps, logging_steps=config.logging_steps,
+            save_steps=config.save_steps, save_total_limit=2, report_to=config.report_to, seed=config.seed,
+            bf16=config.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
+            use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
+        ),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
+                               lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules),
+    )
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    seconds = time.perf_counter() - started
+
+    trainer.save_model(str(out / ADAPTER))
+    tokenizer.save_pretrained(out / ADAPTER)
+    (out / RUN_CARD).write_text(json.dumps({
+        "policy": str(policy), "prompt": config.prompt, "think_tag": spec.think_tag,
+        "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward_model": card,
+        "config": config.model_dump(),
+    }, indent=2) + "\n")
+    history = trainer.state.log_history
+    plot_log_history(history, CURVES, out / "curves.png")
+    metrics = {
+        "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
+        "prompts": len(rows), "prefilled_think": spec.prefilled,
+        **{f"{name}_first": _logged(history, key, 0) for name, key in _SUMMARY.items()},
+        **{f"{name}_last": _logged(history, key, -1) for name, key in _SUMMARY.items()},
+        "history": [entry for entry in history if "reward" in entry],
+        "versions": versions(),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+_SUMMARY = {"reward": "reward", "r_fut": "rewards/r_fut/mean", "r_fmt": "rewards/r_fmt/mean", "kl": "kl"}
+
+
+def _logged(history: list[dict[str, Any]], key: str, index: int) -> float | None:
+    values = [entry[key] for entry in history if key in entry]
+    return values[index] if values else None

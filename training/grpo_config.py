@@ -1,0 +1,55 @@
+"""Every setting of a GRPO run, typed, loadable from YAML (`--config`), overridable from the
+command line, and saved with the adapter. Defaults are the paper's preset (G = 4, tau = 1.1,
+alpha = 0.5, LoRA on attention and MLP projections); the policy defaults to the embedded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from esc_agents.config import ContextSampling, Strict, load_typed
+from training.reward_model_config import LoraSettings
+
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class GrpoRunConfig(Strict):
+    policy: str = "embedded"  # "embedded", a model folder, or a cached hub id
+    reward_model: str | None = None  # a `train-rm` folder, or "random" (untrained head)
+    alpha: float = Field(0.5, ge=0)  # R = R_fut + alpha * R_fmt
+    dataset: str = "esconv:ppdpp_train"
+    sampling: ContextSampling = ContextSampling(positions="random", per_dialogue=2)
+    prompt: str = "think"  # supporter prompt; its think/response tags are the format reward's
+    max_history: int = Field(6, ge=1)  # latest messages of the context put in the prompt
+    num_generations: int = 4  # G
+    temperature: float = Field(1.1, gt=0)
+    max_completion_length: int = Field(96, ge=8)
+    batch_size: int = Field(4, ge=1)  # completions per device per step; a multiple of G
+    gradient_accumulation: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    beta: float = Field(0.04, ge=0)  # KL coefficient; 0 skips the reference model
+    max_steps: int = Field(100, ge=1)
+    lora: LoraSettings = LoraSettings(target_modules=PROJECTIONS)
+    scorer_batch_size: int = Field(16, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(25, ge=1)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    report_to: list[str] = Field(default_factory=lambda: ["none"])
+    use_vllm: bool = False  # GPU only: pip install 'rlff-esc[gpu]'
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _group_fits(self) -> GrpoRunConfig:
+        if self.num_generations < 2:
+            raise ValueError("num_generations (G) must be at least 2: GRPO compares samples within a group")
+        if (self.batch_size * self.gradient_accumulation) % self.num_generations:
+            raise ValueError("batch_size x gradient_accumulation must be a multiple of num_generations (G)")
+        return self
+
+
+def load_grpo_config(path: str | Path | None, **overrides) -> GrpoRunConfig:
+    return load_typed(GrpoRunConfig, path, overrides)
