@@ -35,20 +35,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reward-model", default="random", help="a train-rm folder, or 'random' (default)")
     parser.add_argument("--pairs", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=384, help="for 'random' only")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
 
     contexts = sample_contexts(load_cases("esconv:ppdpp_train"), ContextSampling(contexts=args.pairs), seed=0)
     histories = [[{"speaker": m.speaker, "content": m.content} for m in c.history] for c in contexts]
     replies = [c.case.dialog[c.position].content for c in contexts]
     if args.reward_model == "random":
-        scorer = RewardScorer.untrained(max_length=args.max_length, batch_size=args.batch_size)
+        scorer = RewardScorer.untrained(max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype)
     else:
-        scorer = RewardScorer.load(args.reward_model, batch_size=args.batch_size)
+        scorer = RewardScorer.load(args.reward_model, batch_size=args.batch_size, dtype=args.dtype)
     lengths = [len(scorer.encode(h, r)) for h, r in zip(histories, replies)]
     print(f"{len(replies)} pairs, {sum(lengths) / len(lengths):.0f} tokens on average (max {max(lengths)}), "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, {args.dtype}")
     scorer.score(histories[:2], replies[:2])  # warm-up
 
     scorer.batch_size = 1

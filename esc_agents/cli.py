@@ -202,7 +202,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not profile.embedded:
         raise UserError(f"profile {args.profile!r} is not the embedded server")
     server = LocalServer(profile)
-    command = serve_command(embedded_model_dir(), server.host, server.port, profile.embedded_dtype)
+    command = serve_command(server.model_path or embedded_model_dir(), server.host, server.port,
+                            profile.embedded_dtype, profile.embedded_kv_tokens)
     print(f"serving {command[2]} on {server.root}/v1 (model name: {command[2]}); Ctrl-C to stop", file=sys.stderr)
     os.execve(command[0], command, {**os.environ, **OFFLINE_ENV})
 

@@ -37,6 +37,7 @@ class EndpointProfile(Strict):
     supports_n: bool | None = None  # None: detect on first use
     embedded: bool = False  # start the local transformers server on demand
     model_path: str | None = None  # embedded only: serve this model folder instead of the bundled model
+    embedded_kv_tokens: int = Field(65536, ge=1024)  # embedded only: KV-cache capacity of the local server
     embedded_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 where the CPU has bf16 units
 
 

@@ -111,6 +111,15 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup_format(args: argparse.Namespace) -> int:
+    from training.format_warmup import warm_up_format
+
+    folder = warm_up_format(args.out, policy=args.policy, dataset=args.dataset, prompt=args.prompt,
+                            steps=args.steps, contexts=args.contexts, learning_rate=args.learning_rate, seed=args.seed)
+    print(f"format warm-up done -> {folder}; start GRPO from it with `rlff-esc train-grpo --policy {folder} ...`")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from training.policy_export import export_policy
 
@@ -170,6 +179,22 @@ def add_training_parsers(commands) -> None:
     grpo.add_argument("--report-to", metavar="TRACKER", help="tensorboard, wandb, ... (default none)")
     grpo.add_argument("--seed", type=int)
     grpo.set_defaults(func=cmd_train_grpo)
+
+    warmup = commands.add_parser(
+        "warmup-format", help="a few supervised steps on think-format demonstrations (cold start for tiny policies)",
+        description="Fine-tune a LoRA on ESConv demonstrations written in the think format (a one-line reading "
+        "of the seeker, then the reference reply), merge it and save a model folder for `train-grpo --policy`. "
+        "Needed when the policy never writes the format, so R_fmt would give GRPO no signal.",
+    )
+    warmup.add_argument("--out", type=Path, required=True, metavar="DIR")
+    warmup.add_argument("--policy", default="embedded", help="default: %(default)s")
+    warmup.add_argument("--dataset", default="esconv:ppdpp_train", help="default: %(default)s")
+    warmup.add_argument("--prompt", default="think", help="think-format supporter prompt (default: %(default)s)")
+    warmup.add_argument("--steps", type=int, default=20, help="default: %(default)s")
+    warmup.add_argument("--contexts", type=int, default=200, help="demonstrations (default: %(default)s)")
+    warmup.add_argument("--learning-rate", type=float, default=2e-4, help="default: %(default)s")
+    warmup.add_argument("--seed", type=int, default=0)
+    warmup.set_defaults(func=cmd_warmup_format)
 
     export = commands.add_parser(
         "export", help="merge a GRPO adapter into a model folder the local server can serve",

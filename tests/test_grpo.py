@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.conftest import kill_when, rlff_esc
+from tests.conftest import kill_when, read_jsonl, rlff_esc
 
 pytestmark = pytest.mark.training
 
@@ -59,3 +59,18 @@ def test_export_merges_the_adapter_into_a_servable_folder(grpo_run, tmp_path):
     assert json.loads((merged / "generation_config.json").read_text())["do_sample"] is True
     card = json.loads((merged / "policy.json").read_text())
     assert card["prompt"] == "think" and len(card["id"]) == 12
+
+
+@pytest.mark.server
+def test_the_exported_policy_is_evaluated_through_the_rollout_engine(grpo_run, local_server, tmp_path):
+    out, _ = grpo_run
+    assert rlff_esc("export", "--adapter", str(out), "--out", str(tmp_path / "merged")).returncode == 0
+    run = tmp_path / "sim"
+    result = rlff_esc("simulate", "--supporter-model", str(tmp_path / "merged"), "--supporter-prompt", "think",
+                      "--limit", "1", "--max-turns", "1", "--critic-samples", "1", "--out", str(run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (episode,) = read_jsonl(run / "trajectories.jsonl")
+    assert episode["messages"][1]["speaker"] == "supporter"
+    fingerprint = json.loads((run / "run.json").read_text())["fingerprint"]
+    assert fingerprint["roles"]["supporter"]["model"].startswith("policy-")
+    assert fingerprint["roles"]["critic"]["model"] == "smollm2-135m-instruct"

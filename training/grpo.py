@@ -111,6 +111,41 @@ def check_generation_backend(config: GrpoRunConfig) -> None:
         raise UserError("use_vllm needs vLLM: pip install 'rlff-esc[gpu]' on a GPU machine")
 
 
+def reward_functions(config: GrpoRunConfig, spec: FormatSpec) -> list:
+    """[R_fut, R_fmt], weighted [1, alpha] by `grpo_arguments`."""
+    scorer = RewardScorer.load(config.reward_model, batch_size=config.scorer_batch_size)
+    return [ModelFutureReward(scorer, spec), FormatReward(spec)]
+
+
+def grpo_arguments(config: GrpoRunConfig, output_dir: Path):
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(output_dir), reward_weights=[1.0, config.alpha],
+        num_generations=config.num_generations, temperature=config.temperature,
+        max_completion_length=config.max_completion_length, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate,
+        beta=config.beta, max_steps=config.max_steps, logging_steps=config.logging_steps,
+        save_steps=config.save_steps, save_total_limit=2, report_to=config.report_to, seed=config.seed,
+        bf16=config.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
+        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
+    )
+
+
+def lora_config(config: GrpoRunConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
+                      lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules)
+
+
+def format_spec(prompt: Prompt, tokenizer, rows: list[dict[str, Any]]) -> FormatSpec:
+    """The prompt's tags, and whether this tokenizer's chat template pre-fills the think tag."""
+    rendered = tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=False)
+    return FormatSpec(prompt.spec.think_tag, prompt.spec.response_tag,
+                      prefilled=ends_with_open_tag(rendered, prompt.spec.think_tag))
+
+
 def train_grpo(config: GrpoRunConfig, out: Path) -> dict[str, Any]:
     prompt = think_prompt(config.prompt)
     card = check_reward_model(config)
@@ -120,35 +155,20 @@ def train_grpo(config: GrpoRunConfig, out: Path) -> dict[str, Any]:
     claim(out, {"config": config.model_dump(), "prompt": prompt.spec.model_dump()})
 
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    rendered = tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=False)
-    spec = FormatSpec(prompt.spec.think_tag, prompt.spec.response_tag,
-                      prefilled=ends_with_open_tag(rendered, prompt.spec.think_tag))
-    scorer = RewardScorer.load(config.reward_model, batch_size=config.scorer_batch_size)
-    model = AutoModelForCausalLM.from_pretrained(policy, dtype=getattr(torch, config.dtype))
+    spec = format_spec(prompt, tokenizer, rows)
     trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[ModelFutureReward(scorer, spec), FormatReward(spec)],
-        args=GRPOConfig(
-            output_dir=str(out / CHECKPOINTS), reward_weights=[1.0, config.alpha],
-            num_generations=config.num_generations, temperature=config.temperature,
-            max_completion_length=config.max_completion_length, per_device_train_batch_size=config.batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate,
-            beta=config.beta, max_steps=config.max_steps, logging_steps=config.logging_steps,
-            save_steps=config.save_steps, save_total_limit=2, report_to=config.report_to, seed=config.seed,
-            bf16=config.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
-            use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
-        ),
+        model=AutoModelForCausalLM.from_pretrained(policy, dtype=getattr(torch, config.dtype)),
+        reward_funcs=reward_functions(config, spec),
+        args=grpo_arguments(config, out / CHECKPOINTS),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=LoraConfig(task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
-                               lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules),
+        peft_config=lora_config(config),
     )
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last_checkpoint(out))

@@ -29,17 +29,23 @@ def export_policy(run: Path, out: Path) -> Path:
 
     base = AutoModelForCausalLM.from_pretrained(card["policy"], dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    merged.config.architectures = [type(merged).__name__]
-    # The local server shares one sampling config across a batch; keep it sampling.
-    merged.generation_config.do_sample = True
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    merged.save_pretrained(staging)
-    AutoTokenizer.from_pretrained(adapter).save_pretrained(staging)
-    (staging / POLICY_CARD).write_text(json.dumps({
+    return save_servable(merged, AutoTokenizer.from_pretrained(adapter), out, {
         "id": adapter_fingerprint(adapter), "source": str(run), "base": card["policy"], "prompt": card["prompt"],
         "think_tag": card["think_tag"], "response_tag": card["response_tag"],
-    }, indent=2) + "\n")
+    })
+
+
+def save_servable(model, tokenizer, out: Path, card: dict[str, Any]) -> Path:
+    """A full model folder with `architectures` set and sampling on (the local server shares one
+    sampling config across a batch), written aside and renamed, so a kill leaves no half folder."""
+    model.config.architectures = [type(model).__name__]
+    model.generation_config.do_sample = True
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    card.setdefault("id", adapter_fingerprint(staging))
+    (staging / POLICY_CARD).write_text(json.dumps(card, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out

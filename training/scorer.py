@@ -27,27 +27,28 @@ class RewardScorer:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, folder: str | Path, *, batch_size: int = 16, device: str | None = None) -> RewardScorer:
+    def load(cls, folder: str | Path, *, batch_size: int = 16, device: str | None = None,
+             dtype: str = "float32") -> RewardScorer:
         """A folder written by `rlff-esc train-rm`, or "random" for an untrained head on the
         embedded backbone (the paper's untrained-reward-model ablation)."""
         if str(folder) == RANDOM:
-            return cls.untrained(batch_size=batch_size, device=device)
+            return cls.untrained(batch_size=batch_size, device=device, dtype=dtype)
         card = read_model_card(Path(folder))
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(Path(folder) / MODEL_FOLDER, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(Path(folder) / MODEL_FOLDER, dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(Path(folder) / MODEL_FOLDER)
         return cls(model.to(device or _default_device()), tokenizer, objective=card["objective"],
                    max_length=card["max_length"], batch_size=batch_size)
 
     @classmethod
     def untrained(cls, backbone: str = "embedded", *, seed: int = 0, max_length: int = 384,
-                  batch_size: int = 16, device: str | None = None) -> RewardScorer:
+                  batch_size: int = 16, device: str | None = None, dtype: str = "float32") -> RewardScorer:
         """The backbone with a freshly initialised two-class head, seeded so runs repeat."""
         from training.reward_model import load_backbone
 
         torch.manual_seed(seed)
-        tokenizer, model = load_backbone(backbone, "classification", dtype="float32")
+        tokenizer, model = load_backbone(backbone, "classification", dtype=dtype)
         return cls(model.to(device or _default_device()), tokenizer, objective="classification",
                    max_length=max_length, batch_size=batch_size)
 

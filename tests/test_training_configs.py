@@ -1,0 +1,31 @@
+"""The shipped training configs and accelerate recipes load, so the README's commands stay true."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.grpo_config import load_grpo_config
+from training.reward_model_config import load_reward_model_config
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def test_shipped_training_configs_validate():
+    grpo = load_grpo_config(DOCS / "configs" / "grpo-qwen7b.yaml")
+    assert grpo.use_vllm and grpo.num_generations == 4 and grpo.temperature == 1.1 and grpo.alpha == 0.5
+    assert load_reward_model_config(DOCS / "configs" / "rm-llama-1b.yaml").objective == "classification"
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"),
+                                        ("fsdp", "FSDP")])
+def test_accelerate_recipes_name_their_backend(name, kind):
+    recipe = yaml.safe_load((DOCS / "accelerate" / f"{name}.yaml").read_text())
+    assert recipe["distributed_type"] == kind and recipe["use_cpu"] is False
+    if kind == "DEEPSPEED":
+        assert recipe["deepspeed_config"]["zero_stage"] == int(name[-1])
+
+
+def test_batch_must_hold_whole_groups():
+    with pytest.raises(Exception, match="multiple of num_generations"):
+        load_grpo_config(None, batch_size=6)
