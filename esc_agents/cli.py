@@ -42,21 +42,23 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
                         help="run folder (created or resumed)")
 
 
-def _config_from(args: argparse.Namespace, **sections):
+def _config_from(args: argparse.Namespace, supporter_spec: str | None = None, **sections):
+    """The run config from the shared options; `supporter_spec` (see `compare`) or
+    --supporter-model replaces the supporter's binding."""
     from esc_agents.config import build_config
+    from esc_agents.evaluation.compare import supporter_binding
 
     def role(endpoint: str | None, prompt: str | None) -> dict:
         return {"endpoint": endpoint or args.endpoint, "prompt": prompt}
 
-    endpoints = {}
-    supporter_endpoint = args.supporter_endpoint
+    binding = {"supporter": role(args.supporter_endpoint, args.supporter_prompt)}
     if args.supporter_model is not None:
-        from training.policy_export import policy_profile
-
-        endpoints, supporter_endpoint = {"policy": policy_profile(args.supporter_model)}, "policy"
+        binding = supporter_binding(str(args.supporter_model))[1]
+        binding["supporter"]["prompt"] = args.supporter_prompt or binding["supporter"]["prompt"]
+    if supporter_spec is not None:
+        binding = supporter_binding(supporter_spec)[1]
     return build_config(args.config, {
-        "endpoints": endpoints,
-        "supporter": role(supporter_endpoint, args.supporter_prompt),
+        **binding,
         "user_simulator": role(args.user_endpoint, args.persona),
         "critic": role(args.critic_endpoint, args.critic_prompt),
         "episode": {
@@ -69,18 +71,24 @@ def _config_from(args: argparse.Namespace, **sections):
     })
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def _load_cases(args: argparse.Namespace):
     from esc_agents.datasets import load_cases
-    from esc_agents.engine import Engine
-    from esc_agents.evaluation.metrics import evaluate_run, format_summary
-    from esc_agents.simulate import simulate
 
-    config = _config_from(args)
     cases = load_cases(args.dataset)
     if args.limit is not None:
         cases = cases[: args.limit]
     if not cases:
         raise UserError(f"dataset {args.dataset} has no cases")
+    return cases
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from esc_agents.engine import Engine
+    from esc_agents.evaluation.metrics import evaluate_run, format_summary
+    from esc_agents.simulate import simulate
+
+    config = _config_from(args)
+    cases = _load_cases(args)
     engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
     result = asyncio.run(
         simulate(config, cases, args.out, dataset=args.dataset, concurrency=args.concurrency, engine=engine)
@@ -182,6 +190,58 @@ def cmd_rewards_export(args: argparse.Namespace) -> int:
 
     rows = export(args.folder, args.out, fmt=args.format, valid=args.valid, test=args.test, seed=args.seed)
     print(f"exported {', '.join(f'{name} {count}' for name, count in rows.items())} rows ({args.format}) -> {args.out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from esc_agents.engine import Engine
+    from esc_agents.evaluation.compare import compare_runs, format_comparison, supporter_binding
+    from esc_agents.simulate import simulate
+
+    if args.runs:
+        runs = {folder.name: folder for folder in args.runs}
+    elif args.supporters:
+        cases, runs = _load_cases(args), {}
+        for spec in args.supporters.split(","):
+            label = supporter_binding(spec)[0]
+            config = _config_from(args, supporter_spec=spec)
+            engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+            print(f"supporter {label}:", file=sys.stderr)
+            result = asyncio.run(simulate(config, cases, args.out / label, dataset=args.dataset,
+                                          concurrency=args.concurrency, engine=engine))
+            if result.failed:
+                _report_failures(result.failed, f"episodes of {label}")
+            runs[label] = args.out / label
+    else:
+        raise UserError("compare needs --supporters A,B[,...] or --runs DIR DIR ...")
+    if len(runs) < 2:
+        raise UserError("compare needs at least two supporters or runs")
+    print(format_comparison(compare_runs(runs, args.out, allow_mismatch=args.allow_mismatch)))
+    print(f"wrote {args.out / 'compare.json'} and {args.out / 'success_by_turn.png'}")
+    return 0
+
+
+def cmd_bias(args: argparse.Namespace) -> int:
+    from esc_agents.engine import Engine
+    from esc_agents.evaluation.bias import bias_report, conditions, format_bias
+    from esc_agents.simulate import simulate
+
+    def names(value: str | None) -> list[str | None]:
+        return [name.strip() for name in value.split(",")] if value else [None]
+
+    cases, runs = _load_cases(args), {}
+    for condition in conditions(names(args.personas), names(args.user_models), names(args.critic_models), args.seeds,
+                                args.seed or 0):
+        config = _config_from(argparse.Namespace(**{**vars(args), **condition.options()}))
+        engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+        print(f"condition {condition.label}:", file=sys.stderr)
+        result = asyncio.run(simulate(config, cases, args.out / condition.label, dataset=args.dataset,
+                                      concurrency=args.concurrency, engine=engine))
+        if result.failed:
+            _report_failures(result.failed, f"episodes of {condition.label}")
+        runs[condition] = args.out / condition.label
+    print(format_bias(bias_report(runs, args.out)))
+    print(f"wrote {args.out / 'bias.json'} and {args.out / 'success_by_turn.png'}")
     return 0
 
 
@@ -295,6 +355,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_rewards_parser(commands)
     add_training_parsers(commands)
+
+    compare = commands.add_parser(
+        "compare", help="several supporters on the same cases, with paired tests",
+        description="Run each supporter on the same cases with the same user simulator and critic (one "
+        "simulate run per supporter under DIR/<label>, sharing the completion cache), or read existing "
+        "runs, and report SR / AT / final score with 95%% intervals, McNemar on success and a paired "
+        "bootstrap on turns per pair, and SR-by-turn curves in one PNG. A supporter is a prompt name or "
+        "file (vanilla, think, strategy), PROMPT@PROFILE for another endpoint, or a model folder from "
+        "`rlff-esc export`.",
+    )
+    _add_run_options(compare)
+    compare.add_argument("--supporters", metavar="A,B,...", help="supporter specs to run and compare")
+    compare.add_argument("--runs", type=Path, nargs="+", metavar="DIR", help="compare existing simulate runs instead")
+    compare.add_argument("--allow-mismatch", action="store_true",
+                         help="compare runs whose cases or settings differ (a warning is kept in the report)")
+    compare.set_defaults(func=cmd_compare)
+
+    bias = commands.add_parser(
+        "bias", help="simulator-bias study: one supporter under several personas, user and critic models, seeds",
+        description="Run the same supporter on the same cases under every combination of user-simulator "
+        "persona, user-simulator endpoint, critic endpoint and seed (one simulate run each under "
+        "DIR/<condition>), and report SR / AT per condition, the SR shift against the first condition "
+        "(paired bootstrap), the final-score distribution shift (Wasserstein, KS test), the SR spread over "
+        "seeds and SR pooled over user-simulator models.",
+    )
+    _add_run_options(bias)
+    bias.add_argument("--personas", default="cooperative,resistant", metavar="A,B,...",
+                      help="user-simulator personas (prompt names or files; default: %(default)s)")
+    bias.add_argument("--user-models", metavar="PROFILE,...", help="endpoint profiles for the user simulator")
+    bias.add_argument("--critic-models", metavar="PROFILE,...", help="endpoint profiles for the critic")
+    bias.add_argument("--seeds", type=int, default=1, metavar="K", help="seeds per condition (default: %(default)s)")
+    bias.set_defaults(func=cmd_bias)
 
     evaluate = commands.add_parser("evaluate", help="SR / AT summary of a simulate run",
                                    description="Write DIR/summary.json and DIR/success_by_turn.png; print a table.")

@@ -1,0 +1,121 @@
+"""`compare`: supporters side by side on the same cases, user simulator and critic.
+
+A supporter is named by a spec, so adding one is a prompt file or a model folder, not code:
+  vanilla | think | strategy | path/to/prompt.yaml   a supporter prompt on the default endpoint
+  PROMPT@PROFILE                                    that prompt on another endpoint profile
+  path/to/model-folder                              a trained policy (`rlff-esc export`), served locally
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esc_agents.errors import UserError
+from esc_agents.evaluation.metrics import plot_success_by_turn, summarize
+from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
+from esc_agents.provenance import differing_fields
+from esc_agents.runlog import read_jsonl
+
+# What must be equal for two runs to be compared: everything but the supporter.
+SHARED_FIELDS = ("dataset", "episode", "seed", "roles.user_simulator", "roles.critic")
+
+
+def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
+    """(label, config overrides) for one supporter spec."""
+    folder = Path(spec)
+    if folder.is_dir():
+        from training.policy_export import POLICY_CARD, policy_profile
+
+        card = json.loads((folder / POLICY_CARD).read_text()) if (folder / POLICY_CARD).exists() else {}
+        return folder.name, {"endpoints": {"policy": policy_profile(folder)},
+                             "supporter": {"endpoint": "policy", "prompt": card.get("prompt", "think")}}
+    prompt, _, profile = spec.partition("@")
+    label = spec.replace("@", "-").replace("/", "_").removesuffix(".yaml")
+    return label, {"supporter": {"prompt": prompt, **({"endpoint": profile} if profile else {})}}
+
+
+def _shared(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    picked = {}
+    for field in SHARED_FIELDS:
+        value: Any = fingerprint
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        picked[field] = value
+    return picked
+
+
+def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> tuple[dict[str, dict[str, dict]], list[str]]:
+    """Trajectories per label, keyed by case id; refuses runs whose cases or settings differ."""
+    fingerprints = {}
+    for label, folder in runs.items():
+        if not (folder / "run.json").exists():
+            raise UserError(f"{folder} is not a simulate run (no run.json)")
+        fingerprints[label] = json.loads((folder / "run.json").read_text())["fingerprint"]
+    trajectories = {label: {t["case_id"]: t for t in read_jsonl(folder / "trajectories.jsonl")}
+                    for label, folder in runs.items()}
+    warnings = []
+    first = next(iter(runs))
+    for label in runs:
+        differ = differing_fields(_shared(fingerprints[first]), _shared(fingerprints[label]))
+        if set(trajectories[label]) != set(trajectories[first]):
+            differ.append("cases")
+        if differ:
+            message = f"{label} differs from {first} in {', '.join(differ)}"
+            if not allow_mismatch:
+                raise UserError(f"runs are not comparable: {message} (--allow-mismatch compares them anyway)")
+            warnings.append(message)
+    return trajectories, warnings
+
+
+def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = False) -> dict[str, Any]:
+    """Summaries per supporter and paired tests per pair on their common cases; writes
+    `compare.json` and one SR-by-turn plot."""
+    trajectories, warnings = load_runs(runs, allow_mismatch)
+    common = sorted(set.intersection(*(set(t) for t in trajectories.values())))
+    if not common:
+        raise UserError("the runs share no finished case")
+    max_turns = json.loads((next(iter(runs.values())) / "run.json").read_text())["fingerprint"]["episode"]["max_turns"]
+    summaries = {label: summarize([by_case[c] for c in common], max_turns) for label, by_case in trajectories.items()}
+
+    def outcomes(label: str) -> tuple[np.ndarray, np.ndarray]:
+        episodes = [trajectories[label][c] for c in common]
+        return (np.array([t["success"] for t in episodes]),
+                np.array([t["turns"] if t["success"] else max_turns for t in episodes], dtype=float))
+
+    pairs = {}
+    for a, b in combinations(runs, 2):
+        (a_success, a_turns), (b_success, b_turns) = outcomes(a), outcomes(b)
+        pairs[f"{a} vs {b}"] = {"success": mcnemar(a_success, b_success),
+                                "turns": paired_bootstrap(a_turns, b_turns)}
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"cases": len(common), "max_turns": max_turns, "runs": {k: str(v) for k, v in runs.items()},
+              "summaries": summaries, "pairs": pairs, "warnings": warnings}
+    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_success_by_turn({label: s["success_by_turn"] for label, s in summaries.items()},
+                         out / "success_by_turn.png")
+    return report
+
+
+def format_comparison(report: dict[str, Any]) -> str:
+    lines = [f"{report['cases']} cases, T = {report['max_turns']}",
+             f"{'supporter':22s} {'SR':>6s} {'95% CI':>15s} {'AT':>6s} {'95% CI':>15s} {'final':>7s}"]
+    for label, s in report["summaries"].items():
+        final = "-" if s["mean_final_score"] is None else f"{s['mean_final_score']:.3f}"
+        lines.append(f"{label:22s} {s['success_rate']:6.3f} {_interval(s['success_rate_ci95']):>15s} "
+                     f"{s['average_turns']:6.2f} {_interval(s['average_turns_ci95']):>15s} {final:>7s}")
+    for pair, tests in report["pairs"].items():
+        success, turns = tests["success"], tests["turns"]
+        lines.append(f"{pair}: McNemar {success['a_only']}/{success['b_only']} discordant, p = {success['p_value']:.3f}; "
+                     f"turns difference {turns['mean_difference']:+.2f} {_interval(turns['ci95'])}, "
+                     f"p = {turns['p_value']:.3f}")
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)
+
+
+def _interval(bounds: list[float]) -> str:
+    return f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"

@@ -1,0 +1,93 @@
+"""`compare`: paired tests on hand-computed tables, refusal of runs that differ, and two prompt
+baselines run on the same cases against the real local server."""
+
+import json
+
+import pytest
+
+from esc_agents.errors import UserError
+from esc_agents.evaluation.compare import compare_runs, supporter_binding
+from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
+from tests.conftest import read_jsonl, rlff_esc
+
+
+def test_mcnemar_counts_only_discordant_cases():
+    a = [True, True, True, True, True, False, False]
+    b = [True, False, False, False, False, False, True]
+    result = mcnemar(a, b)
+    assert (result["a_only"], result["b_only"]) == (4, 1)
+    # exact two-sided binomial, 4 of 5 at p = 1/2: (1 + 5 + 5 + 1) / 32
+    assert result["p_value"] == pytest.approx(12 / 32)
+    assert mcnemar([True, False], [True, False])["p_value"] == 1.0
+
+
+def test_paired_bootstrap_centres_on_the_mean_difference():
+    result = paired_bootstrap([3, 4, 5, 6], [2, 3, 4, 5])
+    assert result["mean_difference"] == 1.0 and result["ci95"] == [1.0, 1.0] and result["p_value"] == 0.0
+    noisy = paired_bootstrap([1, 3, 2, 4, 2], [2, 2, 3, 3, 2])
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1] and noisy["p_value"] > 0.5
+
+
+def test_supporter_specs_name_a_prompt_an_endpoint_or_a_model_folder(tmp_path):
+    assert supporter_binding("think") == ("think", {"supporter": {"prompt": "think"}})
+    assert supporter_binding("vanilla@openai")[1] == {"supporter": {"prompt": "vanilla", "endpoint": "openai"}}
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "config.json").write_text("{}")
+    label, overrides = supporter_binding(str(tmp_path / "policy"))
+    assert label == "policy" and overrides["supporter"] == {"endpoint": "policy", "prompt": "think"}
+    assert overrides["endpoints"]["policy"]["embedded"] is True
+
+
+def fake_run(folder, max_turns, cases, critic="default"):
+    folder.mkdir()
+    fingerprint = {"dataset": "esconv:ppdpp_test", "seed": 0, "episode": {"max_turns": max_turns},
+                   "roles": {"supporter": {"prompt": folder.name}, "user_simulator": {"prompt": "cooperative"},
+                             "critic": {"prompt": critic}}}
+    (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint}))
+    (folder / "trajectories.jsonl").write_text("".join(json.dumps({
+        "case_id": case, "success": True, "turns": 1, "final_score": 1.0, "scores": [], "emotion": "sad",
+        "problem": "job"}) + "\n" for case in cases))
+    return folder
+
+
+def test_runs_with_other_settings_or_cases_are_refused_unless_allowed(tmp_path):
+    a = fake_run(tmp_path / "a", 2, ["c1", "c2"])
+    b = fake_run(tmp_path / "b", 3, ["c1", "c2"], critic="strict")
+    c = fake_run(tmp_path / "c", 2, ["c1"])
+    with pytest.raises(UserError, match=r"b differs from a in episode.max_turns, roles.critic.prompt"):
+        compare_runs({"a": a, "b": b}, tmp_path / "out")
+    with pytest.raises(UserError, match="c differs from a in cases"):
+        compare_runs({"a": a, "c": c}, tmp_path / "out")
+    report = compare_runs({"a": a, "c": c}, tmp_path / "out", allow_mismatch=True)
+    assert report["cases"] == 1 and report["warnings"] == ["c differs from a in cases"]
+
+
+@pytest.mark.server
+def test_compare_runs_two_prompt_baselines_on_the_same_cases(local_server, tmp_path):
+    out = tmp_path / "cmp"
+    result = rlff_esc("compare", "--supporters", "vanilla,think", "--limit", "2", "--max-turns", "1",
+                      "--critic-samples", "1", "--concurrency", "4", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    cases = {name: {t["case_id"] for t in read_jsonl(out / name / "trajectories.jsonl")} for name in ("vanilla", "think")}
+    assert cases["vanilla"] == cases["think"] and len(cases["think"]) == 2
+    report = json.loads((out / "compare.json").read_text())
+    assert set(report["summaries"]) == {"vanilla", "think"}
+    assert set(report["pairs"]["vanilla vs think"]) == {"success", "turns"}
+    assert (out / "success_by_turn.png").stat().st_size > 0
+    assert "McNemar" in result.stdout
+
+
+@pytest.mark.server
+def test_bias_runs_each_persona_and_reports_the_shift(local_server, tmp_path):
+    out = tmp_path / "bias"
+    result = rlff_esc("bias", "--personas", "cooperative,guarded", "--limit", "2", "--max-turns", "1",
+                      "--critic-samples", "1", "--concurrency", "4", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "bias.json").read_text())
+    assert list(report["conditions"]) == ["cooperative_seed0", "guarded_seed0"]
+    reference, other = report["conditions"].values()
+    assert reference["sr_shift"] == 0.0 and reference["wasserstein"] == 0.0
+    assert other["sr_shift"] == pytest.approx(other["success_rate"] - reference["success_rate"])
+    assert 0.0 <= other["ks_p_value"] <= 1.0
+    fingerprint = json.loads((out / "guarded_seed0" / "run.json").read_text())["fingerprint"]
+    assert fingerprint["roles"]["user_simulator"]["prompt"] == "guarded"
