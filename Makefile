@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv browser demo test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -22,8 +22,14 @@ demo: venv
 	$(BIN)/rlff-esc simulate --dataset esconv:ppdpp_test --limit 4 --max-turns 3 \
 		--critic-samples 4 --concurrency 4 --out runs/demo
 
+# The report test renders HTML in headless Chromium; install it where we may (Debian), else it skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+	  echo "make test: Chromium is not installable here; the report rendering test will skip" >&2
+
 # pytest exits 5 when it collected nothing: say so and fail instead of passing quietly.
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -33,6 +39,8 @@ test-fast: venv
 bench: venv
 	$(BIN)/python benchmarks/rollout_throughput.py
 	$(BIN)/python benchmarks/reward_generation.py
+	$(BIN)/python benchmarks/reward_scoring.py
+	$(BIN)/python benchmarks/grpo_step.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -245,6 +246,57 @@ def cmd_bias(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    from esc_agents.config import build_config
+    from esc_agents.engine import Engine
+    from esc_agents.evaluation.judge import format_judgments, judge_runs, summarize_judgments
+
+    if not args.runs or len(args.runs) != 2 or args.out is None:
+        raise UserError("judge needs --runs A B (two simulate runs) and --out DIR")
+    config = build_config(args.config, {"judge": {"endpoint": args.judge_endpoint or "local",
+                                                   "prompt": args.judge_prompt}, "seed": args.seed})
+    engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+    result = asyncio.run(judge_runs(config, {folder.name: folder for folder in args.runs}, args.out,
+                                    concurrency=args.concurrency, engine=engine, allow_mismatch=args.allow_mismatch))
+    print(format_judgments(summarize_judgments(args.out, engine.prompts["judge"].spec.criteria)))
+    print(f"wrote {args.out / 'judge.json'} and {args.out / 'judgments.jsonl'}")
+    return _report_failures(result.failed, "judged cases")
+
+
+def cmd_judge_export(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.annotation import KEY, export_pairs
+    from esc_agents.prompts import load_prompt
+
+    criteria = load_prompt("judge", args.judge_prompt).spec.criteria
+    sheet = export_pairs({folder.name: folder for folder in args.runs}, args.out, criteria, seed=args.seed)
+    print(f"wrote {sheet} (give it to annotators; one filled copy each) and {args.out / KEY} (keep it apart)")
+    return 0
+
+
+def cmd_judge_export_critic(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.annotation import KEY, export_success
+
+    sheet = export_success(args.run, args.out, seed=args.seed)
+    print(f"wrote {sheet} (annotators fill `success` with yes/no) and {args.out / KEY} (keep it apart)")
+    return 0
+
+
+def cmd_judge_import(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.annotation import import_sheets
+
+    report = import_sheets(args.key, args.sheets, args.judgments)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {args.key.parent / 'agreement.json'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.report import write_report
+
+    print(f"wrote {write_report(args.folders, args.out)}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from esc_agents.evaluation.metrics import evaluate_run, format_summary
 
@@ -387,6 +439,55 @@ def build_parser() -> argparse.ArgumentParser:
     bias.add_argument("--critic-models", metavar="PROFILE,...", help="endpoint profiles for the critic")
     bias.add_argument("--seeds", type=int, default=1, metavar="K", help="seeds per condition (default: %(default)s)")
     bias.set_defaults(func=cmd_bias)
+
+    judge = commands.add_parser(
+        "judge", help="LLM-judge pairwise quality of two supporters, both orders; human annotation round trip",
+        description="Compare two simulate runs case by case with an LLM judge on the judge prompt's criteria "
+        "(default: fluency, empathy, identification, suggestion, overall). Each case is judged in both "
+        "orders; a preference that flips with the order counts as a tie. Prints win/tie/loss per criterion "
+        "with 95%% intervals; writes judge.json and judgments.jsonl (appended, resumable).",
+    )
+    judge.add_argument("--runs", type=Path, nargs=2, metavar="DIR", help="the two simulate runs (A first)")
+    judge.add_argument("--out", type=Path, metavar="DIR")
+    judge.add_argument("--config", metavar="FILE")
+    judge.add_argument("--judge-prompt", default="default", metavar="NAME|FILE", help="default: %(default)s")
+    judge.add_argument("--judge-endpoint", metavar="PROFILE", help="endpoint profile of the judge (default local)")
+    judge.add_argument("--concurrency", type=int, default=8)
+    judge.add_argument("--seed", type=int)
+    judge.add_argument("--cache", metavar="FILE")
+    judge.add_argument("--no-cache", action="store_true")
+    judge.add_argument("--allow-mismatch", action="store_true", help="judge runs whose settings differ")
+    judge.set_defaults(func=cmd_judge)
+    judge_actions = judge.add_subparsers(dest="judge_command", metavar="ACTION")
+    judge_export = judge_actions.add_parser(
+        "export", help="annotation sheet of the same pairs: random item ids and A/B order, key kept apart")
+    judge_export.add_argument("--runs", type=Path, nargs=2, required=True, metavar="DIR")
+    judge_export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    judge_export.add_argument("--judge-prompt", default="default", metavar="NAME|FILE",
+                              help="whose criteria become the sheet's columns (default: %(default)s)")
+    judge_export.add_argument("--seed", type=int, default=0)
+    judge_export.set_defaults(func=cmd_judge_export)
+    export_critic = judge_actions.add_parser(
+        "export-critic", help="annotation sheet of one run's episodes for human success labels")
+    export_critic.add_argument("--run", type=Path, required=True, metavar="DIR")
+    export_critic.add_argument("--out", type=Path, required=True, metavar="DIR")
+    export_critic.add_argument("--seed", type=int, default=0)
+    export_critic.set_defaults(func=cmd_judge_export_critic)
+    judge_import = judge_actions.add_parser(
+        "import", help="read filled sheets; human results, Krippendorff's alpha, Cohen's kappa with the model")
+    judge_import.add_argument("key", type=Path, metavar="KEY.json")
+    judge_import.add_argument("sheets", type=Path, nargs="+", metavar="SHEET.csv", help="one per annotator")
+    judge_import.add_argument("--judgments", type=Path, metavar="DIR", help="a `judge` output folder to compare with")
+    judge_import.set_defaults(func=cmd_judge_import)
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML file for any mix of run folders",
+        description="Tables, embedded PNG plots, resolved configs and a few transcripts of simulate, compare, "
+        "bias, judge, train-rm and train-grpo folders, in one HTML file with no external asset.",
+    )
+    report.add_argument("folders", type=Path, nargs="+", metavar="DIR")
+    report.add_argument("--out", type=Path, required=True, metavar="FILE.html")
+    report.set_defaults(func=cmd_report)
 
     evaluate = commands.add_parser("evaluate", help="SR / AT summary of a simulate run",
                                    description="Write DIR/summary.json and DIR/success_by_turn.png; print a table.")

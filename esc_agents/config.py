@@ -109,6 +109,8 @@ class RunConfig(Strict):
     critic: RoleConfig = RoleConfig(prompt="default", temperature=1.1, max_tokens=24)
     # The supporter that continues simulated futures; unset, the candidate proposer does.
     future_supporter: RoleConfig | None = None
+    # The pairwise quality judge of `rlff-esc judge`; unset outside it.
+    judge: RoleConfig | None = None
     episode: EpisodeConfig = EpisodeConfig()
     rewards: RewardConfig = RewardConfig()
     seed: int = 0
@@ -118,6 +120,8 @@ class RunConfig(Strict):
         bound = {"supporter": self.supporter, "user_simulator": self.user_simulator, "critic": self.critic}
         if self.future_supporter is not None:
             bound["future_supporter"] = self.future_supporter
+        if self.judge is not None:
+            bound["judge"] = self.judge
         return bound
 
     @model_validator(mode="after")

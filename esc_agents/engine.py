@@ -16,7 +16,7 @@ from esc_agents.config import RunConfig
 from esc_agents.endpoints import Endpoint, UsageMeter
 from esc_agents.local_server import LocalServer, cache_dir
 from esc_agents.prompts import load_prompt, prompt_kind
-from esc_agents.roles import Critic, Supporter, UserSimulator
+from esc_agents.roles import Critic, Judge, Supporter, UserSimulator
 from esc_agents.types import Case
 from graphs.episode import EpisodeContext
 
@@ -63,6 +63,10 @@ class Engine:
             "critic", self.endpoints[self.config.critic.endpoint], self.prompts["critic"],
             self.config.critic, regenerations=self.config.episode.critic_retries, **common,
         )
+        self.judge = None
+        if (judge := self.config.judge) is not None:
+            self.judge = Judge("judge", self.endpoints[judge.endpoint], self.prompts["judge"], judge,
+                               regenerations=self.config.episode.critic_retries, **common)
         self.future_supporter = self.supporter
         if (binding := self.config.future_supporter) is not None:
             self.future_supporter = Supporter(

@@ -21,7 +21,7 @@ from esc_agents.config import describe_validation_error
 from esc_agents.errors import UserError
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
-ROLES = ("supporter", "user_simulator", "critic")
+ROLES = ("supporter", "user_simulator", "critic", "judge")
 
 ESCONV_STRATEGIES = (
     "Question",
@@ -41,6 +41,10 @@ TEMPLATE_VARIABLES: dict[str, dict[str, tuple[set[str], set[str]]]] = {
     "critic": {
         "system": ({"emotion", "problem"}, set()),
         "user": ({"conversation", "emotion", "problem"}, {"conversation"}),
+    },
+    "judge": {
+        "system": ({"criteria"}, set()),
+        "user": ({"situation", "conversation_a", "conversation_b", "criteria"}, {"conversation_a", "conversation_b"}),
     },
 }
 
@@ -69,6 +73,7 @@ class PromptFile(BaseModel):
     response_tag: str = "response"
     axes: dict[str, str] = Field(default_factory=dict)
     verdicts: list[Verdict] = Field(default_factory=list)
+    criteria: list[str] = Field(default_factory=list)  # judge prompts: what A and B are compared on
 
 
 class Prompt:
@@ -157,3 +162,5 @@ def _validate(role: str, path: Path, spec: PromptFile) -> None:
         raise UserError(f"{path}: a critic prompt needs at least two `verdicts`")
     if role != "critic" and spec.verdicts:
         raise UserError(f"{path}: `verdicts` belong in critic prompts only")
+    if (role == "judge") != bool(spec.criteria):
+        raise UserError(f"{path}: judge prompts, and only they, list `criteria`")

@@ -7,6 +7,7 @@ or parses the answer. No graph logic lives here: `graphs.episode` decides who sp
 from __future__ import annotations
 
 from collections.abc import Callable
+import re
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -157,3 +158,35 @@ class Critic(Role):
             invalid=[raw for raw, verdict in answers.values() if verdict is None],
             mean=sum(scores) / len(scores) if scores else None,
         )
+
+
+Preference = str  # "A", "B" or "tie"
+
+
+class Judge(Role):
+    """Compares two supporters' conversations with one seeker on the prompt's criteria. Answers
+    missing a criterion are re-asked, then recorded as None."""
+
+    def chat(self, situation: str, a: list[Message], b: list[Message]) -> list[dict[str, str]]:
+        criteria = ", ".join(self.prompt.spec.criteria)
+        return [
+            {"role": "system", "content": self.prompt.render("system", criteria=criteria)},
+            {"role": "user", "content": self.prompt.render(
+                "user", situation=situation, conversation_a=render_transcript(a),
+                conversation_b=render_transcript(b), criteria=criteria)},
+        ]
+
+    def preferences(self, answer: str) -> dict[str, Preference] | None:
+        found = {}
+        for criterion in self.prompt.spec.criteria:
+            match = re.search(rf"^\W*{re.escape(criterion)}\W*[:\-]\s*\**\s*(A|B|tie)\b", answer,
+                              flags=re.IGNORECASE | re.MULTILINE)
+            if match is None:
+                return None
+            said = match.group(1)
+            found[criterion] = "tie" if said.lower() == "tie" else said.upper()
+        return found
+
+    async def compare(self, situation: str, a: list[Message], b: list[Message]) -> dict[str, Preference] | None:
+        (answer,) = (await self._sample_parsed(self.chat(situation, a, b), [0], self.preferences)).values()
+        return answer[1]

@@ -45,8 +45,11 @@ def fake_run(folder, max_turns, cases, critic="default"):
                              "critic": {"prompt": critic}}}
     (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint}))
     (folder / "trajectories.jsonl").write_text("".join(json.dumps({
-        "case_id": case, "success": True, "turns": 1, "final_score": 1.0, "scores": [], "emotion": "sad",
-        "problem": "job"}) + "\n" for case in cases))
+        "case_id": case, "success": case.endswith("1"), "turns": 1, "final_score": 1.0, "scores": [],
+        "emotion": "sad", "problem": "job",
+        "messages": [{"speaker": "seeker", "content": f"situation of {case}"},
+                     {"speaker": "supporter", "content": f"{folder.name} replies to {case}"}]}) + "\n"
+        for case in cases))
     return folder
 
 
@@ -62,12 +65,18 @@ def test_runs_with_other_settings_or_cases_are_refused_unless_allowed(tmp_path):
     assert report["cases"] == 1 and report["warnings"] == ["c differs from a in cases"]
 
 
-@pytest.mark.server
-def test_compare_runs_two_prompt_baselines_on_the_same_cases(local_server, tmp_path):
-    out = tmp_path / "cmp"
+@pytest.fixture(scope="module")
+def compared(local_server, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "cmp"
     result = rlff_esc("compare", "--supporters", "vanilla,think", "--limit", "2", "--max-turns", "1",
                       "--critic-samples", "1", "--concurrency", "4", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
+    return out, result
+
+
+@pytest.mark.server
+def test_compare_runs_two_prompt_baselines_on_the_same_cases(compared):
+    out, result = compared
     cases = {name: {t["case_id"] for t in read_jsonl(out / name / "trajectories.jsonl")} for name in ("vanilla", "think")}
     assert cases["vanilla"] == cases["think"] and len(cases["think"]) == 2
     report = json.loads((out / "compare.json").read_text())
@@ -91,3 +100,16 @@ def test_bias_runs_each_persona_and_reports_the_shift(local_server, tmp_path):
     assert 0.0 <= other["ks_p_value"] <= 1.0
     fingerprint = json.loads((out / "guarded_seed0" / "run.json").read_text())["fingerprint"]
     assert fingerprint["roles"]["user_simulator"]["prompt"] == "guarded"
+
+
+@pytest.mark.server
+def test_judge_compares_both_orders_with_the_real_server(compared, tmp_path):
+    out, _ = compared
+    result = rlff_esc("judge", "--runs", str(out / "vanilla"), str(out / "think"), "--out", str(tmp_path / "j"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    judgments = read_jsonl(tmp_path / "j" / "judgments.jsonl")
+    assert {j["case_id"] for j in judgments} <= {t["case_id"] for t in read_jsonl(out / "think" / "trajectories.jsonl")}
+    summary = json.loads((tmp_path / "j" / "judge.json").read_text())
+    assert set(summary["criteria"]) == {"fluency", "empathy", "identification", "suggestion", "overall"}
+    for judgment in judgments:
+        assert set(judgment) >= {"first_order", "second_order", "outcome"}

@@ -128,7 +128,7 @@ def grpo_arguments(config: GrpoRunConfig, output_dir: Path):
         beta=config.beta, max_steps=config.max_steps, logging_steps=config.logging_steps,
         save_steps=config.save_steps, save_total_limit=2, report_to=config.report_to, seed=config.seed,
         bf16=config.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
-        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
+        gradient_checkpointing=config.gradient_checkpointing, use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
     )
 
 

@@ -36,6 +36,7 @@ class GrpoRunConfig(Strict):
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(25, ge=1)
     dtype: Literal["float32", "bfloat16"] = "float32"
+    gradient_checkpointing: bool = False  # saves GPU memory on large policies; slower
     report_to: list[str] = Field(default_factory=lambda: ["none"])
     use_vllm: bool = False  # GPU only: pip install 'rlff-esc[gpu]'
     vllm_mode: Literal["colocate", "server"] = "colocate"

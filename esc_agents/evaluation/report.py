@@ -1,0 +1,109 @@
+"""`report`: one self-contained HTML file for any mix of run folders (simulate, compare, bias,
+train-rm, train-grpo): tables, the folders' PNG plots embedded, resolved configs and a few
+transcripts. No external asset, so the file can be mailed or attached to a paper's supplement."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from esc_agents.errors import UserError
+from esc_agents.runlog import read_jsonl
+
+TRANSCRIPTS = 3
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
+pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}section{border-top:2px solid #444;margin-top:2em}
+.seeker{color:#155}.supporter{color:#513}"""
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
+            return f"[{value[0]:.3f}, {value[1]:.3f}]"
+        return escape("-" if value is None else str(value))
+
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _images(folder: Path) -> str:
+    return "".join(
+        f'<img alt="{escape(png.name)}" src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}">'
+        for png in sorted(folder.glob("*.png")))
+
+
+def _summary_section(summary: dict[str, Any]) -> str:
+    keys = ("cases", "success_rate", "success_rate_ci95", "average_turns", "average_turns_ci95", "mean_final_score",
+            "mean_final_score_ci95", "invalid_critic_rate")
+    html = _table(["metric", "value"], [[key, summary.get(key)] for key in keys])
+    for group in ("by_emotion", "by_problem"):
+        rows = [[name, g["cases"], g["success_rate"], g["average_turns"]] for name, g in summary.get(group, {}).items()]
+        if rows:
+            html += f"<h4>{group.replace('_', ' ')}</h4>" + _table(["", "cases", "SR", "AT"], rows)
+    return html
+
+
+def _transcripts(folder: Path) -> str:
+    html = ""
+    for trajectory in list(read_jsonl(folder / "trajectories.jsonl"))[:TRANSCRIPTS]:
+        lines = "".join(f'<div class="{escape(m["speaker"])}"><b>{escape(m["speaker"])}:</b> {escape(m["content"])}</div>'
+                        for m in trajectory["messages"])
+        outcome = "success" if trajectory["success"] else "no success"
+        html += f"<details><summary>{escape(trajectory['case_id'])} ({outcome}, {trajectory['turns']} turns)</summary>{lines}</details>"
+    return html
+
+
+def _section(folder: Path) -> str:
+    parts = []
+    if (folder / "compare.json").exists():
+        data = json.loads((folder / "compare.json").read_text())
+        parts.append(_table(["supporter", "SR", "SR 95% CI", "AT", "AT 95% CI", "final score"], [
+            [label, s["success_rate"], s["success_rate_ci95"], s["average_turns"], s["average_turns_ci95"],
+             s["mean_final_score"]] for label, s in data["summaries"].items()]))
+        parts.append(_table(["pair", "A only", "B only", "McNemar p", "turns A-B", "95% CI", "p"], [
+            [pair, t["success"]["a_only"], t["success"]["b_only"], t["success"]["p_value"],
+             t["turns"]["mean_difference"], t["turns"]["ci95"], t["turns"]["p_value"]] for pair, t in data["pairs"].items()]))
+        parts += [f"<p>warning: {escape(w)}</p>" for w in data["warnings"]]
+    if (folder / "bias.json").exists():
+        data = json.loads((folder / "bias.json").read_text())
+        parts.append(_table(["condition", "SR", "AT", "SR shift", "95% CI", "Wasserstein", "KS p"], [
+            [label, r["success_rate"], r["average_turns"], r["sr_shift"], r["sr_shift_ci95"], r["wasserstein"],
+             r["ks_p_value"]] for label, r in data["conditions"].items()]))
+    if (folder / "judge.json").exists():
+        data = json.loads((folder / "judge.json").read_text())
+        parts.append(_table(["criterion", "win", "tie", "loss", "win rate 95% CI"], [
+            [name, c["win"], c["tie"], c["loss"], c["win_rate_ci95"]] for name, c in data["criteria"].items()]))
+    if (folder / "summary.json").exists():
+        parts.append(_summary_section(json.loads((folder / "summary.json").read_text())))
+    if (folder / "metrics.json").exists():
+        metrics = json.loads((folder / "metrics.json").read_text())
+        parts.append(_table(["metric", "value"], [[k, v] for k, v in metrics.items()
+                                                   if isinstance(v, (int, float, str)) or v is None]))
+    parts.append(_images(folder))
+    if (folder / "trajectories.jsonl").exists():
+        parts.append("<h4>transcripts</h4>" + _transcripts(folder))
+    for name in ("run.json", "train_config.json"):
+        if (folder / name).exists():
+            parts.append(f"<details><summary>{name}</summary><pre>{escape((folder / name).read_text())}</pre></details>")
+    return f"<section><h2>{escape(folder.name)}</h2>{''.join(parts)}</section>"
+
+
+KNOWN_OUTPUTS = ("compare.json", "bias.json", "judge.json", "summary.json", "metrics.json", "trajectories.jsonl")
+
+
+def write_report(folders: list[Path], out: Path) -> Path:
+    for folder in folders:
+        if not folder.is_dir() or not any((folder / name).exists() for name in KNOWN_OUTPUTS):
+            raise UserError(f"{folder} holds no simulate, compare, bias, judge or training output")
+    body = "".join(_section(folder) for folder in folders)
+    out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>rlff-esc report</title>"
+                   f"<style>{STYLE}</style></head><body><h1>rlff-esc report</h1>{body}</body></html>")
+    return out

@@ -1,0 +1,49 @@
+"""`report`: one self-contained HTML file that renders in a real headless browser."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from esc_agents.evaluation.compare import compare_runs
+from tests.conftest import rlff_esc
+from tests.test_compare import fake_run
+
+CHECK = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-check',"
+         "[...document.images].filter(i=>i.naturalWidth>0).length+'/'+document.images.length+' '+"
+         "document.querySelectorAll('table').length)})</script></body>")
+
+
+@pytest.fixture
+def report(tmp_path):
+    a, b = fake_run(tmp_path / "vanilla", 2, ["c1", "c2"]), fake_run(tmp_path / "think", 2, ["c1", "c2"])
+    compare_runs({"vanilla": a, "think": b}, tmp_path / "cmp")
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "metrics.json").write_text(json.dumps({"objective": "classification", "auc": 0.71}))
+    out = tmp_path / "report.html"
+    result = rlff_esc("report", str(tmp_path / "cmp"), str(tmp_path / "rm"), "--out", str(out), timeout=120)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_the_report_is_self_contained(report):
+    html = report.read_text()
+    assert html.count("<table>") == 3  # compare summary, pairs, reward-model metrics
+    assert re.search(r'<img alt="success_by_turn.png" src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"', html)
+    assert not re.search(r'(src|href)="(https?:|file:|/)', html)
+
+
+def test_the_report_renders_its_tables_and_images_in_headless_chromium(report, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed here (Debian: apt-get install chromium); rendering not checked")
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", CHECK))
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    assert 'data-check="1/1 3"' in dom, dom[-500:]
