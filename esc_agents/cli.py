@@ -34,7 +34,8 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
     parser.add_argument("--endpoint", metavar="PROFILE", help="endpoint profile for every role (local, vllm, openai, ...)")
     parser.add_argument("--supporter-endpoint", metavar="PROFILE")
     parser.add_argument("--supporter-model", type=Path, metavar="DIR",
-                        help="serve this model folder (e.g. from `rlff-esc export`) locally as the supporter")
+                        help="serve this policy locally as the supporter: a model folder from `rlff-esc export` "
+                        "or a train-grpo folder (merged on first use)")
     parser.add_argument("--user-endpoint", metavar="PROFILE")
     parser.add_argument("--critic-endpoint", metavar="PROFILE")
     parser.add_argument("--cache", metavar="FILE", help="completion cache (default: <cache dir>/completions.sqlite)")

@@ -125,10 +125,11 @@ def grpo_arguments(config: GrpoRunConfig, output_dir: Path):
         num_generations=config.num_generations, temperature=config.temperature,
         max_completion_length=config.max_completion_length, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate,
-        beta=config.beta, max_steps=config.max_steps, logging_steps=config.logging_steps,
-        save_steps=config.save_steps, save_total_limit=2, report_to=config.report_to, seed=config.seed,
-        bf16=config.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=config.gradient_checkpointing, use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
+        lr_scheduler_type=config.lr_scheduler, beta=config.beta, max_steps=config.max_steps,
+        logging_steps=config.logging_steps, save_steps=config.save_steps, save_total_limit=2,
+        report_to=config.report_to, seed=config.seed, bf16=config.dtype == "bfloat16",
+        use_cpu=not torch.cuda.is_available(), gradient_checkpointing=config.gradient_checkpointing,
+        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
     )
 
 

@@ -29,6 +29,7 @@ class GrpoRunConfig(Strict):
     batch_size: int = Field(4, ge=1)  # completions per device per step; a multiple of G
     gradient_accumulation: int = Field(1, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
+    lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
     beta: float = Field(0.04, ge=0)  # KL coefficient; 0 skips the reference model
     max_steps: int = Field(100, ge=1)
     lora: LoraSettings = LoraSettings(target_modules=PROJECTIONS)

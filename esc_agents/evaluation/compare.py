@@ -4,6 +4,7 @@ A supporter is named by a spec, so adding one is a prompt file or a model folder
   vanilla | think | strategy | path/to/prompt.yaml   a supporter prompt on the default endpoint
   PROMPT@PROFILE                                    that prompt on another endpoint profile
   path/to/model-folder                              a trained policy (`rlff-esc export`), served locally
+  path/to/train-grpo-folder                         the same, merged on first use into <folder>/merged
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
     """(label, config overrides) for one supporter spec."""
     folder = Path(spec)
     if folder.is_dir():
-        from training.policy_export import POLICY_CARD, policy_profile
+        from training.policy_export import POLICY_CARD, export_policy, policy_profile
 
+        label = folder.name
+        if (folder / "adapter" / "adapter_config.json").exists():  # a train-grpo folder
+            merged = folder / "merged"
+            folder = merged if (merged / POLICY_CARD).exists() else export_policy(folder, merged)
         card = json.loads((folder / POLICY_CARD).read_text()) if (folder / POLICY_CARD).exists() else {}
-        return folder.name, {"endpoints": {"policy": policy_profile(folder)},
-                             "supporter": {"endpoint": "policy", "prompt": card.get("prompt", "think")}}
+        return label, {"endpoints": {"policy": policy_profile(folder)},
+                       "supporter": {"endpoint": "policy", "prompt": card.get("prompt", "think")}}
     prompt, _, profile = spec.partition("@")
     label = spec.replace("@", "-").replace("/", "_").removesuffix(".yaml")
     return label, {"supporter": {"prompt": prompt, **({"endpoint": profile} if profile else {})}}
