@@ -195,10 +195,23 @@ def cmd_rewards_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def _simulate_part(args: argparse.Namespace, config, cases, label: str) -> Path:
+    """One simulate run of a multi-run command into DIR/<label>; failed episodes are listed and the
+    study goes on with the cases that finished."""
     from esc_agents.engine import Engine
-    from esc_agents.evaluation.compare import compare_runs, format_comparison, supporter_binding
     from esc_agents.simulate import simulate
+
+    print(f"{label}:", file=sys.stderr)
+    engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+    result = asyncio.run(simulate(config, cases, args.out / label, dataset=args.dataset,
+                                  concurrency=args.concurrency, engine=engine))
+    if result.failed:
+        _report_failures(result.failed, f"episodes of {label}")
+    return args.out / label
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.compare import compare_runs, format_comparison, supporter_binding
 
     if args.runs:
         runs = {folder.name: folder for folder in args.runs}
@@ -206,14 +219,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cases, runs = _load_cases(args), {}
         for spec in args.supporters.split(","):
             label = supporter_binding(spec)[0]
-            config = _config_from(args, supporter_spec=spec)
-            engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
-            print(f"supporter {label}:", file=sys.stderr)
-            result = asyncio.run(simulate(config, cases, args.out / label, dataset=args.dataset,
-                                          concurrency=args.concurrency, engine=engine))
-            if result.failed:
-                _report_failures(result.failed, f"episodes of {label}")
-            runs[label] = args.out / label
+            runs[label] = _simulate_part(args, _config_from(args, supporter_spec=spec), cases, label)
     else:
         raise UserError("compare needs --supporters A,B[,...] or --runs DIR DIR ...")
     if len(runs) < 2:
@@ -224,9 +230,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bias(args: argparse.Namespace) -> int:
-    from esc_agents.engine import Engine
     from esc_agents.evaluation.bias import bias_report, conditions, format_bias
-    from esc_agents.simulate import simulate
 
     def names(value: str | None) -> list[str | None]:
         return [name.strip() for name in value.split(",")] if value else [None]
@@ -235,13 +239,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
     for condition in conditions(names(args.personas), names(args.user_models), names(args.critic_models), args.seeds,
                                 args.seed or 0):
         config = _config_from(argparse.Namespace(**{**vars(args), **condition.options()}))
-        engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
-        print(f"condition {condition.label}:", file=sys.stderr)
-        result = asyncio.run(simulate(config, cases, args.out / condition.label, dataset=args.dataset,
-                                      concurrency=args.concurrency, engine=engine))
-        if result.failed:
-            _report_failures(result.failed, f"episodes of {condition.label}")
-        runs[condition] = args.out / condition.label
+        runs[condition] = _simulate_part(args, config, cases, condition.label)
     print(format_bias(bias_report(runs, args.out)))
     print(f"wrote {args.out / 'bias.json'} and {args.out / 'success_by_turn.png'}")
     return 0
