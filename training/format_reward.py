@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+from esc_agents.replies import strip_think
+
 
 @dataclass(frozen=True)
 class FormatSpec:
@@ -46,8 +48,6 @@ class FormatSpec:
     def response(self, completion: str) -> str:
         """The reply the seeker would see: the response block's text where there is one, else
         the completion with think blocks removed."""
-        from esc_agents.replies import strip_think
-
         return strip_think(self.full_text(completion), self.think_tag, self.response_tag).strip()
 
 

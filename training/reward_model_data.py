@@ -3,6 +3,7 @@ reply) into tokens shared by training and scoring, and the per-objective dataset
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import defaultdict
@@ -92,8 +93,10 @@ def encode(tokenizer, context: list[dict[str, str]], reply: str, max_length: int
     return specials[0] + context_ids + reply_ids + specials[1]
 
 
+@functools.cache
 def _special_ids(tokenizer) -> tuple[list[int], list[int]]:
-    """What the tokenizer itself wraps a text in ([CLS] … [SEP] for encoders, BOS for some LMs)."""
+    """What the tokenizer itself wraps a text in ([CLS] … [SEP] for encoders, BOS for some LMs);
+    probed once per tokenizer, not per scored pair."""
     probe = tokenizer("a", add_special_tokens=False)["input_ids"]
     wrapped = tokenizer("a")["input_ids"]
     start = wrapped.index(probe[0]) if probe and probe[0] in wrapped else 0

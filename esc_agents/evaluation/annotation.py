@@ -15,7 +15,8 @@ from typing import Any
 from esc_agents.errors import UserError
 from esc_agents.evaluation.agreement import cohen_kappa, krippendorff_alpha
 from esc_agents.evaluation.compare import load_runs
-from esc_agents.evaluation.judge import JUDGMENTS, win_rates
+from esc_agents.evaluation.judge import JUDGMENTS, trajectory_messages, win_rates
+from esc_agents.roles import render_transcript
 from esc_agents.runlog import read_jsonl
 
 SHEET = "sheet.csv"
@@ -26,7 +27,7 @@ OUTCOMES = ("win", "tie", "loss")
 
 
 def _transcript(trajectory: dict[str, Any]) -> str:
-    return "\n".join(f"{m['speaker'].capitalize()}: {m['content']}" for m in trajectory["messages"])
+    return render_transcript(trajectory_messages(trajectory))
 
 
 def _write(out: Path, header: list[str], rows: list[list[str]], key: dict[str, Any]) -> Path:
@@ -42,9 +43,10 @@ def _write(out: Path, header: list[str], rows: list[list[str]], key: dict[str, A
 
 def export_pairs(runs: dict[str, Path], out: Path, criteria: list[str], seed: int = 0) -> Path:
     (a, b) = list(runs)
-    trajectories, _ = load_runs(runs, allow_mismatch=False)
+    loaded = load_runs(runs, allow_mismatch=False)
+    trajectories = loaded.trajectories
     rng = random.Random(seed)
-    cases = sorted(trajectories[a])
+    cases = list(loaded.common)
     rng.shuffle(cases)
     rows, items = [], {}
     for number, case_id in enumerate(cases, 1):

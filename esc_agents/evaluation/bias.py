@@ -55,10 +55,9 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
     distribution shift (Wasserstein, KS) against the first condition; SR spread over seeds; SR
     pooled over user-simulator models."""
     by_label = {condition.label: folder for condition, folder in runs.items()}
-    trajectories, _ = load_runs(by_label, allow_mismatch=True)  # conditions differ on purpose
-    common = sorted(set.intersection(*(set(t) for t in trajectories.values())))
-    max_turns = json.loads((next(iter(runs.values())) / "run.json").read_text())["fingerprint"]["episode"]["max_turns"]
-    episodes = {label: [by_case[c] for c in common] for label, by_case in trajectories.items()}
+    loaded = load_runs(by_label, allow_mismatch=True)  # conditions differ on purpose
+    common, max_turns = loaded.common, loaded.max_turns
+    episodes = {label: [by_case[c] for c in common] for label, by_case in loaded.trajectories.items()}
     reference = next(iter(by_label))
 
     def finals(label: str) -> np.ndarray:

@@ -10,6 +10,7 @@ A supporter is named by a spec, so adding one is a prompt file or a model folder
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,17 @@ def _shared(fingerprint: dict[str, Any]) -> dict[str, Any]:
     return picked
 
 
-def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> tuple[dict[str, dict[str, dict]], list[str]]:
-    """Trajectories per label, keyed by case id; refuses runs whose cases or settings differ."""
+@dataclass
+class LoadedRuns:
+    trajectories: dict[str, dict[str, dict]]  # label -> case id -> trajectory
+    common: list[str]  # case ids every run finished, sorted
+    max_turns: int  # T of the first run
+    warnings: list[str]
+
+
+def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> LoadedRuns:
+    """Trajectories per label, keyed by case id; refuses runs whose cases or settings differ,
+    and runs that share no finished case."""
     fingerprints = {}
     for label, folder in runs.items():
         if not (folder / "run.json").exists():
@@ -74,17 +84,17 @@ def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> tuple[dict[str, di
             if not allow_mismatch:
                 raise UserError(f"runs are not comparable: {message} (--allow-mismatch compares them anyway)")
             warnings.append(message)
-    return trajectories, warnings
+    common = sorted(set.intersection(*(set(t) for t in trajectories.values())))
+    if not common:
+        raise UserError("the runs share no finished case")
+    return LoadedRuns(trajectories, common, fingerprints[first]["episode"]["max_turns"], warnings)
 
 
 def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = False) -> dict[str, Any]:
     """Summaries per supporter and paired tests per pair on their common cases; writes
     `compare.json` and one SR-by-turn plot."""
-    trajectories, warnings = load_runs(runs, allow_mismatch)
-    common = sorted(set.intersection(*(set(t) for t in trajectories.values())))
-    if not common:
-        raise UserError("the runs share no finished case")
-    max_turns = json.loads((next(iter(runs.values())) / "run.json").read_text())["fingerprint"]["episode"]["max_turns"]
+    loaded = load_runs(runs, allow_mismatch)
+    trajectories, common, max_turns = loaded.trajectories, loaded.common, loaded.max_turns
     summaries = {label: summarize([by_case[c] for c in common], max_turns) for label, by_case in trajectories.items()}
 
     def outcomes(label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +109,7 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
                                 "turns": paired_bootstrap(a_turns, b_turns)}
     out.mkdir(parents=True, exist_ok=True)
     report = {"cases": len(common), "max_turns": max_turns, "runs": {k: str(v) for k, v in runs.items()},
-              "summaries": summaries, "pairs": pairs, "warnings": warnings}
+              "summaries": summaries, "pairs": pairs, "warnings": loaded.warnings}
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_success_by_turn({label: s["success_by_turn"] for label, s in summaries.items()},
                          out / "success_by_turn.png")

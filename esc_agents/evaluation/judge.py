@@ -37,15 +37,15 @@ def combine(first_order: dict[str, str] | None, second_order: dict[str, str] | N
             for criterion, p in first_order.items()}
 
 
-def _messages(trajectory: dict[str, Any]) -> list[Message]:
+def trajectory_messages(trajectory: dict[str, Any]) -> list[Message]:
     return [Message(speaker=m["speaker"], content=m["content"]) for m in trajectory["messages"]]
 
 
 async def judge_runs(config: RunConfig, runs: dict[str, Path], out: Path, *, concurrency: int = 8,
                      engine: Engine | None = None, allow_mismatch: bool = False) -> JobsResult:
     (a, b), (a_dir, b_dir) = list(runs), list(runs.values())
-    trajectories, _ = load_runs(runs, allow_mismatch)
-    common = sorted(set(trajectories[a]) & set(trajectories[b]))
+    loaded = load_runs(runs, allow_mismatch)
+    trajectories, common = loaded.trajectories, loaded.common
     engine = engine or Engine(config)
     write_run_record(out, config, engine.prompts, "judge", runs={a: str(a_dir), b: str(b_dir)})
 
@@ -54,8 +54,8 @@ async def judge_runs(config: RunConfig, runs: dict[str, Path], out: Path, *, con
         situation = first["messages"][0]["content"]
 
         async def run() -> dict[str, Any]:
-            forward = await engine.judge.compare(situation, _messages(first), _messages(second))
-            backward = await engine.judge.compare(situation, _messages(second), _messages(first))
+            forward = await engine.judge.compare(situation, trajectory_messages(first), trajectory_messages(second))
+            backward = await engine.judge.compare(situation, trajectory_messages(second), trajectory_messages(first))
             return {"case_id": case_id, "a": a, "b": b, "first_order": forward, "second_order": backward,
                     "outcome": combine(forward, backward)}
 
