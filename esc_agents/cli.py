@@ -393,7 +393,8 @@ def _add_rewards_parser(commands) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlff-esc",
-        description="RLFF-ESC: simulate emotional-support dialogues with LLM roles and evaluate them.",
+        description="RLFF-ESC: simulate emotional-support dialogues with LLM roles, build future-oriented "
+        "rewards, train the reward model and the GRPO policy, and evaluate supporters.",
     )
     parser.add_argument("--version", action="version", version=f"rlff-esc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
