@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from esc_agents.replies import strip_think
 
@@ -49,6 +50,22 @@ class FormatSpec:
         """The reply the seeker would see: the response block's text where there is one, else
         the completion with think blocks removed."""
         return strip_think(self.full_text(completion), self.think_tag, self.response_tag).strip()
+
+
+def completion_text(completion: Any) -> str:
+    """TRL hands conversational completions as [{"role": "assistant", "content": ...}]."""
+    return completion[0]["content"] if isinstance(completion, list) else completion
+
+
+class FormatReward:
+    """R_fmt as a TRL reward function."""
+
+    def __init__(self, spec: FormatSpec):
+        self.spec = spec
+        self.__name__ = "r_fmt"
+
+    def __call__(self, prompts, completions, **_) -> list[float | None]:
+        return [self.spec.reward(completion_text(c)) for c in completions]
 
 
 def ends_with_open_tag(rendered_prompt: str, think_tag: str) -> bool:

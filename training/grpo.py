@@ -1,13 +1,15 @@
 """Stage 3: GRPO with a LoRA adapter on TRL's GRPOTrainer, R = R_fut + alpha * R_fmt.
 
 Prompts are training contexts rendered by the supporter's own message builder with the
-think-format prompt. R_fut is the reward-model scorer on (context, the text inside the
-response block); R_fmt is `FormatSpec.reward`. Each is logged on its own by TRL
-(`rewards/r_fut/mean`, `rewards/r_fmt/mean`), the total as `reward`.
+think-format prompt. R_fut is computed on (context, the text inside the response block) by the
+reward model, by simulating the reply's future, or both (`training/future_rewards.py`); R_fmt
+is `FormatSpec.reward`. Each is logged on its own by TRL (`rewards/r_fut/mean`,
+`rewards/r_fmt/mean`), the total as `reward`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import time
@@ -21,8 +23,18 @@ from esc_agents.prompts import Prompt, load_prompt
 from esc_agents.provenance import versions
 from esc_agents.roles import supporter_messages
 from training.backbones import resolve_backbone
-from training.contexts import sample_contexts
-from training.format_reward import FormatSpec, ends_with_open_tag
+from training.contexts import Context, sample_contexts
+from training.format_reward import FormatReward, FormatSpec, ends_with_open_tag
+from training.future_rewards import (
+    FUTURES,
+    FormatRewardOfScoredFutures,
+    FutureSimulator,
+    HybridFutureReward,
+    ModelFutureReward,
+    SimulatedFutureReward,
+    UnscoredCompletions,
+    simulation_run_config,
+)
 from training.grpo_config import GrpoRunConfig
 from training.reward_model_config import OBJECTIVES
 from training.run_folder import CHECKPOINTS, claim, last_checkpoint, plot_log_history
@@ -39,38 +51,6 @@ CURVES = {
 }
 
 
-def completion_text(completion: Any) -> str:
-    """TRL hands conversational completions as [{"role": "assistant", "content": ...}]."""
-    return completion[0]["content"] if isinstance(completion, list) else completion
-
-
-class FormatReward:
-    def __init__(self, spec: FormatSpec):
-        self.spec = spec
-        self.__name__ = "r_fmt"
-
-    def __call__(self, prompts, completions, **_) -> list[float]:
-        return [self.spec.reward(completion_text(c)) for c in completions]
-
-
-class ModelFutureReward:
-    """R_fut from the reward model on (context, reply); a completion with no reply text gets 0."""
-
-    def __init__(self, scorer: RewardScorer, spec: FormatSpec):
-        self.scorer = scorer
-        self.spec = spec
-        self.__name__ = "r_fut"
-
-    def __call__(self, prompts, completions, context, **_) -> list[float]:
-        replies = [self.spec.response(completion_text(c)) for c in completions]
-        spoken = [i for i, reply in enumerate(replies) if reply]
-        rewards = [0.0] * len(replies)
-        if spoken:
-            for i, value in zip(spoken, self.scorer.score([context[i] for i in spoken], [replies[i] for i in spoken])):
-                rewards[i] = value
-        return rewards
-
-
 def think_prompt(name: str) -> Prompt:
     prompt = load_prompt("supporter", name)
     if prompt.spec.reply_format != "think":
@@ -79,10 +59,13 @@ def think_prompt(name: str) -> Prompt:
     return prompt
 
 
-def prompt_rows(config: GrpoRunConfig, prompt: Prompt) -> list[dict[str, Any]]:
+def training_contexts(config: GrpoRunConfig) -> list[Context]:
     from esc_agents.datasets import load_cases
 
-    contexts = sample_contexts(load_cases(config.dataset), config.sampling, config.seed)
+    return sample_contexts(load_cases(config.dataset), config.sampling, config.seed)
+
+
+def prompt_rows(config: GrpoRunConfig, prompt: Prompt, contexts: list[Context]) -> list[dict[str, Any]]:
     rows = [{
         "prompt": supporter_messages(prompt, context.history[-config.max_history:]),
         "context": [{"speaker": m.speaker, "content": m.content} for m in context.history],
@@ -93,10 +76,13 @@ def prompt_rows(config: GrpoRunConfig, prompt: Prompt) -> list[dict[str, Any]]:
     return rows
 
 
-def check_reward_model(config: GrpoRunConfig) -> dict[str, Any]:
+def check_reward_model(config: GrpoRunConfig) -> dict[str, Any] | None:
     """The reward model is checked before any model loads: present, finished, a known objective."""
+    if config.reward == "simulated":
+        return None
     if config.reward_model is None:
-        raise UserError("train-grpo needs --reward-model DIR (a train-rm folder) or --reward-model random")
+        raise UserError(f"train-grpo --reward {config.reward} needs --reward-model DIR (a train-rm folder) or "
+                        "--reward-model random; --reward simulated needs none")
     if config.reward_model == RANDOM:
         return {"objective": "classification", "untrained": True}
     card = read_model_card(Path(config.reward_model))
@@ -111,9 +97,24 @@ def check_generation_backend(config: GrpoRunConfig) -> None:
         raise UserError("use_vllm needs vLLM: pip install 'rlff-esc[gpu]' on a GPU machine")
 
 
-def reward_functions(config: GrpoRunConfig, spec: FormatSpec) -> list:
-    """[R_fut, R_fmt], weighted [1, alpha] by `grpo_arguments`."""
+def future_simulator(config: GrpoRunConfig, contexts: list[Context], out: Path) -> FutureSimulator | None:
+    """The simulator of `simulated` and `hybrid` runs (None for `model`); entering it opens and
+    checks the endpoints, so do it before the policy loads."""
+    if config.reward == "model":
+        return None
+    return FutureSimulator(simulation_run_config(config), contexts, out / FUTURES, use_cache=config.simulation.cache)
+
+
+def reward_functions(config: GrpoRunConfig, spec: FormatSpec, simulator: FutureSimulator | None = None) -> list:
+    """[R_fut, R_fmt], weighted [1, alpha] by `grpo_arguments`; R_fut as `config.reward` says."""
+    if config.reward == "simulated":
+        unscored = UnscoredCompletions()
+        return [SimulatedFutureReward(simulator, spec, unscored), FormatRewardOfScoredFutures(spec, unscored)]
     scorer = RewardScorer.load(config.reward_model, batch_size=config.scorer_batch_size)
+    if config.reward == "hybrid":
+        return [HybridFutureReward(scorer, simulator, spec, fraction=config.check_fraction,
+                                   use_simulated=config.hybrid_use_simulated, window=config.agreement_window,
+                                   seed=config.seed), FormatReward(spec)]
     return [ModelFutureReward(scorer, spec), FormatReward(spec)]
 
 
@@ -151,10 +152,21 @@ def train_grpo(config: GrpoRunConfig, out: Path) -> dict[str, Any]:
     prompt = think_prompt(config.prompt)
     card = check_reward_model(config)
     check_generation_backend(config)
-    rows = prompt_rows(config, prompt)
+    contexts = training_contexts(config)
+    rows = prompt_rows(config, prompt, contexts)
     policy = resolve_backbone(config.policy)
+    simulator = future_simulator(config, contexts, out)
     claim(out, {"config": config.model_dump(), "prompt": prompt.spec.model_dump()})
+    with simulator or contextlib.nullcontext():
+        metrics = _train(config, out, prompt, rows, policy, simulator, card)
+    if simulator is not None:
+        metrics["simulation"] = simulator.summary()
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
+
+def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str, Any]], policy: Path,
+           simulator: FutureSimulator | None, card: dict[str, Any] | None) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
@@ -165,7 +177,7 @@ def train_grpo(config: GrpoRunConfig, out: Path) -> dict[str, Any]:
     spec = format_spec(prompt, tokenizer, rows)
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(policy, dtype=getattr(torch, config.dtype)),
-        reward_funcs=reward_functions(config, spec),
+        reward_funcs=reward_functions(config, spec, simulator),
         args=grpo_arguments(config, out / CHECKPOINTS),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -179,24 +191,34 @@ def train_grpo(config: GrpoRunConfig, out: Path) -> dict[str, Any]:
     tokenizer.save_pretrained(out / ADAPTER)
     (out / RUN_CARD).write_text(json.dumps({
         "policy": str(policy), "prompt": config.prompt, "think_tag": spec.think_tag,
-        "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward_model": card,
-        "config": config.model_dump(),
+        "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward": config.reward,
+        "reward_model": card, "config": config.model_dump(),
     }, indent=2) + "\n")
     history = trainer.state.log_history
-    plot_log_history(history, CURVES, out / "curves.png")
-    metrics = {
-        "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
+    plot_log_history(history, curves(config.reward), out / "curves.png")
+    return {
+        "steps": trainer.state.global_step, "train_seconds": round(seconds, 1), "reward": config.reward,
         "prompts": len(rows), "prefilled_think": spec.prefilled,
         **{f"{name}_first": _logged(history, key, 0) for name, key in _SUMMARY.items()},
         **{f"{name}_last": _logged(history, key, -1) for name, key in _SUMMARY.items()},
         "history": [entry for entry in history if "reward" in entry],
         "versions": versions(),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
 
 
-_SUMMARY = {"reward": "reward", "r_fut": "rewards/r_fut/mean", "r_fmt": "rewards/r_fmt/mean", "kl": "kl"}
+def curves(reward: str) -> dict[str, dict[str, str]]:
+    """The panels of curves.png: the rewards, KL and length, and what the reward mode adds."""
+    panels = dict(CURVES)
+    if reward != "model":
+        panels["LLM calls per step"] = {role: f"cost/{role}/calls" for role in SIMULATION_ROLES}
+    if reward == "hybrid":
+        panels["reward model vs simulated"] = {"Spearman": "hybrid/spearman", "label accuracy": "hybrid/label_accuracy"}
+    return panels
+
+
+SIMULATION_ROLES = ("user_simulator", "critic", "supporter", "future_supporter")
+_SUMMARY = {"reward": "reward", "r_fut": "rewards/r_fut/mean", "r_fmt": "rewards/r_fmt/mean", "kl": "kl",
+            "spearman": "hybrid/spearman"}
 
 
 def _logged(history: list[dict[str, Any]], key: str, index: int) -> float | None:

@@ -13,11 +13,31 @@ from esc_agents.config import ContextSampling, Strict, load_typed
 from training.reward_model_config import LoraSettings
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+RewardMode = Literal["model", "simulated", "hybrid"]
+
+
+class FutureSimulation(Strict):
+    """Where simulated futures come from (`reward: simulated` or `hybrid`): a run config (the one
+    `simulate` and `rewards` read: endpoints, user simulator, critic, future supporter, formula,
+    delta), with T, l and the formula overridable here."""
+
+    config: str | None = None  # run-config YAML; None: the embedded default
+    max_turns: int | None = Field(None, ge=1)  # T of each future; None: the run config's
+    critic_samples: int | None = Field(None, ge=1)  # l; None: the run config's
+    formula: str | None = None  # R_fut formula (reward_formulas registry); None: the run config's
+    cache: bool = True  # replay and record completions in the completion cache
 
 
 class GrpoRunConfig(Strict):
     policy: str = "embedded"  # "embedded", a model folder, or a cached hub id
     reward_model: str | None = None  # a `train-rm` folder, or "random" (untrained head)
+    # R_fut from the reward model, from a simulated future per completion, or both (the model's
+    # score is the reward; a random `check_fraction` is also simulated to watch the model).
+    reward: RewardMode = "model"
+    check_fraction: float = Field(0.25, ge=0, le=1)  # hybrid only
+    hybrid_use_simulated: bool = False  # hybrid: reward checked completions with the simulated R_fut
+    agreement_window: int = Field(64, ge=3)  # hybrid: Spearman/accuracy over the last N checked completions
+    simulation: FutureSimulation = FutureSimulation()
     alpha: float = Field(0.5, ge=0)  # R = R_fut + alpha * R_fmt
     dataset: str = "esconv:ppdpp_train"
     sampling: ContextSampling = ContextSampling(positions="random", per_dialogue=2)

@@ -21,6 +21,11 @@ class FutureOutcome:
     max_turns: int  # T
     success: bool
 
+    @classmethod
+    def of(cls, trajectory, max_turns: int) -> FutureOutcome:
+        """The raw parts of a simulated future (a `Trajectory` run from a candidate reply)."""
+        return cls([score.mean for score in trajectory.scores], trajectory.turns, max_turns, trajectory.success)
+
     @property
     def final_score(self) -> float | None:
         return self.turn_scores[-1] if self.turn_scores else None

@@ -1,0 +1,164 @@
+"""Online future rewards in GRPO: `--reward simulated` and `--reward hybrid` run real GRPO steps
+against the real local server; a future that fails after its retries gives no reward and is
+counted; the pieces (checked share, agreement window, the R_fut/R_fmt hand-over) on their own."""
+
+import asyncio
+import json
+import random
+
+import pytest
+
+from esc_agents.errors import UserError
+from tests.conftest import read_jsonl, rlff_esc
+from tests.fault_proxy import FaultProxy
+from training.format_reward import FormatSpec
+from training.future_rewards import (
+    AgreementWindow,
+    FormatRewardOfScoredFutures,
+    UnscoredCompletions,
+    checked_share,
+    simulation_run_config,
+)
+from training.grpo_config import load_grpo_config
+
+ONE_STEP = ["--contexts", "4", "--max-completion-length", "24", "--batch-size", "4",
+            "--future-turns", "1", "--critic-samples", "1"]
+
+
+def proxied_simulation(tmp_path, proxy, model: str) -> str:
+    """A run config whose every role goes through the fault proxy, one attempt per request, no cache."""
+    path = tmp_path / "simulation.yaml"
+    path.write_text(
+        "endpoints:\n"
+        f"  proxied: {{base_url: '{proxy.base_url}', model: '{model}', max_attempts: 1, supports_n: false}}\n"
+        "supporter: {endpoint: proxied}\nuser_simulator: {endpoint: proxied}\ncritic: {endpoint: proxied}\n")
+    grpo = tmp_path / "grpo.yaml"
+    grpo.write_text("simulation: {cache: false}\n")
+    return str(path), str(grpo)
+
+
+@pytest.mark.server
+@pytest.mark.training
+def test_one_simulated_grpo_step_with_a_failed_future(local_server, tmp_path):
+    out = tmp_path / "policy"
+    # The second request of the step (a user-simulator or critic call) fails: one future is lost.
+    with FaultProxy("http://127.0.0.1:8765", lambda i, body: "500" if i == 1 else "ok") as proxy:
+        simulation, grpo = proxied_simulation(tmp_path, proxy, local_server)
+        result = rlff_esc("train-grpo", "--reward", "simulated", "--simulation-config", simulation,
+                          "--config", grpo, "--max-steps", "1", "--out", str(out), *ONE_STEP)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gave no reward" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    simulation_summary = metrics["simulation"]
+    assert simulation_summary["futures"] == 4 and simulation_summary["failed"] >= 1
+    assert simulation_summary["max_turns"] == 1 and simulation_summary["critic_samples"] == 1
+    assert simulation_summary["usage"]["user_simulator"]["calls"] >= 3
+    futures = read_jsonl(out / "futures.jsonl")
+    assert len(futures) == 4 and {f["step"] for f in futures} == {0}
+    assert any("HTTP 500" in (f["error"] or "") for f in futures)
+    for future in futures:
+        if future["r_fut"] is not None:
+            assert -1.0 <= future["r_fut"] <= 1.5 and future["K"] == 1 and len(future["future"]) == 1
+    (entry,) = metrics["history"]
+    assert entry["futures/simulated"] == 4 and entry["futures/failed"] == simulation_summary["failed"]
+    assert entry["cost/user_simulator/calls"] >= 3 and entry["cost/endpoint_wait_s"] > 0
+    assert "cost/critic/prompt_tokens" in entry
+    card = json.loads((out / "grpo.json").read_text())
+    assert card["reward"] == "simulated" and card["reward_model"] is None
+
+
+@pytest.mark.server
+@pytest.mark.training
+def test_hybrid_grpo_logs_the_agreement_of_the_reward_model_with_simulation(local_server, trained_reward_model,
+                                                                             tmp_path):
+    out = tmp_path / "policy"
+    # l = 3: with one sample the 135M critic leaves a future without a parsable verdict too often.
+    result = rlff_esc("train-grpo", "--reward", "hybrid", "--check-fraction", "0.5", "--reward-model",
+                      str(trained_reward_model), "--max-steps", "2", "--out", str(out), *ONE_STEP,
+                      "--critic-samples", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = metrics["history"]
+    assert len(history) == 2
+    for entry in history:
+        assert 0.0 <= entry["rewards/r_fut/mean"] <= 1.0  # the reward model's P(label 1) is the reward
+        assert entry["futures/simulated"] == 2  # half of the 4 completions
+        assert entry["hybrid/checked"] == 2 - entry["futures/failed"]
+        assert -1.0 <= entry.get("hybrid/spearman", 0.0) <= 1.0
+    futures = read_jsonl(out / "futures.jsonl")
+    assert [f["step"] for f in futures] == [0, 0, 1, 1]
+    scored = [f for f in futures if f["r_fut"] is not None]
+    assert scored and metrics["simulation"]["futures"] == 4
+    # The window holds every scored check so far: its accuracy is the share of agreeing labels.
+    assert history[-1]["hybrid/label_accuracy"] in {k / len(scored) for k in range(len(scored) + 1)}
+
+
+def test_reward_modes_and_their_inputs_are_checked_before_any_model_loads(tmp_path):
+    result = rlff_esc("train-grpo", "--reward", "hybrid", "--out", str(tmp_path / "p"), timeout=120)
+    assert result.returncode == 2 and "--reward hybrid needs --reward-model" in result.stderr.strip().splitlines()[-1]
+    dead = tmp_path / "dead.yaml"
+    dead.write_text("endpoints:\n  dead: {base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+                    "supporter: {endpoint: dead}\nuser_simulator: {endpoint: dead}\ncritic: {endpoint: dead}\n")
+    result = rlff_esc("train-grpo", "--reward", "simulated", "--simulation-config", str(dead),
+                      "--out", str(tmp_path / "q"), timeout=120)
+    assert result.returncode == 2
+    assert "endpoint 'dead' at http://127.0.0.1:9/v1 is unreachable" in result.stderr.strip().splitlines()[-1]
+    assert "Loading weights" not in result.stderr
+
+
+def test_the_simulation_run_config_takes_T_l_and_the_formula_from_the_grpo_config():
+    config = load_grpo_config(None, reward="simulated", simulation={"max_turns": 2, "critic_samples": 3,
+                                                                     "formula": "discounted"})
+    run_config = simulation_run_config(config)
+    assert (run_config.episode.max_turns, run_config.episode.critic_samples) == (2, 3)
+    assert run_config.rewards.formula == "discounted"
+    with pytest.raises(UserError, match="unknown reward formula 'nope'"):
+        simulation_run_config(load_grpo_config(None, simulation={"formula": "nope"}))
+
+
+def test_the_checked_share_is_the_fraction_on_average_and_exact_when_it_divides():
+    indices = list(range(4))
+    assert len(checked_share(indices, 0.5, random.Random(0))) == 2
+    assert checked_share(indices, 0.0, random.Random(0)) == []
+    assert checked_share(indices, 1.0, random.Random(0)) == indices
+    sizes = [len(checked_share(indices, 0.1, random.Random(seed))) for seed in range(2000)]
+    assert set(sizes) == {0, 1}
+    assert sum(sizes) / len(sizes) == pytest.approx(0.4, abs=0.05)
+    assert checked_share(indices, 0.5, random.Random("0:3")) == checked_share(indices, 0.5, random.Random("0:3"))
+
+
+def test_agreement_is_spearman_and_label_accuracy_over_the_last_checked_completions():
+    window = AgreementWindow(4, "classification", delta=0.5)
+    window.add([0.9, 0.2], [1.2, -1.0])
+    assert "spearman" not in window.metrics()  # two points say nothing yet
+    assert window.metrics()["label_accuracy"] == 1.0
+    window.add([0.6, 0.4], [0.0, 1.0])  # both labels wrong; ranks: 0.6 > 0.4 but 0.0 < 1.0
+    metrics = window.metrics()
+    assert metrics["label_accuracy"] == 0.5
+    # ranks 4,1,3,2 against 4,1,2,3: sum d^2 = 2, rho = 1 - 6*2/(4*15)
+    assert metrics["spearman"] == pytest.approx(0.8)
+    window.add([0.1, 0.8], [-1.0, 1.0])  # the first two pairs leave the window
+    assert window.metrics()["label_accuracy"] == 0.5
+    ranking = AgreementWindow(8, "ranking", delta=0.5)
+    ranking.add([3.0, 1.0, 2.0], [1.0, -1.0, 0.0])
+    assert ranking.metrics() == {"spearman": pytest.approx(1.0)}
+
+
+@pytest.mark.parametrize("format_first", [True, False])
+def test_a_completion_whose_future_failed_gets_no_format_reward_either(format_first):
+    spec = FormatSpec()
+    unscored = UnscoredCompletions()
+    format_reward = FormatRewardOfScoredFutures(spec, unscored)
+    completions = ["<think>a</think><response>b</response>", "<think>a</think><response>c</response>", "plain"]
+
+    async def both():
+        async def future_reward():
+            await asyncio.sleep(0.01)
+            unscored.publish(completions, {1})
+
+        results = await asyncio.gather(format_reward([], completions), future_reward()) if format_first else \
+            (await asyncio.gather(future_reward(), format_reward([], completions)))[::-1]
+        return results[0]
+
+    assert asyncio.run(both()) == [1.0, None, 0.0]
+    assert not unscored._calls  # nothing left behind between steps

@@ -1,0 +1,316 @@
+"""R_fut for GRPO, in three modes: the reward model (`reward: model`, the paper's), each sampled
+reply's own simulated future (`simulated`), or the reward model with a random share of the
+replies also simulated to watch it (`hybrid`).
+
+Futures run through the same `Engine` and episode graph as the reward stage, on an event loop
+of their own in a background thread that lives as long as the training run: endpoints are
+opened, and an unreachable one refused, before the policy loads; their HTTP clients stay bound
+to that one loop; TRL's async reward call only awaits work submitted there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+from esc_agents.config import RunConfig, build_config
+from esc_agents.engine import Engine
+from esc_agents.jobs import JOB_FAILURES
+from esc_agents.types import Message
+from graphs.episode import run_episode
+from training.contexts import Context
+from training.format_reward import FormatReward, FormatSpec, completion_text
+from training.grpo_config import GrpoRunConfig
+from training.reward_formulas import FutureOutcome, check_threshold, get_formula
+from training.scorer import RewardScorer
+
+FUTURES = "futures.jsonl"
+
+
+def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
+    """The run config futures are simulated with: the named file (or the default), T, l and the
+    formula overridden from the GRPO config; the formula and its δ are checked here."""
+    settings = config.simulation
+    run_config = build_config(settings.config, {
+        "episode": {"max_turns": settings.max_turns, "critic_samples": settings.critic_samples},
+        "rewards": {"formula": settings.formula},
+        "seed": config.seed,
+    })
+    formula = get_formula(run_config.rewards.formula)
+    params = formula.params(run_config.rewards.formula_params)
+    check_threshold(formula, run_config.rewards.delta, run_config.episode.max_turns, params)
+    return run_config
+
+
+def usage_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {role: {field: value - before.get(role, {}).get(field, 0) for field, value in counts.items()}
+            for role, counts in after.items()}
+
+
+class FutureSimulator:
+    """R_fut of (context, reply) pairs by running their futures; `None` for a future that failed
+    after the endpoint's retries or ended without a parsable critic verdict."""
+
+    def __init__(self, run_config: RunConfig, contexts: Sequence[Context], log_path: Path, *,
+                 use_cache: bool = True, chat_models: dict | None = None):
+        self.run_config = run_config
+        self.formula = get_formula(run_config.rewards.formula)
+        self.params = self.formula.params(run_config.rewards.formula_params)
+        self.contexts = {context.key: context for context in contexts}
+        self.engine = Engine(run_config, use_cache=use_cache, chat_models=chat_models)
+        self.log_path = log_path
+        self.totals = {"futures": 0, "failed": 0, "endpoint_wait_seconds": 0.0}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="future-simulator", daemon=True)
+
+    def __enter__(self) -> FutureSimulator:
+        self._thread.start()
+        try:
+            self._run(self.engine.__aenter__())
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._run(self.engine.__aexit__(None, None, None))
+        finally:
+            self._stop()
+
+    def _run(self, coroutine: Coroutine) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    @property
+    def delta(self) -> float:
+        return self.run_config.rewards.delta
+
+    async def rewards(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric) -> list[float | None]:
+        """R_fut per (context key, reply), all futures at once; cost and failures are logged
+        for this step and appended, with each future, to the run folder."""
+        before = self.engine.meter.as_dict()
+        started = time.perf_counter()
+        futures = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._futures(pairs), self._loop))
+        waited = time.perf_counter() - started
+        cost = usage_delta(before, self.engine.meter.as_dict())
+        failed = [f for f in futures if f["r_fut"] is None]
+        self.totals["futures"] += len(futures)
+        self.totals["failed"] += len(failed)
+        self.totals["endpoint_wait_seconds"] += waited
+        log_metric("futures/simulated", len(futures))
+        log_metric("futures/failed", len(failed))
+        log_metric("cost/endpoint_wait_s", waited)
+        for role, counts in cost.items():
+            for field in ("calls", "cached", "prompt_tokens", "completion_tokens"):
+                log_metric(f"cost/{role}/{field}", counts[field])
+        if failed:
+            print(f"rlff-esc: warning: {len(failed)} of {len(futures)} futures at step {step} gave no reward "
+                  f"({failed[0]['error']})", file=sys.stderr)
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            for future in futures:
+                handle.write(json.dumps({"step": step, **future}, ensure_ascii=False) + "\n")
+        return [future["r_fut"] for future in futures]
+
+    async def _futures(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        return await asyncio.gather(*(self._future(key, reply) for key, reply in pairs))
+
+    async def _future(self, key: str, reply: str) -> dict[str, Any]:
+        context = self.contexts[key]
+        record: dict[str, Any] = {"context_key": key, "reply": reply, "r_fut": None, "error": None}
+        candidate = Message(speaker="supporter", content=reply)
+        try:
+            trajectory = await run_episode(self.engine.episode_context(context.case, future=True),
+                                           [*context.history, candidate])
+        except JOB_FAILURES as exc:
+            return {**record, "error": str(exc)}
+        outcome = FutureOutcome.of(trajectory, self.run_config.episode.max_turns)
+        r_fut = self.formula(outcome, self.params)
+        return {
+            **record, "r_fut": r_fut, "error": None if r_fut is not None else "no parsable critic verdict",
+            "turn_scores": outcome.turn_scores, "K": outcome.turns, "success": outcome.success,
+            "future": [m.model_dump(exclude_none=True) for m in trajectory.messages[len(context.history) + 1:]],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.totals, "endpoint_wait_seconds": round(self.totals["endpoint_wait_seconds"], 1),
+                "usage": self.engine.meter.as_dict(), "formula": self.formula.name, "formula_params": self.params,
+                "max_turns": self.run_config.episode.max_turns,
+                "critic_samples": self.run_config.episode.critic_samples}
+
+
+def spoken_replies(completions: Sequence[Any], spec: FormatSpec) -> tuple[list[str], list[int]]:
+    """The reply text of each completion, and the indices of those with any text (the others
+    get R_fut 0 in every mode: there is nothing to score or simulate)."""
+    replies = [spec.response(completion_text(completion)) for completion in completions]
+    return replies, [i for i, reply in enumerate(replies) if reply]
+
+
+def step_of(trainer_state) -> int:
+    return trainer_state.global_step if trainer_state is not None else 0
+
+
+def _no_metric(name: str, value: float) -> None:
+    """Stands in for TRL's `log_metric` when a reward function is called outside a trainer."""
+
+
+class ModelFutureReward:
+    """`reward: model` (the paper's): R_fut from the reward model on (context, reply)."""
+
+    def __init__(self, scorer: RewardScorer, spec: FormatSpec):
+        self.scorer = scorer
+        self.spec = spec
+        self.__name__ = "r_fut"
+
+    def __call__(self, prompts, completions, context, **_) -> list[float]:
+        replies, spoken = spoken_replies(completions, self.spec)
+        rewards = [0.0] * len(replies)
+        for i, value in zip(spoken, self.scorer.score([context[i] for i in spoken], [replies[i] for i in spoken])):
+            rewards[i] = value
+        return rewards
+
+
+class UnscoredCompletions:
+    """Which completions of a reward call had a future that gave no reward. R_fmt reads it so
+    those completions get no reward at all: TRL then leaves them out of the group baseline
+    with advantage 0, instead of summing the missing R_fut as 0. Both reward functions run
+    on TRL's event loop and get the same `completions` list, which keys the hand-over."""
+
+    def __init__(self):
+        self._calls: dict[int, asyncio.Future] = {}
+
+    def _slot(self, completions: list) -> asyncio.Future:
+        return self._calls.setdefault(id(completions), asyncio.get_running_loop().create_future())
+
+    def publish(self, completions: list, indices: set[int]) -> None:
+        self._slot(completions).set_result(indices)
+
+    async def of(self, completions: list) -> set[int]:
+        try:
+            return await self._slot(completions)
+        finally:
+            self._calls.pop(id(completions), None)
+
+
+class SimulatedFutureReward:
+    """`reward: simulated`: R_fut of every completion from its own simulated future."""
+
+    def __init__(self, simulator: FutureSimulator, spec: FormatSpec, unscored: UnscoredCompletions):
+        self.simulator = simulator
+        self.spec = spec
+        self.unscored = unscored
+        self.__name__ = "r_fut"
+
+    async def __call__(self, prompts, completions, context_key, trainer_state=None, log_metric=_no_metric,
+                       **_) -> list[float | None]:
+        replies, spoken = spoken_replies(completions, self.spec)
+        rewards: list[float | None] = [0.0] * len(replies)
+        try:
+            values = await self.simulator.rewards([(context_key[i], replies[i]) for i in spoken],
+                                                  step=step_of(trainer_state), log_metric=log_metric)
+            for i, value in zip(spoken, values):
+                rewards[i] = value
+        finally:
+            self.unscored.publish(completions, {i for i, reward in enumerate(rewards) if reward is None})
+        return rewards
+
+
+class FormatRewardOfScoredFutures(FormatReward):
+    """R_fmt, and no reward for a completion whose simulated future gave none."""
+
+    def __init__(self, spec: FormatSpec, unscored: UnscoredCompletions):
+        super().__init__(spec)
+        self.unscored = unscored
+
+    async def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
+        rewards = super().__call__(prompts, completions, **kwargs)
+        unscored = await self.unscored.of(completions)
+        return [None if i in unscored else reward for i, reward in enumerate(rewards)]
+
+
+def checked_share(indices: list[int], fraction: float, rng: random.Random) -> list[int]:
+    """A random subset of `fraction` of the indices; the fractional part is drawn, so the
+    expected share is exactly `fraction` at any batch size."""
+    exact = fraction * len(indices)
+    count = math.floor(exact) + (rng.random() < exact - math.floor(exact))
+    return sorted(rng.sample(indices, count))
+
+
+class AgreementWindow:
+    """The reward model's scores against simulated R_fut on the last N checked completions."""
+
+    def __init__(self, size: int, objective: str, delta: float):
+        self.pairs: deque[tuple[float, float]] = deque(maxlen=size)
+        self.objective = objective
+        self.delta = delta
+
+    def add(self, scores: Sequence[float], simulated: Sequence[float]) -> None:
+        self.pairs.extend(zip(scores, simulated))
+
+    def metrics(self) -> dict[str, float]:
+        """Spearman's rho (once it is defined), and for classification the accuracy of the
+        model's label (P > 0.5) against the simulated one (R_fut > delta)."""
+        result: dict[str, float] = {}
+        if not self.pairs:
+            return result
+        scores, simulated = zip(*self.pairs)
+        if len(self.pairs) >= 3 and len(set(scores)) > 1 and len(set(simulated)) > 1:
+            result["spearman"] = float(stats.spearmanr(scores, simulated).statistic)
+        if self.objective == "classification":
+            result["label_accuracy"] = sum((s > 0.5) == (r > self.delta) for s, r in self.pairs) / len(self.pairs)
+        return result
+
+
+class HybridFutureReward:
+    """`reward: hybrid`: the reward model scores every completion; a random `check_fraction` is
+    also simulated and the two are compared as training goes, so reward hacking of the model
+    shows in the logs (`hybrid/spearman`, `hybrid/label_accuracy`) while it happens."""
+
+    def __init__(self, scorer: RewardScorer, simulator: FutureSimulator, spec: FormatSpec, *,
+                 fraction: float, use_simulated: bool, window: int, seed: int):
+        self.scorer = scorer
+        self.simulator = simulator
+        self.spec = spec
+        self.fraction = fraction
+        self.use_simulated = use_simulated
+        self.agreement = AgreementWindow(window, scorer.objective, simulator.delta)
+        self.seed = seed
+        self.__name__ = "r_fut"
+
+    async def __call__(self, prompts, completions, context, context_key, trainer_state=None,
+                       log_metric=_no_metric, **_) -> list[float]:
+        replies, spoken = spoken_replies(completions, self.spec)
+        step = step_of(trainer_state)
+        checked = checked_share(spoken, self.fraction, random.Random(f"{self.seed}:{step}"))
+        simulation = asyncio.ensure_future(self.simulator.rewards(
+            [(context_key[i], replies[i]) for i in checked], step=step, log_metric=log_metric))
+        scores = await asyncio.to_thread(self.scorer.score, [context[i] for i in spoken], [replies[i] for i in spoken])
+        rewards = [0.0] * len(replies)
+        for i, score in zip(spoken, scores):
+            rewards[i] = score
+        simulated = dict(zip(checked, await simulation))
+        compared = [(rewards[i], value) for i, value in simulated.items() if value is not None]
+        self.agreement.add([score for score, _ in compared], [value for _, value in compared])
+        log_metric("hybrid/checked", len(compared))
+        for name, value in self.agreement.metrics().items():
+            log_metric(f"hybrid/{name}", value)
+        if self.use_simulated:
+            for i, value in simulated.items():
+                if value is not None:
+                    rewards[i] = value
+        return rewards
