@@ -47,3 +47,31 @@ def test_the_report_renders_its_tables_and_images_in_headless_chromium(report, t
         capture_output=True, text=True, timeout=120,
     ).stdout
     assert 'data-check="1/1 3"' in dom, dom[-500:]
+
+
+def grpo_folder(folder, reward: str, r_fut: list[float], simulation: dict | None = None):
+    folder.mkdir()
+    (folder / "grpo.json").write_text(json.dumps({"reward": reward}))
+    history = [{"step": step + 1, "reward": value, "rewards/r_fut/mean": value, "rewards/r_fmt/mean": 0.0,
+                "kl": 0.01 * step, "completions/mean_length": 20.0} for step, value in enumerate(r_fut)]
+    (folder / "metrics.json").write_text(json.dumps({
+        "steps": len(r_fut), "train_seconds": 10.0 * len(r_fut), "reward": reward, "history": history,
+        "reward_last": r_fut[-1], "r_fut_last": r_fut[-1], "r_fmt_last": 0.0, "simulation": simulation}))
+    return folder
+
+
+def test_grpo_runs_of_different_reward_modes_are_compared_on_shared_axes(tmp_path):
+    model = grpo_folder(tmp_path / "rm", "model", [0.2, 0.3, 0.4])
+    usage = {"user_simulator": {"calls": 12}, "critic": {"calls": 36}}
+    simulated = grpo_folder(tmp_path / "sim", "simulated", [-0.5, 0.0],
+                            {"futures": 8, "failed": 1, "usage": usage})
+    out = tmp_path / "report.html"
+    result = rlff_esc("report", str(model), str(simulated), "--out", str(out), timeout=120)
+    assert result.returncode == 0, result.stderr
+    html = out.read_text()
+    compared = html.split("<h2>GRPO runs compared</h2>", 1)[1].split("</section>", 1)[0]
+    assert re.search(r'<img alt="grpo_runs.png" src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', compared)
+    rows = re.findall(r"<tr><td>([^<]+)</td>((?:<td>[^<]*</td>)+)</tr>", compared)
+    cells = {label: re.findall(r"<td>([^<]*)</td>", rest) for label, rest in rows}
+    assert cells["rm (model)"][:2] == ["3", "10.000"] and cells["rm (model)"][5] == "-"
+    assert cells["sim (simulated)"][5:7] == ["24.000", "1"]  # (12 + 36) calls over 2 steps; one failed future

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,48 @@ def _section(folder: Path) -> str:
     return f"<section><h2>{escape(folder.name)}</h2>{''.join(parts)}</section>"
 
 
+GRPO_PANELS = {"reward (total)": "reward", "R_fut": "rewards/r_fut/mean", "R_fmt": "rewards/r_fmt/mean", "KL": "kl",
+               "completion length": "completions/mean_length"}
+
+
+def _grpo_runs(folders: list[Path]) -> dict[str, dict[str, Any]]:
+    """train-grpo folders (grpo.json and metrics.json), labelled by folder name and reward mode."""
+    runs = {}
+    for folder in folders:
+        if (folder / "grpo.json").exists() and (folder / "metrics.json").exists():
+            metrics = json.loads((folder / "metrics.json").read_text())
+            runs[f"{folder.name} ({metrics.get('reward', 'model')})"] = metrics
+    return runs
+
+
+def _grpo_comparison(runs: dict[str, dict[str, Any]], scratch: Path) -> str:
+    """The training runs' curves on shared axes, and what each step cost."""
+    from esc_agents.plotting import figure_file
+
+    figure = scratch / "grpo_runs.png"
+    with figure_file(figure, xlabel="step", ylabel="", panels=len(GRPO_PANELS)) as axes:
+        for axis, (title, key) in zip(axes, GRPO_PANELS.items()):
+            axis.set_title(title, fontsize=9)
+            for label, metrics in runs.items():
+                points = [(entry["step"], entry[key]) for entry in metrics["history"] if key in entry]
+                if points:
+                    axis.plot(*zip(*points), marker=".", label=label)
+        axes[0].legend(fontsize=7)
+    rows = []
+    for label, metrics in runs.items():
+        steps = max(metrics["steps"], 1)
+        simulation = metrics.get("simulation") or {}
+        calls = sum(usage["calls"] for usage in simulation.get("usage", {}).values()) / steps if simulation else None
+        rows.append([label, metrics["steps"], metrics["train_seconds"] / steps, metrics.get("reward_last"),
+                     metrics.get("r_fut_last"), metrics.get("r_fmt_last"), calls, simulation.get("failed"),
+                     metrics.get("spearman_last")])
+    table = _table(["run", "steps", "s/step", "reward", "R_fut", "R_fmt", "LLM calls/step", "failed futures",
+                    "RM-vs-simulated Spearman"], rows)
+    note = ("<p>Last logged values. R_fut is on the reward model's scale (P(label 1) for classification) in "
+            "model and hybrid runs and on the R_fut formula's scale in simulated runs.</p>")
+    return f"<section><h2>GRPO runs compared</h2>{table}{note}{_images(scratch)}</section>"
+
+
 KNOWN_OUTPUTS = ("compare.json", "bias.json", "judge.json", "summary.json", "metrics.json", "trajectories.jsonl")
 
 
@@ -104,6 +147,9 @@ def write_report(folders: list[Path], out: Path) -> Path:
         if not folder.is_dir() or not any((folder / name).exists() for name in KNOWN_OUTPUTS):
             raise UserError(f"{folder} holds no simulate, compare, bias, judge or training output")
     body = "".join(_section(folder) for folder in folders)
+    if len(runs := _grpo_runs(folders)) > 1:
+        with tempfile.TemporaryDirectory() as scratch:
+            body = _grpo_comparison(runs, Path(scratch)) + body
     out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>rlff-esc report</title>"
                    f"<style>{STYLE}</style></head><body><h1>rlff-esc report</h1>{body}</body></html>")
     return out
