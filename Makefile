@@ -41,6 +41,7 @@ bench: venv
 	$(BIN)/python benchmarks/reward_generation.py
 	$(BIN)/python benchmarks/reward_scoring.py
 	$(BIN)/python benchmarks/grpo_step.py
+	$(BIN)/python benchmarks/grpo_step.py --compare rewards
 
 clean:
 	rm -rf runs .pytest_cache
