@@ -6,7 +6,7 @@ each peak RSS is its own.
     --compare rewards  `train-grpo --reward simulated` (futures on the embedded server, cache off)
                        against `--reward model` at the same G and batch (last line `simulated/rm=<x>`)
     --calls-table      LLM calls per GRPO step of `--reward simulated` for each T and l given,
-                       measured, next to the most a step can make
+                       measured, next to the count for futures that run all T turns with no retry
 """
 
 from __future__ import annotations
@@ -83,15 +83,17 @@ def run_side(args: argparse.Namespace, side: str, **overrides) -> dict:
     return json.loads(output.split("RESULT ", 1)[1])
 
 
-def most_calls(batch: int, turns: int, samples: int, honours_n: bool) -> int:
-    """Per step: every completion's future runs all T turns (no early goal): T user-simulator
-    replies, T critic rounds (l requests each, or one where the endpoint honours n) and T - 1
-    supporter replies."""
+def calls_without_retries(batch: int, turns: int, samples: int, honours_n: bool) -> int:
+    """Per step, when every completion's future runs all T turns (no early goal) and nothing is
+    asked again: T user-simulator replies, T critic rounds (l requests each, or one where the
+    endpoint honours n) and T - 1 supporter replies. Unparsable critic samples are asked again
+    (`critic_retries`, 2) and empty replies regenerated, so measured counts can exceed it."""
     return batch * (turns + turns * (1 if honours_n else samples) + turns - 1)
 
 
 def calls_table(args: argparse.Namespace) -> None:
-    print("| T | l | calls/step measured (user, critic, supporter) | most, n ignored | most, n honoured | s/step |")
+    print("| T | l | calls/step measured (user, critic, supporter) | full T, no retries: n ignored | "
+          "n honoured | s/step |")
     print("|---|---|---|---|---|---|")
     for turns in args.turns:
         for samples in args.samples:
@@ -101,8 +103,8 @@ def calls_table(args: argparse.Namespace) -> None:
                         for role in ("user_simulator", "critic", "supporter")}
             print(f"| {turns} | {samples} | {sum(per_step.values()):.1f} ({per_step['user_simulator']:.1f}, "
                   f"{per_step['critic']:.1f}, {per_step['supporter']:.1f}) | "
-                  f"{most_calls(args.batch_size, turns, samples, False)} | "
-                  f"{most_calls(args.batch_size, turns, samples, True)} | {result['seconds_per_step']:.1f} |",
+                  f"{calls_without_retries(args.batch_size, turns, samples, False)} | "
+                  f"{calls_without_retries(args.batch_size, turns, samples, True)} | {result['seconds_per_step']:.1f} |",
                   flush=True)
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 @contextmanager
 def figure_file(path: Path, *, xlabel: str, ylabel: str, size: tuple[float, float] | None = None,
-                panels: int | None = None) -> Iterator:
+                panels: int | None = None, shared_legend: bool = False) -> Iterator:
     """Yields a matplotlib axis (or, with `panels`, a list of that many axes side by side); on
-    exit the figure is written to `path` (PNG) and closed."""
+    exit the figure is written to `path` (PNG) and closed. `shared_legend`: the panels plot the
+    same series, so only the first gets a legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,10 +24,12 @@ def figure_file(path: Path, *, xlabel: str, ylabel: str, size: tuple[float, floa
     axes = list(axes[0])
     try:
         yield axes if panels else axes[0]
-        for axis in axes:
+        for index, axis in enumerate(axes):
             axis.set_xlabel(xlabel)
             axis.set_ylabel(ylabel)
             axis.grid(alpha=0.3)
+            if shared_legend and index > 0:
+                continue
             if axis.get_legend_handles_labels()[0] and axis.get_legend() is None:
                 axis.legend()
         figure.tight_layout()

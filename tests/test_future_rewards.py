@@ -8,13 +8,19 @@ import random
 
 import pytest
 
+from esc_agents.config import build_config
 from esc_agents.errors import UserError
+from esc_agents.types import Case, Message
 from tests.conftest import read_jsonl, rlff_esc
+from tests.fakes import ScriptedChatModel
 from tests.fault_proxy import FaultProxy
+from training.contexts import Context
 from training.format_reward import FormatSpec
 from training.future_rewards import (
     AgreementWindow,
     FormatRewardOfScoredFutures,
+    FutureSimulator,
+    SimulatedFutureReward,
     UnscoredCompletions,
     checked_share,
     simulation_run_config,
@@ -162,3 +168,40 @@ def test_a_completion_whose_future_failed_gets_no_format_reward_either(format_fi
 
     assert asyncio.run(both()) == [1.0, None, 0.0]
     assert not unscored._calls  # nothing left behind between steps
+
+
+def test_simulated_rewards_follow_the_formula_and_withhold_both_rewards_of_an_unscored_future(tmp_path):
+    """Graph logic with a scripted model; the real server runs the same path above."""
+    case = Case(id="c1", situation="I lost my job.", dialog=[Message(speaker="seeker", content="I lost my job."),
+                                                             Message(speaker="supporter", content="I'm sorry.")])
+    context = Context(case, position=1)
+    critic = lambda messages: "nonsense" if "BAD" in messages[-1].content else "D) The seeker's issue is solved."
+    model = ScriptedChatModel(script={"supporter": ["How are you?"], "user_simulator": ["Thanks, I feel better."],
+                                      "critic": critic})
+    config = build_config(None, {"episode": {"max_turns": 2, "critic_samples": 2}})
+    spec = FormatSpec()
+    unscored = UnscoredCompletions()
+    completions = ["<think>x</think><response>That must hurt.</response>", "<think>unfinished",
+                   "<think>x</think><response>BAD</response>"]
+    logged = {}
+
+    async def step():
+        with FutureSimulator(config, [context], tmp_path / "futures.jsonl", use_cache=False,
+                             chat_models={"local": model}) as simulator:
+            return await asyncio.gather(
+                SimulatedFutureReward(simulator, spec, unscored)([], completions, context_key=[context.key] * 3,
+                                                                 log_metric=logged.__setitem__),
+                FormatRewardOfScoredFutures(spec, unscored)([], completions))
+
+    r_fut, r_fmt = asyncio.run(step())
+    # Goal reached at K = 1 of T = 2: s_K + lambda * (T - K) / T = 1 + 0.5 * 1/2.
+    assert r_fut == [1.25, 0.0, None]
+    assert r_fmt == [1.0, 0.0, None]
+    assert logged["futures/simulated"] == 2 and logged["futures/failed"] == 1  # the empty reply is not simulated
+    # The good future stops at turn 1; the unscored one runs to T = 2 (one future-supporter reply).
+    assert logged["cost/user_simulator/calls"] == 3 and logged["cost/supporter/calls"] == 1
+    # l = 2 per turn; each unparsable sample is asked again critic_retries = 2 times.
+    assert logged["cost/critic/calls"] == 2 + 2 * (2 + 2 * 2)
+    futures = read_jsonl(tmp_path / "futures.jsonl")
+    assert [f["reply"] for f in futures] == ["That must hurt.", "BAD"]
+    assert futures[1]["error"] == "no parsable critic verdict" and futures[0]["K"] == 1

@@ -99,6 +99,7 @@ def _section(folder: Path) -> str:
 
 GRPO_PANELS = {"reward (total)": "reward", "R_fut": "rewards/r_fut/mean", "R_fmt": "rewards/r_fmt/mean", "KL": "kl",
                "completion length": "completions/mean_length"}
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def _grpo_runs(folders: list[Path]) -> dict[str, dict[str, Any]]:
@@ -107,7 +108,8 @@ def _grpo_runs(folders: list[Path]) -> dict[str, dict[str, Any]]:
     for folder in folders:
         if (folder / "grpo.json").exists() and (folder / "metrics.json").exists():
             metrics = json.loads((folder / "metrics.json").read_text())
-            runs[f"{folder.name} ({metrics.get('reward', 'model')})"] = metrics
+            mode = metrics.get("reward", "model")
+            runs[folder.name if folder.name == mode else f"{folder.name} ({mode})"] = metrics
     return runs
 
 
@@ -116,13 +118,13 @@ def _grpo_comparison(runs: dict[str, dict[str, Any]], scratch: Path) -> str:
     from esc_agents.plotting import figure_file
 
     figure = scratch / "grpo_runs.png"
-    with figure_file(figure, xlabel="step", ylabel="", panels=len(GRPO_PANELS)) as axes:
+    with figure_file(figure, xlabel="step", ylabel="", panels=len(GRPO_PANELS), shared_legend=True) as axes:
         for axis, (title, key) in zip(axes, GRPO_PANELS.items()):
             axis.set_title(title, fontsize=9)
-            for label, metrics in runs.items():
+            for index, (label, metrics) in enumerate(runs.items()):
                 points = [(entry["step"], entry[key]) for entry in metrics["history"] if key in entry]
-                if points:
-                    axis.plot(*zip(*points), marker=".", label=label)
+                if points:  # line styles differ so that identical curves stay visible
+                    axis.plot(*zip(*points), marker=".", label=label, linestyle=LINE_STYLES[index % len(LINE_STYLES)])
         axes[0].legend(fontsize=7)
     rows = []
     for label, metrics in runs.items():
