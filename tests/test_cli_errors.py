@@ -86,7 +86,7 @@ def test_train_rm_refuses_bad_input_before_loading_a_model(tmp_path, args, messa
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "train-grpo needs --reward-model DIR"),
+    ([], "train-grpo --reward model needs --reward-model DIR"),
     (["--reward-model", "nowhere"], "nowhere is not a reward model folder"),
     (["--reward-model", "random", "--alpha", "-1"], "alpha: Input should be greater than or equal to 0"),
     (["--reward-model", "random", "--num-generations", "1"], "num_generations (G) must be at least 2"),
