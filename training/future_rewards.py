@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import sys
@@ -207,6 +208,15 @@ class UnscoredCompletions:
             self._calls.pop(id(completions), None)
 
 
+class _UnscoredRowsCountedElsewhere(logging.Filter):
+    """TRL warns with a whole row (context, prompt, completion) whenever every reward of a
+    completion is None; here that is a failed future, already counted, named in one line and
+    kept in futures.jsonl."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "All reward functions returned None" not in record.getMessage()
+
+
 class SimulatedFutureReward:
     """`reward: simulated`: R_fut of every completion from its own simulated future."""
 
@@ -215,6 +225,7 @@ class SimulatedFutureReward:
         self.spec = spec
         self.unscored = unscored
         self.__name__ = "r_fut"
+        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_UnscoredRowsCountedElsewhere())
 
     async def __call__(self, prompts, completions, context_key, trainer_state=None, log_metric=_no_metric,
                        **_) -> list[float | None]:
