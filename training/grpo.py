@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,9 @@ def prompt_rows(config: GrpoRunConfig, prompt: Prompt, contexts: list[Context]) 
 def check_reward_model(config: GrpoRunConfig) -> dict[str, Any] | None:
     """The reward model is checked before any model loads: present, finished, a known objective."""
     if config.reward == "simulated":
+        if config.reward_model is not None:
+            print(f"rlff-esc: warning: --reward simulated does not use the reward model {config.reward_model}",
+                  file=sys.stderr)
         return None
     if config.reward_model is None:
         raise UserError(f"train-grpo --reward {config.reward} needs --reward-model DIR (a train-rm folder) or "
