@@ -33,7 +33,7 @@ from graphs.episode import run_episode
 from training.contexts import Context
 from training.format_reward import FormatReward, FormatSpec, completion_text
 from training.grpo_config import GrpoRunConfig
-from training.reward_formulas import FutureOutcome, check_threshold, get_formula
+from training.reward_formulas import FutureOutcome, checked_formula
 from training.scorer import RewardScorer
 
 FUTURES = "futures.jsonl"
@@ -48,9 +48,8 @@ def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
         "rewards": {"formula": settings.formula},
         "seed": config.seed,
     })
-    formula = get_formula(run_config.rewards.formula)
-    params = formula.params(run_config.rewards.formula_params)
-    check_threshold(formula, run_config.rewards.delta, run_config.episode.max_turns, params)
+    rewards = run_config.rewards
+    checked_formula(rewards.formula, rewards.formula_params, rewards.delta, run_config.episode.max_turns)
     return run_config
 
 
@@ -66,16 +65,17 @@ class FutureSimulator:
     def __init__(self, run_config: RunConfig, contexts: Sequence[Context], log_path: Path, *,
                  use_cache: bool = True, chat_models: dict | None = None):
         self.run_config = run_config
-        self.formula = get_formula(run_config.rewards.formula)
-        self.params = self.formula.params(run_config.rewards.formula_params)
+        rewards = run_config.rewards
+        self.formula, self.params = checked_formula(rewards.formula, rewards.formula_params, rewards.delta,
+                                                    run_config.episode.max_turns)
         self.contexts = {context.key: context for context in contexts}
         self.engine = Engine(run_config, use_cache=use_cache, chat_models=chat_models)
         self.log_path = log_path
         self.totals = {"futures": 0, "failed": 0, "endpoint_wait_seconds": 0.0}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="future-simulator", daemon=True)
 
     def __enter__(self) -> FutureSimulator:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="future-simulator", daemon=True)
         self._thread.start()
         try:
             self._run(self.engine.__aenter__())
@@ -162,6 +162,14 @@ def spoken_replies(completions: Sequence[Any], spec: FormatSpec) -> tuple[list[s
     return replies, [i for i, reply in enumerate(replies) if reply]
 
 
+def with_reply_rewards(length: int, spoken: list[int], values: Sequence[float | None]) -> list[float | None]:
+    """Rewards for a whole batch: the values at the spoken completions, 0 for the silent ones."""
+    rewards: list[float | None] = [0.0] * length
+    for i, value in zip(spoken, values):
+        rewards[i] = value
+    return rewards
+
+
 def step_of(trainer_state) -> int:
     return trainer_state.global_step if trainer_state is not None else 0
 
@@ -180,10 +188,8 @@ class ModelFutureReward:
 
     def __call__(self, prompts, completions, context, **_) -> list[float]:
         replies, spoken = spoken_replies(completions, self.spec)
-        rewards = [0.0] * len(replies)
-        for i, value in zip(spoken, self.scorer.score([context[i] for i in spoken], [replies[i] for i in spoken])):
-            rewards[i] = value
-        return rewards
+        scores = self.scorer.score([context[i] for i in spoken], [replies[i] for i in spoken])
+        return with_reply_rewards(len(replies), spoken, scores)
 
 
 class UnscoredCompletions:
@@ -217,6 +223,9 @@ class _UnscoredRowsCountedElsewhere(logging.Filter):
         return "All reward functions returned None" not in record.getMessage()
 
 
+_UNSCORED_ROWS_FILTER = _UnscoredRowsCountedElsewhere()
+
+
 class SimulatedFutureReward:
     """`reward: simulated`: R_fut of every completion from its own simulated future."""
 
@@ -225,20 +234,19 @@ class SimulatedFutureReward:
         self.spec = spec
         self.unscored = unscored
         self.__name__ = "r_fut"
-        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_UnscoredRowsCountedElsewhere())
+        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_UNSCORED_ROWS_FILTER)  # once: same instance
 
     async def __call__(self, prompts, completions, context_key, trainer_state=None, log_metric=_no_metric,
                        **_) -> list[float | None]:
         replies, spoken = spoken_replies(completions, self.spec)
-        rewards: list[float | None] = [0.0] * len(replies)
+        unscored: set[int] = set()
         try:
             values = await self.simulator.rewards([(context_key[i], replies[i]) for i in spoken],
                                                   step=step_of(trainer_state), log_metric=log_metric)
-            for i, value in zip(spoken, values):
-                rewards[i] = value
+            unscored = {i for i, value in zip(spoken, values) if value is None}
         finally:
-            self.unscored.publish(completions, {i for i, reward in enumerate(rewards) if reward is None})
-        return rewards
+            self.unscored.publish(completions, unscored)  # also on failure, so R_fmt never waits forever
+        return with_reply_rewards(len(replies), spoken, values)
 
 
 class FormatRewardOfScoredFutures(FormatReward):
@@ -311,9 +319,7 @@ class HybridFutureReward:
         simulation = asyncio.ensure_future(self.simulator.rewards(
             [(context_key[i], replies[i]) for i in checked], step=step, log_metric=log_metric))
         scores = await asyncio.to_thread(self.scorer.score, [context[i] for i in spoken], [replies[i] for i in spoken])
-        rewards = [0.0] * len(replies)
-        for i, score in zip(spoken, scores):
-            rewards[i] = score
+        rewards = with_reply_rewards(len(replies), spoken, scores)
         simulated = dict(zip(checked, await simulation))
         compared = [(rewards[i], value) for i, value in simulated.items() if value is not None]
         self.agreement.add([score for score, _ in compared], [value for _, value in compared])

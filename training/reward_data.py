@@ -27,7 +27,7 @@ from esc_agents.runlog import RunLog, read_jsonl
 from esc_agents.types import Message
 from graphs.episode import run_episode
 from training.contexts import Context, sample_contexts, shard
-from training.reward_formulas import FutureOutcome, check_threshold, get_formula
+from training.reward_formulas import FutureOutcome, checked_formula, get_formula
 
 RECORDS = "records.jsonl"
 
@@ -76,9 +76,8 @@ async def generate_rewards(
     progress: bool = True,
 ) -> JobsResult:
     settings = config.rewards
-    formula = get_formula(settings.formula)
-    params = formula.params(settings.formula_params)
-    check_threshold(formula, settings.delta, config.episode.max_turns, params)
+    formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
+                                      config.episode.max_turns)
     contexts = reward_contexts(config, dataset, shard_spec)
     engine = engine or Engine(config)
     run = write_run_record(
@@ -101,6 +100,7 @@ async def generate_rewards(
             candidate: Message = (await candidates_of(context))[index]
             history = context.history
             trajectory = await run_episode(engine.episode_context(context.case, future=True), [*history, candidate])
+            outcome = FutureOutcome.of(trajectory, config.episode.max_turns)
             record = {
                 "key": record_key(context, index),
                 "context_key": context.key,
@@ -113,10 +113,10 @@ async def generate_rewards(
                 "candidate": candidate.model_dump(),
                 "future": [message.model_dump() for message in trajectory.messages[len(history) + 1:]],
                 "critic_scores": [score.model_dump() for score in trajectory.scores],
-                "turn_scores": [score.mean for score in trajectory.scores],
-                "K": trajectory.turns,
-                "T": config.episode.max_turns,
-                "success": trajectory.success,
+                "turn_scores": outcome.turn_scores,
+                "K": outcome.turns,
+                "T": outcome.max_turns,
+                "success": outcome.success,
                 "provenance": provenance,
             }
             return label(record, formula.name, params, settings.delta)
@@ -156,9 +156,7 @@ def _load_run(folder: Path) -> dict[str, Any]:
 def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, float] | None = None) -> dict[str, int]:
     """Recompute R_fut and labels of every record in place (atomically); no LLM call."""
     run = _load_run(folder)
-    formula = get_formula(formula_name)
-    resolved = formula.params(params)
-    check_threshold(formula, delta, run["fingerprint"]["episode"]["max_turns"], resolved)
+    _, resolved = checked_formula(formula_name, params, delta, run["fingerprint"]["episode"]["max_turns"])
     records = list(read_jsonl(folder / RECORDS))
     relabelled = [label(record, formula_name, resolved, delta) for record in records]
     changed = sum(old["label"] != new["label"] for old, new in zip(records, relabelled))

@@ -79,6 +79,15 @@ def check_threshold(formula: RewardFormula, delta: float, max_turns: int, params
         raise UserError(f"delta {delta} is outside the range [{low:g}, {high:g}) of formula {formula.name!r}")
 
 
+def checked_formula(name: str, overrides: dict[str, float] | None, delta: float,
+                    max_turns: int) -> tuple[RewardFormula, dict[str, float]]:
+    """The named formula with its resolved parameters, once δ is known to lie in its range."""
+    formula = get_formula(name)
+    params = formula.params(overrides)
+    check_threshold(formula, delta, max_turns, params)
+    return formula, params
+
+
 @register("terminal_efficiency", {"lambda": 0.5}, lambda t, p: (-1.0, 1.0 + p["lambda"] * (t - 1) / t))
 def terminal_efficiency(outcome: FutureOutcome, params: dict[str, float]) -> float | None:
     """s_K + λ·1[success]·(T − K)/T: end well, and among successes end sooner (the default)."""
