@@ -189,9 +189,9 @@ def add_training_parsers(commands) -> None:
     grpo.add_argument("--simulation-config", metavar="FILE",
                       help="run config for simulated futures (endpoints, user simulator, critic, formula, delta); "
                       "default: the embedded model")
-    grpo.add_argument("--future-turns", type=int, metavar="T", help="turns per simulated future (default 8)")
-    grpo.add_argument("--critic-samples", type=int, metavar="L", help="critic samples per future turn (default 10)")
-    grpo.add_argument("--formula", help="R_fut formula of simulated futures (default terminal_efficiency)")
+    grpo.add_argument("--future-turns", type=int, metavar="T", help="turns per simulated future (default: the run config's, 8)")
+    grpo.add_argument("--critic-samples", type=int, metavar="L", help="critic samples per future turn (default: the run config's, 10)")
+    grpo.add_argument("--formula", help="R_fut formula of simulated futures (default: the run config's, terminal_efficiency)")
     grpo.add_argument("--out", type=Path, metavar="DIR")
     grpo.add_argument("--config", metavar="FILE", help="YAML with any GrpoRunConfig field")
     grpo.add_argument("--dataset", help="training dialogues (default esconv:ppdpp_train)")
