@@ -296,6 +296,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.viewer import write_viewer
+
+    print(f"wrote {write_viewer(args.folders, args.out)}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from esc_agents.evaluation.metrics import evaluate_run, format_summary
 
@@ -489,6 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("folders", type=Path, nargs="+", metavar="DIR")
     report.add_argument("--out", type=Path, required=True, metavar="FILE.html")
     report.set_defaults(func=cmd_report)
+
+    view = commands.add_parser(
+        "view", help="browse the dialogues of run folders in one HTML file",
+        description="Transcripts with the critic's votes per turn (simulate), the same case side by side "
+        "(compare, bias), contexts with their candidates and simulated futures (rewards), GRPO completions "
+        "and their futures (train-grpo): filters and pages in one self-contained HTML file; no server.",
+    )
+    view.add_argument("folders", type=Path, nargs="+", metavar="DIR")
+    view.add_argument("--out", type=Path, metavar="FILE.html", help="default: DIR/view.html for one folder")
+    view.set_defaults(func=cmd_view)
 
     evaluate = commands.add_parser("evaluate", help="SR / AT summary of a simulate run",
                                    description="Write DIR/summary.json and DIR/success_by_turn.png; print a table.")
