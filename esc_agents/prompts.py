@@ -84,11 +84,27 @@ class Prompt:
         self.name = name
         self.path = path
         self.spec = spec
+        self.text = text
         self.sha256 = hashlib.sha256(text.encode()).hexdigest()
 
     def render(self, field: str, **variables: str) -> str:
         template = getattr(self.spec, field)
         return template.format_map(variables)
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        """A critic's lowest and highest verdict score: the scale R_fut formulas and δ live on."""
+        scores = [verdict.score for verdict in self.spec.verdicts]
+        return min(scores), max(scores)
+
+    def check_success_threshold(self, threshold: float) -> None:
+        """Success is a mean verdict score above η: a critic whose scores all lie on one side of η
+        would make every episode a success (or none) without a word."""
+        low, high = self.score_range
+        if not low <= threshold < high:
+            raise UserError(f"critic prompt {self.name!r} scores verdicts in [{low:g}, {high:g}], but the success "
+                            f"threshold eta = {threshold:g} must lie in [{low:g}, {high:g}) so verdicts fall on both "
+                            "sides of it; set --success-threshold (episode.success_threshold)")
 
     def classify(self, answer: str) -> Verdict | None:
         """The one verdict whose patterns match the critic's answer, or None (unparsable or ambiguous)."""

@@ -13,6 +13,7 @@ from typing import Any
 from esc_agents import __version__
 from esc_agents.config import RunConfig
 from esc_agents.errors import UserError
+from esc_agents.jsonfile import write_json
 from esc_agents.prompts import Prompt
 
 VERSIONED_PACKAGES = ("langgraph", "langchain-openai", "openai", "transformers", "torch")
@@ -60,9 +61,13 @@ def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def write_run_record(
-    out: Path, config: RunConfig, prompts: dict[str, Prompt], dataset: str, **settings: Any
+    out: Path, config: RunConfig, prompts: dict[str, Prompt], dataset: str, *, cases: list[str] | None = None,
+    **settings: Any,
 ) -> dict:
-    """Create `out/run.json`, or check that an existing one has the same fingerprint."""
+    """Create `out/run.json`, or check that an existing one has the same fingerprint. `cases` are
+    the ids the run is meant to finish (a resume with more adds to them): readers compare them
+    with what finished, so a case that never ran is never silently left out of a metric. The
+    prompts' full texts are kept too, so the run can be redone where their files are not."""
     path = out / "run.json"
     current = fingerprint(config, prompts, dataset, **settings)
     if path.exists():
@@ -71,14 +76,21 @@ def write_run_record(
             raise UserError(
                 f"{out} holds a run with other settings ({', '.join(diff)}); use a new --out or the same settings"
             )
+        known = previous.get("cases")
+        if cases is not None and known is not None and not set(cases) <= set(known):
+            previous["cases"] = known + [case for case in cases if case not in set(known)]
+            write_json(path, previous)
         return previous
     record = {
         "fingerprint": current,
         "config": config.model_dump(mode="json"),
         "prompts": {role: str(prompt.path) for role, prompt in prompts.items()},
+        "prompt_texts": {role: prompt.text for role, prompt in prompts.items()},
+        "critic_range": list(prompts["critic"].score_range) if "critic" in prompts else None,
+        **({"cases": list(cases)} if cases is not None else {}),
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(path, record)
     return record

@@ -59,6 +59,20 @@ def strip_think(text: str, think_tag: str = "think", response_tag: str = "respon
     return re.sub(rf"</?(?:{re.escape(think_tag)}|{re.escape(response_tag)})>", "", text)
 
 
+def supporter_turn(raw: str, reply_format: str = "plain", think_tag: str = "think",
+                   response_tag: str = "response") -> tuple[str | None, str]:
+    """(strategy, what the seeker sees) of a supporter's raw output. Every path that turns policy
+    text into a supporter turn (evaluation, stage-1 candidates, online futures, reward-model
+    scoring) goes through here, so a reply that writes the seeker's next line itself
+    ("...\nSeeker: my issue is solved!") is cut at that line everywhere alike."""
+    strategy = None
+    if reply_format == "think":
+        raw = strip_think(raw, think_tag, response_tag)
+    elif reply_format == "strategy":
+        strategy, raw = split_strategy(raw)
+    return strategy, clean_utterance(raw, "supporter")
+
+
 _STRATEGY_PREFIX = re.compile(r"^\s*[\[(]\s*(?:strategy\s*:\s*)?([^\])]+?)\s*[\])]\s*", re.IGNORECASE)
 
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 from esc_agents.config import RoleConfig
 from esc_agents.endpoints import Endpoint
 from esc_agents.prompts import ESCONV_STRATEGIES, Prompt
-from esc_agents.replies import clean_utterance, split_strategy, strip_think
+from esc_agents.replies import clean_utterance, supporter_turn
 from esc_agents.types import Case, CriticScore, Message
 
 
@@ -97,14 +97,7 @@ class Supporter(Role):
 
     def _parse(self, raw: str) -> Message | None:
         spec = self.prompt.spec
-        strategy = None
-        if spec.reply_format == "think":
-            visible = strip_think(raw, spec.think_tag, spec.response_tag)
-        elif spec.reply_format == "strategy":
-            strategy, visible = split_strategy(raw)
-        else:
-            visible = raw
-        content = clean_utterance(visible, "supporter")
+        strategy, content = supporter_turn(raw, spec.reply_format, spec.think_tag, spec.response_tag)
         if not content:
             return None
         return Message(speaker="supporter", content=content, raw=raw, strategy=strategy)

@@ -24,7 +24,7 @@ async def simulate(
     progress: bool = True,
 ) -> JobsResult:
     engine = engine or Engine(config)
-    write_run_record(out, config, engine.prompts, dataset)
+    write_run_record(out, config, engine.prompts, dataset, cases=[case.id for case in cases])
 
     def episode(case: Case):
         async def job() -> dict:

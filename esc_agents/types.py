@@ -46,7 +46,8 @@ class CriticScore(BaseModel):
     mean: float | None
 
 
-EpisodeStatus = Literal["success", "max_turns"]
+# no_reply: the supporter gave no usable reply after its regenerations (a failed episode).
+EpisodeStatus = Literal["success", "max_turns", "no_reply"]
 
 
 class Trajectory(BaseModel):

@@ -1,12 +1,14 @@
 """The rollout as a LangGraph state machine.
 
-    START ─┬─(seeker spoke last)────► supporter ─► user_simulator ─► critic ─┬─ goal reached ─► END
-           └─(supporter spoke last)─► user_simulator                         ├─ turn == T ────► END
-                                                                             └─ else ─► supporter
+    START ─┬─(seeker spoke last)────► supporter ─┬─► user_simulator ─► critic ─┬─ goal reached ─► END
+           └─(supporter spoke last)─► user_simulator │                          ├─ turn == T ────► END
+                                                     └─ no usable reply ─► END  └─ else ─► supporter
 
 One graph serves both uses: an evaluation episode starts from the seeker's situation (the
 supporter speaks first); a simulated future starts right after a candidate supporter reply
-(the user simulator speaks first). A turn is one user-simulator reply plus its critic score.
+(the user simulator speaks first). A turn is one user-simulator reply plus its critic score. A supporter that gives no usable reply
+after its regenerations (e.g. a think-format policy cut off by max_tokens) ends the episode as a
+failure (`no_reply`): that is the supporter's outcome, counted in SR and AT like any other.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Annotated, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from esc_agents.roles import Critic, Supporter, UserSimulator
+from esc_agents.roles import Critic, EmptyReplyError, Supporter, UserSimulator
 from esc_agents.types import Case, CriticScore, Message, Trajectory
 
 
@@ -26,7 +28,7 @@ class EpisodeState(TypedDict):
     messages: Annotated[list[Message], operator.add]
     scores: Annotated[list[CriticScore], operator.add]
     turn: int
-    status: Literal["running", "success", "max_turns"]
+    status: Literal["running", "success", "max_turns", "no_reply"]
 
 
 @dataclass
@@ -42,7 +44,10 @@ class EpisodeContext:
 
 async def supporter(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict:
     ctx = runtime.context
-    return {"messages": [await ctx.supporter.reply(ctx.case, state["messages"])]}
+    try:
+        return {"messages": [await ctx.supporter.reply(ctx.case, state["messages"])]}
+    except EmptyReplyError:
+        return {"status": "no_reply"}
 
 
 async def user_simulator(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict:
@@ -72,6 +77,10 @@ def who_speaks_first(state: EpisodeState) -> str:
     return "future" if last == "supporter" else "episode"
 
 
+def after_supporter(state: EpisodeState) -> str:
+    return "finished" if state["status"] == "no_reply" else "replied"
+
+
 def after_critic(state: EpisodeState) -> str:
     """`finished` once the critic node set the status to success (goal) or max_turns (cap)."""
     return "next_turn" if state["status"] == "running" else "finished"
@@ -83,7 +92,7 @@ def build_episode_graph():
     graph.add_node("user_simulator", user_simulator)
     graph.add_node("critic", critic)
     graph.add_conditional_edges(START, who_speaks_first, {"episode": "supporter", "future": "user_simulator"})
-    graph.add_edge("supporter", "user_simulator")
+    graph.add_conditional_edges("supporter", after_supporter, {"replied": "user_simulator", "finished": END})
     graph.add_edge("user_simulator", "critic")
     graph.add_conditional_edges(
         "critic", after_critic, {"finished": END, "next_turn": "supporter"}

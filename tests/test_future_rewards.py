@@ -196,7 +196,8 @@ def test_simulated_rewards_follow_the_formula_and_withhold_both_rewards_of_an_un
 
     r_fut, r_fmt = asyncio.run(step())
     # Goal reached at K = 1 of T = 2: s_K + lambda * (T - K) / T = 1 + 0.5 * 1/2.
-    assert r_fut == [1.25, 0.0, None]
+    # The completion with no reply gets the formula's minimum (-1 on the default critic's scale).
+    assert r_fut == [1.25, -1.0, None]
     assert r_fmt == [1.0, 0.0, None]
     assert logged["futures/simulated"] == 2 and logged["futures/failed"] == 1  # the empty reply is not simulated
     # The good future stops at turn 1; the unscored one runs to T = 2 (one future-supporter reply).

@@ -1,5 +1,5 @@
-"""R_fmt: 1 only for exactly one think block followed by exactly one non-empty response block
-and nothing else.
+"""R_fmt: 1 only for exactly one non-empty think block followed by exactly one non-empty
+response block and nothing else.
 
 When the chat template already ends the prompt with the opening think tag, the completion
 starts inside the think block; checking the completion alone would then fail every sample
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from esc_agents.replies import strip_think
+from esc_agents.replies import supporter_turn
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class FormatSpec:
 
     def reward(self, completion: str) -> float:
         match = self._pattern.fullmatch(self.full_text(completion))
-        if not match or not match.group("response").strip():
+        # Reasoning first (method.md): an empty think block is the format without the thinking.
+        if not match or not match.group("think").strip() or not match.group("response").strip():
             return 0.0
         # A tag inside either block means nested or repeated blocks.
         if self._any_tag.search(match.group("think")) or self._any_tag.search(match.group("response")):
@@ -47,9 +48,10 @@ class FormatSpec:
         return 1.0
 
     def response(self, completion: str) -> str:
-        """The reply the seeker would see: the response block's text where there is one, else
-        the completion with think blocks removed."""
-        return strip_think(self.full_text(completion), self.think_tag, self.response_tag).strip()
+        """The reply the seeker would see, cleaned exactly as an evaluated supporter turn is: the
+        response block's text (else the completion without think blocks), cut where it starts
+        speaking as anyone."""
+        return supporter_turn(self.full_text(completion), "think", self.think_tag, self.response_tag)[1]
 
 
 def completion_text(completion: Any) -> str:

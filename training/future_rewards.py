@@ -28,6 +28,7 @@ from scipy import stats
 from esc_agents.config import RunConfig, build_config
 from esc_agents.engine import Engine
 from esc_agents.jobs import JOB_FAILURES
+from esc_agents.prompts import load_prompt
 from esc_agents.types import Message
 from graphs.episode import run_episode
 from training.contexts import Context
@@ -49,7 +50,10 @@ def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
         "seed": config.seed,
     })
     rewards = run_config.rewards
-    checked_formula(rewards.formula, rewards.formula_params, rewards.delta, run_config.episode.max_turns)
+    critic = load_prompt("critic", run_config.critic.prompt)
+    critic.check_success_threshold(run_config.episode.success_threshold)
+    checked_formula(rewards.formula, rewards.formula_params, rewards.delta, run_config.episode.max_turns,
+                    critic.score_range)
     return run_config
 
 
@@ -66,10 +70,14 @@ class FutureSimulator:
                  use_cache: bool = True, chat_models: dict | None = None):
         self.run_config = run_config
         rewards = run_config.rewards
-        self.formula, self.params = checked_formula(rewards.formula, rewards.formula_params, rewards.delta,
-                                                    run_config.episode.max_turns)
-        self.contexts = {context.key: context for context in contexts}
         self.engine = Engine(run_config, use_cache=use_cache, chat_models=chat_models)
+        critic_range = self.engine.prompts["critic"].score_range
+        max_turns = run_config.episode.max_turns
+        self.formula, self.params = checked_formula(rewards.formula, rewards.formula_params, rewards.delta,
+                                                    max_turns, critic_range)
+        # A completion with no reply gets the formula's minimum: silence never beats the worst future.
+        self.floor = self.formula.range(max_turns, self.params, critic_range)[0]
+        self.contexts = {context.key: context for context in contexts}
         self.log_path = log_path
         self.totals = {"futures": 0, "failed": 0, "endpoint_wait_seconds": 0.0}
 
@@ -103,8 +111,14 @@ class FutureSimulator:
         return self.run_config.rewards.delta
 
     async def rewards(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric) -> list[float | None]:
-        """R_fut per (context key, reply), all futures at once; cost and failures are logged
-        for this step and appended, with each future, to the run folder."""
+        """R_fut per (context key, reply); each future is appended to the run folder."""
+        futures = await self.simulate(pairs, step=step, log_metric=log_metric)
+        self.record(step, futures)
+        return [future["r_fut"] for future in futures]
+
+    async def simulate(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric) -> list[dict[str, Any]]:
+        """The future of each (context key, reply), all at once, with its R_fut (None: failed);
+        cost and failures are logged for this step."""
         before = self.engine.meter.as_dict()
         started = time.perf_counter()
         futures = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._futures(pairs), self._loop))
@@ -123,10 +137,12 @@ class FutureSimulator:
         if failed:
             print(f"rlff-esc: warning: {len(failed)} of {len(futures)} futures at step {step} gave no reward "
                   f"({failed[0]['error']})", file=sys.stderr)
+        return futures
+
+    def record(self, step: int, futures: Sequence[dict[str, Any]]) -> None:
         with self.log_path.open("a", encoding="utf-8") as handle:
             for future in futures:
                 handle.write(json.dumps({"step": step, **future}, ensure_ascii=False) + "\n")
-        return [future["r_fut"] for future in futures]
 
     async def _futures(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         return await asyncio.gather(*(self._future(key, reply) for key, reply in pairs))
@@ -156,18 +172,26 @@ class FutureSimulator:
 
 
 def spoken_replies(completions: Sequence[Any], spec: FormatSpec) -> tuple[list[str], list[int]]:
-    """The reply text of each completion, and the indices of those with any text (the others
-    get R_fut 0 in every mode: there is nothing to score or simulate)."""
+    """The reply of each completion, cleaned as every supporter turn is, and the indices of those
+    with any reply left (the silent others are neither scored nor simulated)."""
     replies = [spec.response(completion_text(completion)) for completion in completions]
     return replies, [i for i, reply in enumerate(replies) if reply]
 
 
-def with_reply_rewards(length: int, spoken: list[int], values: Sequence[float | None]) -> list[float | None]:
-    """Rewards for a whole batch: the values at the spoken completions, 0 for the silent ones."""
-    rewards: list[float | None] = [0.0] * length
+def with_reply_rewards(length: int, spoken: list[int], values: Sequence[float | None],
+                       silent: float) -> list[float | None]:
+    """Rewards for a whole batch: the values at the spoken completions, `silent` for the others."""
+    rewards: list[float | None] = [silent] * length
     for i, value in zip(spoken, values):
         rewards[i] = value
     return rewards
+
+
+def model_floor(objective: str, scores: Sequence[float]) -> float:
+    """A silent completion's reward-model reward, never above the worst spoken reply's: the lowest
+    probability for a classifier; for ranking and regression scores, which have no fixed minimum,
+    the lowest score of the same batch."""
+    return 0.0 if objective == "classification" else min(scores, default=0.0)
 
 
 def step_of(trainer_state) -> int:
@@ -189,7 +213,7 @@ class ModelFutureReward:
     def __call__(self, prompts, completions, context, **_) -> list[float]:
         replies, spoken = spoken_replies(completions, self.spec)
         scores = self.scorer.score([context[i] for i in spoken], [replies[i] for i in spoken])
-        return with_reply_rewards(len(replies), spoken, scores)
+        return with_reply_rewards(len(replies), spoken, scores, model_floor(self.scorer.objective, scores))
 
 
 class UnscoredCompletions:
@@ -246,7 +270,7 @@ class SimulatedFutureReward:
             unscored = {i for i, value in zip(spoken, values) if value is None}
         finally:
             self.unscored.publish(completions, unscored)  # also on failure, so R_fmt never waits forever
-        return with_reply_rewards(len(replies), spoken, values)
+        return with_reply_rewards(len(replies), spoken, values, self.simulator.floor)
 
 
 class FormatRewardOfScoredFutures(FormatReward):
@@ -298,7 +322,12 @@ class AgreementWindow:
 class HybridFutureReward:
     """`reward: hybrid`: the reward model scores every completion; a random `check_fraction` is
     also simulated and the two are compared as training goes, so reward hacking of the model
-    shows in the logs (`hybrid/spearman`, `hybrid/label_accuracy`) while it happens."""
+    shows in the logs (`hybrid/spearman`, `hybrid/label_accuracy`) while it happens.
+
+    With `use_simulated`, a checked completion is rewarded on the reward model's own scale: a
+    classifier's by the simulated label 1[R_fut > δ] (a probability's two ends), a regression
+    model's by R_fut itself (what it was trained to predict); ranking scores have no scale to
+    map onto and are refused. futures.jsonl says which reward each checked completion got."""
 
     def __init__(self, scorer: RewardScorer, simulator: FutureSimulator, spec: FormatSpec, *,
                  fraction: float, use_simulated: bool, window: int, seed: int):
@@ -316,18 +345,30 @@ class HybridFutureReward:
         replies, spoken = spoken_replies(completions, self.spec)
         step = step_of(trainer_state)
         checked = checked_share(spoken, self.fraction, random.Random(f"{self.seed}:{step}"))
-        simulation = asyncio.ensure_future(self.simulator.rewards(
+        simulation = asyncio.ensure_future(self.simulator.simulate(
             [(context_key[i], replies[i]) for i in checked], step=step, log_metric=log_metric))
         scores = await asyncio.to_thread(self.scorer.score, [context[i] for i in spoken], [replies[i] for i in spoken])
-        rewards = with_reply_rewards(len(replies), spoken, scores)
-        simulated = dict(zip(checked, await simulation))
-        compared = [(rewards[i], value) for i, value in simulated.items() if value is not None]
+        rewards = with_reply_rewards(len(replies), spoken, scores, model_floor(self.scorer.objective, scores))
+        futures = await simulation
+        compared, replaced = [], 0
+        for i, future in zip(checked, futures):
+            future["reward_model_score"], future["reward_used"] = rewards[i], "reward_model"
+            if future["r_fut"] is None:
+                continue
+            compared.append((rewards[i], future["r_fut"]))
+            if self.use_simulated:
+                rewards[i], future["reward_used"] = self.on_model_scale(future["r_fut"])
+                replaced += 1
+        self.simulator.record(step, futures)
         self.agreement.add([score for score, _ in compared], [value for _, value in compared])
         log_metric("hybrid/checked", len(compared))
+        log_metric("hybrid/rewarded_by_simulation", replaced)
         for name, value in self.agreement.metrics().items():
             log_metric(f"hybrid/{name}", value)
-        if self.use_simulated:
-            for i, value in simulated.items():
-                if value is not None:
-                    rewards[i] = value
         return rewards
+
+    def on_model_scale(self, r_fut: float) -> tuple[float, str]:
+        """A simulated R_fut as the reward model's kind of value, and the name of that mapping."""
+        if self.scorer.objective == "classification":
+            return float(r_fut > self.simulator.delta), "simulated_label"
+        return r_fut, "simulated_r_fut"

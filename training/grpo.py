@@ -23,6 +23,7 @@ from esc_agents.errors import UserError
 from esc_agents.prompts import Prompt, load_prompt
 from esc_agents.provenance import versions
 from esc_agents.roles import supporter_messages
+from esc_agents.jsonfile import write_json
 from training.backbones import resolve_backbone
 from training.contexts import Context, sample_contexts
 from training.format_reward import FormatReward, FormatSpec, ends_with_open_tag
@@ -93,6 +94,9 @@ def check_reward_model(config: GrpoRunConfig) -> dict[str, Any] | None:
     if card.get("objective") not in OBJECTIVES:
         raise UserError(f"{config.reward_model}: objective {card.get('objective')!r} is not one this version "
                         f"scores with ({', '.join(OBJECTIVES)})")
+    if config.reward == "hybrid" and config.hybrid_use_simulated and card["objective"] == "ranking":
+        raise UserError(f"--use-simulated: the ranking reward model {config.reward_model} scores on no fixed scale, "
+                        "so a simulated R_fut cannot replace its score; use a classification or regression model")
     return card
 
 
@@ -165,7 +169,7 @@ def train_grpo(config: GrpoRunConfig, out: Path) -> dict[str, Any]:
         metrics = _train(config, out, prompt, rows, policy, simulator, card)
     if simulator is not None:
         metrics["simulation"] = simulator.summary()
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 

@@ -32,6 +32,7 @@ def export_policy(run: Path, out: Path) -> Path:
     return save_servable(merged, AutoTokenizer.from_pretrained(adapter), out, {
         "id": adapter_fingerprint(adapter), "source": str(run), "base": card["policy"], "prompt": card["prompt"],
         "think_tag": card["think_tag"], "response_tag": card["response_tag"],
+        "max_completion_length": card["config"]["max_completion_length"],
     })
 
 
@@ -49,6 +50,17 @@ def save_servable(model, tokenizer, out: Path, card: dict[str, Any]) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
+
+
+def trained_completion_length(card: dict[str, Any]) -> int | None:
+    """The max_completion_length a policy was trained with, from its card (or, for folders
+    exported before cards held it, from the train-grpo folder it came from)."""
+    if "max_completion_length" in card:
+        return card["max_completion_length"]
+    source = Path(card.get("source", "")) / "grpo.json"
+    if card.get("source") and source.exists():
+        return json.loads(source.read_text())["config"]["max_completion_length"]
+    return None
 
 
 def adapter_fingerprint(adapter: Path) -> str:

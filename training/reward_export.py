@@ -15,6 +15,8 @@ from esc_agents.errors import UserError
 from esc_agents.jobs import outstanding_failures
 from esc_agents.plotting import figure_file
 from esc_agents.runlog import read_jsonl
+from esc_agents.evaluation.metrics import invalid_verdict_rate
+from esc_agents.jsonfile import write_json
 from training.reward_data import RECORDS
 
 SPLITS = ("train", "valid", "test")
@@ -118,8 +120,9 @@ def stats(folder: Path) -> dict[str, Any]:
         "within_context_r_fut_std": float(np.mean([np.std([r["r_fut"] for r in g]) for g in multi])) if multi else None,
         "calls": {role: dict(counts) for role, counts in usage.items()},
         "llm_calls_per_record": sum(c["calls"] for c in usage.values()) / max(len(records), 1),
+        "invalid_critic_rate": invalid_verdict_rate(score for r in records for score in r["critic_scores"]),
     }
-    (folder / "stats.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(folder / "stats.json", summary)
     _histogram(r_fut, summary["delta"], folder / "r_fut_hist.png")
     return summary
 
@@ -140,5 +143,6 @@ def format_stats(summary: dict[str, Any]) -> str:
         f"label balance    {summary['label_balance']:.1%} positive at δ = {summary['delta']:g}",
         "same-label ctx   " + (f"{same:.1%} of multi-candidate contexts" if same is not None else "n/a (m = 1)"),
         f"LLM calls/record {summary['llm_calls_per_record']:.1f}",
+        f"invalid critic   {summary['invalid_critic_rate']:.1%} of verdicts",
     ]
     return "\n".join(rows)

@@ -3,7 +3,9 @@ K, T, success) into a scalar, so any formula can be applied later to stored futu
 re-simulating (`rlff-esc rewards relabel`).
 
 Add a formula by decorating a function with `@register(name, defaults, bounds)`; `bounds`
-gives the formula's range for T and its parameters, used to check a label threshold δ.
+gives the formula's range for T, its parameters and the critic's score range (the lowest and
+highest verdict score), used to check a label threshold δ and to give a silent reply the
+formula's minimum.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class FutureOutcome:
 
 
 Formula = Callable[[FutureOutcome, dict[str, float]], float | None]
-Bounds = Callable[[int, dict[str, float]], tuple[float, float]]
+Bounds = Callable[[int, dict[str, float], tuple[float, float]], tuple[float, float]]
+DEFAULT_CRITIC_RANGE = (-1.0, 1.0)  # the built-in critic's verdict scores
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class RewardFormula:
     def __call__(self, outcome: FutureOutcome, params: dict[str, float]) -> float | None:
         return self.compute(outcome, params)
 
+    def range(self, max_turns: int, params: dict[str, float],
+              critic_range: tuple[float, float] = DEFAULT_CRITIC_RANGE) -> tuple[float, float]:
+        return self.bounds(max_turns, params, critic_range)
+
 
 FORMULAS: dict[str, RewardFormula] = {}
 
@@ -73,22 +80,24 @@ def get_formula(name: str) -> RewardFormula:
     return FORMULAS[name]
 
 
-def check_threshold(formula: RewardFormula, delta: float, max_turns: int, params: dict[str, float]) -> None:
-    low, high = formula.bounds(max_turns, params)
+def check_threshold(formula: RewardFormula, delta: float, max_turns: int, params: dict[str, float],
+                    critic_range: tuple[float, float] = DEFAULT_CRITIC_RANGE) -> None:
+    low, high = formula.range(max_turns, params, critic_range)
     if not low <= delta < high:
-        raise UserError(f"delta {delta} is outside the range [{low:g}, {high:g}) of formula {formula.name!r}")
+        raise UserError(f"delta {delta} is outside the range [{low:g}, {high:g}) of formula {formula.name!r} "
+                        f"with critic scores in [{critic_range[0]:g}, {critic_range[1]:g}]")
 
 
-def checked_formula(name: str, overrides: dict[str, float] | None, delta: float,
-                    max_turns: int) -> tuple[RewardFormula, dict[str, float]]:
+def checked_formula(name: str, overrides: dict[str, float] | None, delta: float, max_turns: int,
+                    critic_range: tuple[float, float] = DEFAULT_CRITIC_RANGE) -> tuple[RewardFormula, dict[str, float]]:
     """The named formula with its resolved parameters, once δ is known to lie in its range."""
     formula = get_formula(name)
     params = formula.params(overrides)
-    check_threshold(formula, delta, max_turns, params)
+    check_threshold(formula, delta, max_turns, params, critic_range)
     return formula, params
 
 
-@register("terminal_efficiency", {"lambda": 0.5}, lambda t, p: (-1.0, 1.0 + p["lambda"] * (t - 1) / t))
+@register("terminal_efficiency", {"lambda": 0.5}, lambda t, p, c: (c[0], c[1] + p["lambda"] * (t - 1) / t))
 def terminal_efficiency(outcome: FutureOutcome, params: dict[str, float]) -> float | None:
     """s_K + λ·1[success]·(T − K)/T: end well, and among successes end sooner (the default)."""
     if outcome.final_score is None:
@@ -97,13 +106,13 @@ def terminal_efficiency(outcome: FutureOutcome, params: dict[str, float]) -> flo
     return outcome.final_score + bonus
 
 
-@register("terminal", {}, lambda t, p: (-1.0, 1.0))
+@register("terminal", {}, lambda t, p, c: c)
 def terminal(outcome: FutureOutcome, params: dict[str, float]) -> float | None:
     """s_K: the critic's mean score when the future stopped."""
     return outcome.final_score
 
 
-@register("discounted", {"gamma": 0.8}, lambda t, p: (-1.0, 1.0))
+@register("discounted", {"gamma": 0.8}, lambda t, p, c: c)
 def discounted(outcome: FutureOutcome, params: dict[str, float]) -> float | None:
     """Σ_k γ^(K−k)·s_k / Σ_k γ^(K−k): every turn's score counts, the latest most."""
     weighted = [

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from esc_agents.provenance import versions
+from esc_agents.jsonfile import write_json
 from training.backbones import resolve_backbone
 from training.reward_model_config import OBJECTIVES, RewardModelConfig
 from training.reward_model_data import check_trainable, data_hash, encode, load_splits, same_context_pairs
@@ -82,7 +83,7 @@ def train_reward_model(config: RewardModelConfig, data: Path, out: Path) -> dict
         **evaluate_scores(predictions, rows, config.objective),
         "data_hash": settings["data_hash"], "config": config.model_dump(), "versions": versions(),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 

@@ -18,6 +18,7 @@ from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.judge import JUDGMENTS, trajectory_messages, win_rates
 from esc_agents.roles import render_transcript
 from esc_agents.runlog import read_jsonl
+from esc_agents.jsonfile import write_json
 
 SHEET = "sheet.csv"
 KEY = Path("key") / "key.json"
@@ -37,7 +38,7 @@ def _write(out: Path, header: list[str], rows: list[list[str]], key: dict[str, A
         writer.writerow(header)
         writer.writerows(rows)
     (out / KEY).parent.mkdir(exist_ok=True)
-    (out / KEY).write_text(json.dumps(key, indent=2) + "\n")
+    write_json(out / KEY, key)
     return out / SHEET
 
 
@@ -155,5 +156,5 @@ def import_sheets(key_path: Path, sheets: list[Path], judgments: Path | None = N
         raise UserError(f"key file not found: {key_path}")
     key = json.loads(key_path.read_text())
     report = import_pairs(key, sheets, judgments) if key["kind"] == "pairs" else import_success(key, sheets)
-    (key_path.parent / "agreement.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(key_path.parent / "agreement.json", report)
     return report

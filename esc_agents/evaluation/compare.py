@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from esc_agents.errors import UserError
-from esc_agents.evaluation.metrics import plot_success_by_turn, summarize
+from esc_agents.evaluation.metrics import format_interval, plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
 from esc_agents.provenance import differing_fields
 from esc_agents.runlog import read_jsonl
+from esc_agents.jsonfile import write_json
 
 # What must be equal for two runs to be compared: everything but the supporter.
 SHARED_FIELDS = ("dataset", "episode", "seed", "roles.user_simulator", "roles.critic")
@@ -31,15 +32,18 @@ def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
     """(label, config overrides) for one supporter spec."""
     folder = Path(spec)
     if folder.is_dir():
-        from training.policy_export import POLICY_CARD, export_policy, policy_profile
+        from training.policy_export import POLICY_CARD, export_policy, policy_profile, trained_completion_length
 
         label = folder.name
         if (folder / "adapter" / "adapter_config.json").exists():  # a train-grpo folder
             merged = folder / "merged"
             folder = merged if (merged / POLICY_CARD).exists() else export_policy(folder, merged)
         card = json.loads((folder / POLICY_CARD).read_text()) if (folder / POLICY_CARD).exists() else {}
-        return label, {"endpoints": {"policy": policy_profile(folder)},
-                       "supporter": {"endpoint": "policy", "prompt": card.get("prompt", "think")}}
+        supporter = {"endpoint": "policy", "prompt": card.get("prompt", "think")}
+        # A policy trained to write up to N tokens (think block first) is cut off with fewer.
+        if (budget := trained_completion_length(card)) is not None:
+            supporter["max_tokens"] = budget
+        return label, {"endpoints": {"policy": policy_profile(folder)}, "supporter": supporter}
     prompt, _, profile = spec.partition("@")
     label = spec.replace("@", "-").replace("/", "_").removesuffix(".yaml")
     return label, {"supporter": {"prompt": prompt, **({"endpoint": profile} if profile else {})}}
@@ -110,7 +114,7 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
     out.mkdir(parents=True, exist_ok=True)
     report = {"cases": len(common), "max_turns": max_turns, "runs": {k: str(v) for k, v in runs.items()},
               "summaries": summaries, "pairs": pairs, "warnings": loaded.warnings}
-    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "compare.json", report)
     plot_success_by_turn({label: s["success_by_turn"] for label, s in summaries.items()},
                          out / "success_by_turn.png")
     return report
@@ -121,16 +125,12 @@ def format_comparison(report: dict[str, Any]) -> str:
              f"{'supporter':22s} {'SR':>6s} {'95% CI':>15s} {'AT':>6s} {'95% CI':>15s} {'final':>7s}"]
     for label, s in report["summaries"].items():
         final = "-" if s["mean_final_score"] is None else f"{s['mean_final_score']:.3f}"
-        lines.append(f"{label:22s} {s['success_rate']:6.3f} {_interval(s['success_rate_ci95']):>15s} "
-                     f"{s['average_turns']:6.2f} {_interval(s['average_turns_ci95']):>15s} {final:>7s}")
+        lines.append(f"{label:22s} {s['success_rate']:6.3f} {format_interval(s['success_rate_ci95']):>15s} "
+                     f"{s['average_turns']:6.2f} {format_interval(s['average_turns_ci95']):>15s} {final:>7s}")
     for pair, tests in report["pairs"].items():
         success, turns = tests["success"], tests["turns"]
         lines.append(f"{pair}: McNemar {success['a_only']}/{success['b_only']} discordant, p = {success['p_value']:.3f}; "
-                     f"turns difference {turns['mean_difference']:+.2f} {_interval(turns['ci95'])}, "
+                     f"turns difference {turns['mean_difference']:+.2f} {format_interval(turns['ci95'])}, "
                      f"p = {turns['p_value']:.3f}")
     lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)
-
-
-def _interval(bounds: list[float]) -> str:
-    return f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"

@@ -13,11 +13,12 @@ import numpy as np
 from esc_agents.config import RunConfig
 from esc_agents.engine import Engine
 from esc_agents.evaluation.compare import load_runs
-from esc_agents.evaluation.metrics import bootstrap_ci
+from esc_agents.evaluation.metrics import bootstrap_ci, format_interval
 from esc_agents.jobs import JobsResult, run_jobs
 from esc_agents.provenance import write_run_record
 from esc_agents.runlog import RunLog, read_jsonl
 from esc_agents.types import Message
+from esc_agents.jsonfile import write_json
 
 JUDGMENTS = "judgments.jsonl"
 OUTCOME_SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
@@ -88,7 +89,7 @@ def summarize_judgments(out: Path, criteria: list[str]) -> dict[str, Any]:
     first = judgments[0] if judgments else {"a": "?", "b": "?"}
     summary = {"a": first["a"], "b": first["b"], "cases": len(judgments), "unparsable": len(judgments) - len(valid),
                "criteria": win_rates(valid, criteria)}
-    (out / "judge.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "judge.json", summary)
     return summary
 
 
@@ -98,6 +99,6 @@ def format_judgments(summary: dict[str, Any]) -> str:
              f"{'criterion':15s} {'win':>4s} {'tie':>4s} {'loss':>4s} {'win rate':>9s} {'95% CI':>15s}"]
     for name, c in summary["criteria"].items():
         rate = "-" if c["win_rate"] is None else f"{c['win_rate']:.3f}"
-        low, high = c["win_rate_ci95"]
-        lines.append(f"{name:15s} {c['win']:4d} {c['tie']:4d} {c['loss']:4d} {rate:>9s} {f'[{low:.2f}, {high:.2f}]':>15s}")
+        lines.append(f"{name:15s} {c['win']:4d} {c['tie']:4d} {c['loss']:4d} {rate:>9s} "
+                     f"{format_interval(c['win_rate_ci95']):>15s}")
     return "\n".join(lines)

@@ -1,13 +1,17 @@
 """SR / AT and friends over a run's trajectories (PPDPP protocol), with bootstrap intervals.
 
 130 test cases is a small sample, so every headline number carries a 95% percentile
-bootstrap interval. Failures count T turns in AT.
+bootstrap interval. Failures count T turns in AT; an episode whose supporter gave no usable
+reply (`no_reply`) is a failure like any other. A case that did not run at all (the endpoint
+failed after its retries) is no supporter outcome: it is listed, and the summary says
+`complete: false` until a rerun finishes it.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +21,34 @@ from esc_agents.errors import UserError
 from esc_agents.jobs import outstanding_failures
 from esc_agents.plotting import figure_file
 from esc_agents.runlog import read_jsonl
+from esc_agents.jsonfile import write_json
 
 BOOTSTRAP_RESAMPLES = 2000
 
 
-def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
+def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float | None]:
     if len(values) == 0:
-        return [float("nan"), float("nan")]
+        return [None, None]
     rng = np.random.default_rng(seed)
     means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return [float(low), float(high)]
+
+
+def invalid_verdict_rate(scores: Iterable[dict[str, Any]]) -> float:
+    """The share of critic answers that matched no verdict, over stored `CriticScore`s."""
+    invalid = verdicts = 0
+    for score in scores:
+        invalid += len(score["invalid"])
+        verdicts += len(score["samples"]) + len(score["invalid"])
+    return invalid / verdicts if verdicts else 0.0
+
+
+def format_interval(bounds: list[float | None], digits: int = 2) -> str:
+    """`[low, high]`, or `-` where there was nothing to resample."""
+    if None in bounds:
+        return "-"
+    return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
 
 def _group(trajectories: list[dict], key: str, max_turns: int) -> dict[str, dict[str, float]]:
@@ -50,8 +71,6 @@ def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, A
     success = np.array([t["success"] for t in trajectories], dtype=float)
     turns = np.array([t["turns"] if t["success"] else max_turns for t in trajectories], dtype=float)
     finals = np.array([t["final_score"] for t in trajectories if t["final_score"] is not None], dtype=float)
-    invalid = sum(len(score["invalid"]) for t in trajectories for score in t["scores"])
-    verdicts = sum(len(score["samples"]) + len(score["invalid"]) for t in trajectories for score in t["scores"])
     return {
         "cases": len(trajectories),
         "max_turns": max_turns,
@@ -65,7 +84,8 @@ def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, A
             str(turn): float(np.mean([t["success"] and t["turns"] <= turn for t in trajectories]))
             for turn in range(1, max_turns + 1)
         },
-        "invalid_critic_rate": invalid / verdicts if verdicts else 0.0,
+        "invalid_critic_rate": invalid_verdict_rate(score for t in trajectories for score in t["scores"]),
+        "no_reply": sum(t["status"] == "no_reply" for t in trajectories),
         "by_emotion": _group(trajectories, "emotion", max_turns),
         "by_problem": _group(trajectories, "problem", max_turns),
     }
@@ -90,17 +110,19 @@ def evaluate_run(out: Path) -> dict[str, Any]:
     summary = summarize(trajectories, max_turns)
     done = {t["case_id"] for t in trajectories}
     failed = sorted({failure["case_id"] for failure in outstanding_failures(out, "case_id", done)})
+    never_ran = [case for case in run.get("cases", []) if case not in done and case not in set(failed)]
     summary["failed_cases"] = failed
+    summary["missing_cases"] = never_ran
+    summary["complete"] = not failed and not never_ran
     summary["dataset"] = run["fingerprint"]["dataset"]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     plot_success_by_turn({out.name: summary["success_by_turn"]}, out / "success_by_turn.png")
     return summary
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     def ci(name: str) -> str:
-        low, high = summary[f"{name}_ci95"]
-        return f"[{low:.3f}, {high:.3f}]"
+        return format_interval(summary[f"{name}_ci95"], 3)
 
     final = summary["mean_final_score"]
     rows = [
@@ -109,7 +131,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"AT               {summary['average_turns']:.2f}   95% CI {ci('average_turns')}",
         f"final score      {final:.3f}  95% CI {ci('mean_final_score')}" if final is not None else "final score      n/a",
         f"invalid critic   {summary['invalid_critic_rate']:.1%} of verdicts",
+        f"no reply         {summary.get('no_reply', 0)} episodes ended by a supporter with no usable reply (failures)",
     ]
     if summary.get("failed_cases"):
         rows.append(f"failed cases     {len(summary['failed_cases'])}: {', '.join(summary['failed_cases'])}")
+    if summary.get("missing_cases"):
+        rows.append(f"never ran        {len(summary['missing_cases'])}: {', '.join(summary['missing_cases'])}")
+    if summary.get("complete") is False:
+        rows.append("INCOMPLETE       the numbers above leave out the cases listed; rerun the same simulate "
+                    "command to finish them")
     return "\n".join(rows)
