@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ class Browser:
         port = port_file.read_text().split()[0]
         pages = httpx.get(f"http://127.0.0.1:{port}/json/list", trust_env=False, timeout=10).json()
         url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
-        self.socket = connect(url, max_size=None, proxy=None)
+        self.stack = ExitStack()
+        self.socket = self.stack.enter_context(connect(url, max_size=None, proxy=None))
         self.next_id = 0
         self.errors: list[str] = []
         self.loaded = False
@@ -97,7 +99,7 @@ class Browser:
         return path
 
     def close(self) -> None:
-        self.socket.close()
+        self.stack.close()
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
