@@ -489,8 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report", help="one self-contained HTML file for any mix of run folders",
-        description="Tables, embedded PNG plots, resolved configs and a few transcripts of simulate, compare, "
-        "bias, judge, train-rm and train-grpo folders, in one HTML file with no external asset. Two or more "
+        description="Tables, embedded PNG plots, resolved configs and the dialogues (the `view` viewer, "
+        "embedded) of simulate, compare, bias, judge, rewards, train-rm and train-grpo folders, in one HTML file "
+        "with no external asset. Two or more "
         "train-grpo folders (e.g. one per --reward mode) also get their curves on shared axes and a cost table.",
     )
     report.add_argument("folders", type=Path, nargs="+", metavar="DIR")

@@ -289,3 +289,19 @@ def test_train_grpo_futures_show_by_step(browser, screenshots, tmp_path):
         ["critic mean -0.50", "critic mean 0.00"]
     browser.screenshot(screenshots / "futures.png")
     assert browser.errors == []
+
+
+def test_the_report_embeds_the_viewer_and_writes_into_a_new_folder(browser, tmp_path):
+    run = simulate_folder(tmp_path / "run", [episode("c1", [score([1.0, 1.0, 1.0])], True),
+                                             episode("c2", [score([-1.0, 0.5, -1.0])], False)])
+    out = tmp_path / "not" / "yet" / "report.html"
+    result = rlff_esc("report", str(run), str(REWARD_FIXTURE), "--out", str(out), timeout=120)
+    assert result.returncode == 0, result.stderr
+    html = out.read_text()
+    assert 'href="#f=0"' in html and 'href="#f=1"' in html  # each folder's section links to its dialogues
+    assert [f["kind"] for f in embedded_data(out)["folders"]] == ["simulate", "rewards"]
+    browser.errors.clear()
+    browser.open(out.as_uri())
+    browser.eval("document.querySelector('a[href=\"#f=1\"]').click()")
+    browser.wait_for("document.getElementById('rv-count').textContent === '12 of 12 contexts'")
+    assert browser.errors == []

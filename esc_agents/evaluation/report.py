@@ -1,6 +1,7 @@
 """`report`: one self-contained HTML file for any mix of run folders (simulate, compare, bias,
-train-rm, train-grpo): tables, the folders' PNG plots embedded, resolved configs and a few
-transcripts. No external asset, so the file can be mailed or attached to a paper's supplement."""
+train-rm, train-grpo): tables, the folders' PNG plots embedded, resolved configs, and the
+dialogues behind them in the embedded viewer (`rlff-esc view`). No external asset, so the file
+can be mailed or attached to a paper's supplement."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from esc_agents.errors import UserError
-from esc_agents.runlog import read_jsonl
+from esc_agents.evaluation.viewer import load_folder, viewer_parts
 
-TRANSCRIPTS = 3
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
-pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}section{border-top:2px solid #444;margin-top:2em}
-.seeker{color:#155}.supporter{color:#513}"""
+pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}section{border-top:2px solid #444;margin-top:2em}"""
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -52,17 +51,7 @@ def _summary_section(summary: dict[str, Any]) -> str:
     return html
 
 
-def _transcripts(folder: Path) -> str:
-    html = ""
-    for trajectory in list(read_jsonl(folder / "trajectories.jsonl"))[:TRANSCRIPTS]:
-        lines = "".join(f'<div class="{escape(m["speaker"])}"><b>{escape(m["speaker"])}:</b> {escape(m["content"])}</div>'
-                        for m in trajectory["messages"])
-        outcome = "success" if trajectory["success"] else "no success"
-        html += f"<details><summary>{escape(trajectory['case_id'])} ({outcome}, {trajectory['turns']} turns)</summary>{lines}</details>"
-    return html
-
-
-def _section(folder: Path) -> str:
+def _section(folder: Path, viewer_index: int | None) -> str:
     parts = []
     if (folder / "compare.json").exists():
         data = json.loads((folder / "compare.json").read_text())
@@ -89,8 +78,9 @@ def _section(folder: Path) -> str:
         parts.append(_table(["metric", "value"], [[k, v] for k, v in metrics.items()
                                                    if isinstance(v, (int, float, str)) or v is None]))
     parts.append(_images(folder))
-    if (folder / "trajectories.jsonl").exists():
-        parts.append("<h4>transcripts</h4>" + _transcripts(folder))
+    if viewer_index is not None:
+        parts.append(f'<p><a href="#f={viewer_index}" onclick="document.getElementById(\'dialogues\').scrollIntoView()">'
+                     "Read its dialogues</a> in the viewer below.</p>")
     for name in ("run.json", "train_config.json"):
         if (folder / name).exists():
             parts.append(f"<details><summary>{name}</summary><pre>{escape((folder / name).read_text())}</pre></details>")
@@ -141,17 +131,32 @@ def _grpo_comparison(runs: dict[str, dict[str, Any]], scratch: Path) -> str:
     return f"<section><h2>GRPO runs compared</h2>{table}{note}{_images(scratch)}</section>"
 
 
-KNOWN_OUTPUTS = ("compare.json", "bias.json", "judge.json", "summary.json", "metrics.json", "trajectories.jsonl")
+KNOWN_OUTPUTS = ("compare.json", "bias.json", "judge.json", "summary.json", "metrics.json", "trajectories.jsonl",
+                 "records.jsonl")
 
 
 def write_report(folders: list[Path], out: Path) -> Path:
     for folder in folders:
         if not folder.is_dir() or not any((folder / name).exists() for name in KNOWN_OUTPUTS):
-            raise UserError(f"{folder} holds no simulate, compare, bias, judge or training output")
-    body = "".join(_section(folder) for folder in folders)
+            raise UserError(f"{folder} holds no simulate, compare, bias, judge, rewards or training output")
+    viewable, sections = [], []
+    for folder in folders:
+        try:
+            document = load_folder(folder)
+        except UserError:  # e.g. a compare folder whose runs were not copied along: tables only
+            document = None
+        sections.append(_section(folder, len(viewable) if document else None))
+        viewable += [document] if document else []
+    body = "".join(sections)
     if len(runs := _grpo_runs(folders)) > 1:
         with tempfile.TemporaryDirectory() as scratch:
             body = _grpo_comparison(runs, Path(scratch)) + body
+    style = STYLE
+    if viewable:
+        viewer_style, viewer = viewer_parts(viewable)
+        style += viewer_style
+        body += f'<section id="dialogues"><h2>Dialogues</h2>{viewer}</section>'
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>rlff-esc report</title>"
-                   f"<style>{STYLE}</style></head><body><h1>rlff-esc report</h1>{body}</body></html>")
+                   f"<style>{style}</style></head><body><h1>rlff-esc report</h1>{body}</body></html>")
     return out
