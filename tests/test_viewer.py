@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from esc_agents.evaluation.viewer import load_folder, wilson_interval
+from esc_agents.evaluation.intervals import wilson_interval
+from esc_agents.evaluation.viewer import load_folder
 from tests.browser import Browser, chromium
 from tests.conftest import REWARD_FIXTURE, read_jsonl, rlff_esc
 

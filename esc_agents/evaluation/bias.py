@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from esc_agents.evaluation.compare import load_runs
+from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.metrics import plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import paired_bootstrap
 
@@ -31,7 +32,11 @@ class Condition:
 
     @property
     def label(self) -> str:
-        parts = [self.persona]
+        """A folder name: a persona given as a file is named by its stem, not its path."""
+        persona = self.persona
+        if persona.endswith((".yaml", ".yml")) or "/" in persona:
+            persona = Path(persona).stem
+        parts = [persona]
         if self.user_model:
             parts.append(f"user-{self.user_model}")
         if self.critic_model:
@@ -72,7 +77,9 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
         rows[label] = {
             "persona": condition.persona, "user_model": condition.user_model, "critic_model": condition.critic_model,
             "seed": condition.seed, "success_rate": summary["success_rate"],
-            "success_rate_ci95": summary["success_rate_ci95"], "average_turns": summary["average_turns"],
+            "success_rate_ci95": summary["success_rate_ci95"],
+            "success_rate_wilson95": wilson_interval(sum(t["success"] for t in episodes[label]), len(episodes[label])),
+            "average_turns": summary["average_turns"],
             "sr_shift": shift["mean_difference"], "sr_shift_ci95": shift["ci95"],
             "wasserstein": float(stats.wasserstein_distance(a, b)) if len(a) and len(b) else None,
             "ks_p_value": float(stats.ks_2samp(a, b).pvalue) if len(a) and len(b) else None,
@@ -99,12 +106,16 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
 
 def format_bias(report: dict[str, Any]) -> str:
     lines = [f"{report['cases']} cases, T = {report['max_turns']}; shifts against {report['reference']}",
-             f"{'condition':34s} {'SR':>6s} {'AT':>6s} {'SR shift':>9s} {'95% CI':>15s} {'W1':>6s} {'KS p':>6s}"]
+             f"{'condition':34s} {'SR':>6s} {'Wilson 95%':>14s} {'AT':>6s} {'SR shift':>9s} {'95% CI':>15s} "
+             f"{'W1':>6s} {'KS p':>6s}"]
     for label, row in report["conditions"].items():
         low, high = row["sr_shift_ci95"]
+        wilson = row.get("success_rate_wilson95")
+        wilson_text = f"[{wilson[0]:.2f}, {wilson[1]:.2f}]" if wilson else "-"
         w1 = "-" if row["wasserstein"] is None else f"{row['wasserstein']:.3f}"
         ks = "-" if row["ks_p_value"] is None else f"{row['ks_p_value']:.3f}"
-        lines.append(f"{label:34s} {row['success_rate']:6.3f} {row['average_turns']:6.2f} {row['sr_shift']:+9.3f} "
+        lines.append(f"{label:34s} {row['success_rate']:6.3f} {wilson_text:>14s} {row['average_turns']:6.2f} "
+                     f"{row['sr_shift']:+9.3f} "
                      f"{f'[{low:+.2f}, {high:+.2f}]':>15s} {w1:>6s} {ks:>6s}")
     for key, spread in report["seed_spread"].items():
         if spread["sr_std"] is not None:

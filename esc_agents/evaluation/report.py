@@ -64,9 +64,9 @@ def _section(folder: Path, viewer_index: int | None) -> str:
         parts += [f"<p>warning: {escape(w)}</p>" for w in data["warnings"]]
     if (folder / "bias.json").exists():
         data = json.loads((folder / "bias.json").read_text())
-        parts.append(_table(["condition", "SR", "AT", "SR shift", "95% CI", "Wasserstein", "KS p"], [
-            [label, r["success_rate"], r["average_turns"], r["sr_shift"], r["sr_shift_ci95"], r["wasserstein"],
-             r["ks_p_value"]] for label, r in data["conditions"].items()]))
+        parts.append(_table(["condition", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI", "Wasserstein", "KS p"], [
+            [label, r["success_rate"], r.get("success_rate_wilson95"), r["average_turns"], r["sr_shift"],
+             r["sr_shift_ci95"], r["wasserstein"], r["ks_p_value"]] for label, r in data["conditions"].items()]))
     if (folder / "judge.json").exists():
         data = json.loads((folder / "judge.json").read_text())
         parts.append(_table(["criterion", "win", "tie", "loss", "win rate 95% CI"], [

@@ -9,7 +9,6 @@ vanilla JS) renders it with filters and pagination, so a 130-case x 5-supporter 
 from __future__ import annotations
 
 import json
-import math
 import re
 from html import escape
 from importlib import resources
@@ -17,21 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from esc_agents.errors import UserError
+from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.jobs import outstanding_failures
 from esc_agents.runlog import read_jsonl
 
 DATA_MARK = "/*VIEWER-DATA*/"
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
-    """95% Wilson score interval of a success rate: unlike a bootstrap or normal interval it
-    stays wide at SR = 0 or 1 on few cases (10 of 10 gives [0.72, 1.0], not [1.0, 1.0])."""
-    if n == 0:
-        return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
