@@ -15,6 +15,16 @@ from esc_agents.errors import UserError
 from esc_agents.training_commands import add_training_parsers
 
 
+OFFLINE_HELP = "replay from the cache alone: start no server, call no endpoint; a missing completion is an error"
+
+
+def _engine(args: argparse.Namespace, config):
+    """The engine of a command, with its cache options."""
+    from esc_agents.engine import Engine
+
+    return Engine(config, use_cache=not args.no_cache, cache_path=args.cache, offline=args.offline)
+
+
 def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdpp_test", out_required: bool = True) -> None:
     """Options shared by every command that runs episodes."""
     parser.add_argument("--config", metavar="FILE", help="YAML config: endpoint profiles, roles, episode settings")
@@ -40,6 +50,7 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
     parser.add_argument("--critic-endpoint", metavar="PROFILE")
     parser.add_argument("--cache", metavar="FILE", help="completion cache (default: <cache dir>/completions.sqlite)")
     parser.add_argument("--no-cache", action="store_true", help="neither replay nor record completions")
+    parser.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     parser.add_argument("--out", required=out_required, type=Path, metavar="DIR",
                         help="run folder (created or resumed)")
 
@@ -85,13 +96,12 @@ def _load_cases(args: argparse.Namespace):
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from esc_agents.engine import Engine
     from esc_agents.evaluation.metrics import evaluate_run, format_summary
     from esc_agents.simulate import simulate
 
     config = _config_from(args)
     cases = _load_cases(args)
-    engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+    engine = _engine(args, config)
     result = asyncio.run(
         simulate(config, cases, args.out, dataset=args.dataset, concurrency=args.concurrency, engine=engine)
     )
@@ -119,7 +129,6 @@ def _report_failures(failed: dict[str, str], what: str) -> int:
 
 
 def cmd_rewards(args: argparse.Namespace) -> int:
-    from esc_agents.engine import Engine
     from training.reward_data import generate_rewards
     from training.reward_export import format_stats, stats
 
@@ -135,7 +144,7 @@ def cmd_rewards(args: argparse.Namespace) -> int:
     if config.rewards.candidates < 2:
         print("rlff-esc: warning: m < 2 candidates gives no within-context pairs for a ranking reward model",
               file=sys.stderr)
-    engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+    engine = _engine(args, config)
     result = asyncio.run(generate_rewards(
         config, args.out, dataset=args.dataset, shard_spec=args.shard, concurrency=args.concurrency, engine=engine,
     ))
@@ -198,11 +207,10 @@ def cmd_rewards_export(args: argparse.Namespace) -> int:
 def _simulate_part(args: argparse.Namespace, config, cases, label: str) -> Path:
     """One simulate run of a multi-run command into DIR/<label>; failed episodes are listed and the
     study goes on with the cases that finished."""
-    from esc_agents.engine import Engine
     from esc_agents.simulate import simulate
 
     print(f"{label}:", file=sys.stderr)
-    engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+    engine = _engine(args, config)
     result = asyncio.run(simulate(config, cases, args.out / label, dataset=args.dataset,
                                   concurrency=args.concurrency, engine=engine))
     if result.failed:
@@ -247,14 +255,13 @@ def cmd_bias(args: argparse.Namespace) -> int:
 
 def cmd_judge(args: argparse.Namespace) -> int:
     from esc_agents.config import build_config
-    from esc_agents.engine import Engine
     from esc_agents.evaluation.judge import format_judgments, judge_runs, summarize_judgments
 
     if not args.runs or len(args.runs) != 2 or args.out is None:
         raise UserError("judge needs --runs A B (two simulate runs) and --out DIR")
     config = build_config(args.config, {"judge": {"endpoint": args.judge_endpoint or "local",
                                                    "prompt": args.judge_prompt}, "seed": args.seed})
-    engine = Engine(config, use_cache=not args.no_cache, cache_path=args.cache)
+    engine = _engine(args, config)
     result = asyncio.run(judge_runs(config, {folder.name: folder for folder in args.runs}, args.out,
                                     concurrency=args.concurrency, engine=engine, allow_mismatch=args.allow_mismatch))
     print(format_judgments(summarize_judgments(args.out, engine.prompts["judge"].spec.criteria)))
@@ -463,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--seed", type=int)
     judge.add_argument("--cache", metavar="FILE")
     judge.add_argument("--no-cache", action="store_true")
+    judge.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     judge.add_argument("--allow-mismatch", action="store_true", help="judge runs whose settings differ")
     judge.set_defaults(func=cmd_judge)
     judge_actions = judge.add_subparsers(dest="judge_command", metavar="ACTION")

@@ -25,7 +25,11 @@ class Strict(BaseModel):
 
 class EndpointProfile(Strict):
     """An OpenAI-compatible endpoint. `api_key_env` names the variable holding the key;
-    the key itself never enters a config, a log or a run folder."""
+    the key itself never enters a config, a log or a run folder.
+
+    `honours_seed`: the server samples reproducibly from a request's `seed`, so each request gets
+    one derived from the run seed, sample index and attempt. The built-in `vllm` and `openai`
+    profiles set it; the embedded `local` one does not (there only the cache makes a rerun exact)."""
 
     base_url: str
     model: str
@@ -35,6 +39,7 @@ class EndpointProfile(Strict):
     max_attempts: int = Field(5, ge=1)
     backoff_max: float = Field(20.0, ge=0)
     supports_n: bool | None = None  # None: detect on first use
+    honours_seed: bool = False
     embedded: bool = False  # start the local transformers server on demand
     model_path: str | None = None  # embedded only: serve this model folder instead of the bundled model
     embedded_kv_tokens: int = Field(65536, ge=1024)  # embedded only: KV-cache capacity of the local server
@@ -90,12 +95,14 @@ BUILTIN_ENDPOINTS: dict[str, dict[str, Any]] = {
         "model": "Qwen/Qwen2.5-72B-Instruct",
         "api_key_env": "VLLM_API_KEY",
         "max_concurrency": 64,
+        "honours_seed": True,
     },
     "openai": {
         "base_url": "https://api.openai.com/v1",
         "model": "gpt-4o",
         "api_key_env": "OPENAI_API_KEY",
         "max_concurrency": 8,
+        "honours_seed": True,
     },
 }
 

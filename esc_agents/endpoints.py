@@ -1,12 +1,16 @@
 """Every LLM call goes through here: one retry policy, one concurrency limit per endpoint,
-the completion cache, `n` detection and token accounting per role."""
+the completion cache (with single-flight and offline replay), `n` detection, request seeds and
+token accounting per role."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import httpx
@@ -22,9 +26,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from esc_agents.cache import CompletionCache, completion_key
+from esc_agents.cache import CompletionCache, completion_key, model_identity
 from esc_agents.config import EndpointProfile
-from esc_agents.errors import EndpointError
+from esc_agents.errors import EndpointError, OfflineCacheMiss
 
 # Worth another try: rate limits, 5xx, timeouts, dropped connections. Anything else
 # (400, 401, 404) will fail the same way again.
@@ -83,6 +87,13 @@ def resolve_api_key(name: str, profile: EndpointProfile) -> str:
     return "EMPTY"
 
 
+def request_seed(run_seed: int, index: int, attempt: int) -> int:
+    """The `seed` sent for one sample: fixed by the run seed, yet different per sample index and
+    attempt (one seed for all would make servers that honour it return m identical samples)."""
+    digest = hashlib.sha256(f"{run_seed}:{index}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1  # 31 bits: every server takes it
+
+
 def chat_model_for(
     profile: EndpointProfile, api_key: str, request_model: str, http_client: httpx.AsyncClient
 ) -> BaseChatModel:
@@ -100,7 +111,8 @@ def chat_model_for(
 
 
 class Endpoint:
-    """A named endpoint profile bound to a chat model, a semaphore and the cache."""
+    """A named endpoint profile bound to a chat model, a semaphore and the cache. `offline`: every
+    completion must come from the cache; a missing one raises OfflineCacheMiss."""
 
     def __init__(
         self,
@@ -111,10 +123,12 @@ class Endpoint:
         meter: UsageMeter | None = None,
         chat_model: BaseChatModel | None = None,
         request_model: str | None = None,
+        offline: bool = False,
     ):
         self.name = name
         self.profile = profile
         self.cache = cache
+        self.offline = offline
         self.meter = meter if meter is not None else UsageMeter()
         self.request_model = request_model or profile.model
         self._http = None
@@ -129,6 +143,11 @@ class Endpoint:
         # exactly these against the raw endpoint.
         self.request_log: list[dict[str, Any]] | None = None
         self._limit = asyncio.Semaphore(profile.max_concurrency)
+
+    @cached_property
+    def model_identity(self) -> str:
+        """Computed once: for a model folder without a policy card it hashes the weights."""
+        return model_identity(self.profile)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -164,48 +183,70 @@ class Endpoint:
         seed: int = 0,
         use_cache: bool = True,
     ) -> list[Completion]:
-        """One completion per sample index. Cached ones are replayed; the rest are asked for
-        in one request with `n` where the endpoint honours it, else one request each."""
+        """One completion per sample index. Cached ones are replayed, ones an identical request
+        is fetching right now are awaited; the rest are asked for in one request with `n` where
+        the endpoint honours it, else one request each."""
         params = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
         keys = {
             index: completion_key(
-                model=self.profile.model, messages=messages, params=params, index=index, attempt=attempt
+                model=self.model_identity, messages=messages, params=params, index=index, attempt=attempt
             )
             for index in indices
         }
+        replaying = self.cache is not None and use_cache
         results: dict[int, Completion] = {}
-        if self.cache is not None and use_cache:
+        fetching: dict[int, asyncio.Future[str]] = {}
+        if replaying:
             for index, key in keys.items():
-                hit = self.cache.get(key)
-                if hit is not None:
+                if (hit := self.cache.get(key)) is not None:
                     results[index] = Completion(hit["text"], cached=True)
-        missing = [index for index in indices if index not in results]
+                elif (fetch := self.cache.in_flight.get(key)) is not None:
+                    fetching[index] = fetch
+        missing = [index for index in indices if index not in results and index not in fetching]
         requests = 0
+        if missing and self.offline:
+            raise OfflineCacheMiss(
+                f"offline: no cached completion for role {role} (model {self.model_identity}, "
+                f"sample {missing[0]}); rerun without --offline"
+            )
         if missing:
-            fresh, requests = await self._sample(role, messages, params, len(missing))
-            for index, completion in zip(missing, fresh):
-                results[index] = completion
-                if self.cache is not None:
-                    self.cache.put(keys[index], {"text": completion.text})
+            # Claimed before the first await, so an identical request arriving meanwhile waits.
+            claim = self.cache.in_flight.claim([keys[i] for i in missing]) if replaying else nullcontext({})
+            with claim as claimed:
+                fresh, requests = await self._sample(role, messages, params, missing, attempt)
+                for index, completion in zip(missing, fresh):
+                    results[index] = completion
+                    if self.cache is not None:
+                        self.cache.put(keys[index], {"text": completion.text})
+                    if keys[index] in claimed:
+                        claimed[keys[index]].set_result(completion.text)
+        for index, fetch in fetching.items():
+            results[index] = Completion(await asyncio.shield(fetch), cached=True)
         ordered = [results[index] for index in indices]
         self.meter.record(role, ordered, requests)
         return ordered
 
     async def _sample(
-        self, role: str, messages: list[dict[str, str]], params: dict[str, Any], count: int
+        self, role: str, messages: list[dict[str, str]], params: dict[str, Any], indices: list[int], attempt: int
     ) -> tuple[list[Completion], int]:
+        def ask(first: int, n: int = 1):
+            return self._request(role, messages, params, n, self._seed_for(params, first, attempt))
+
+        count = len(indices)
         if count > 1 and self.supports_n is not False:
-            batch = await self._request(role, messages, params, n=count)
+            batch = await ask(indices[0], n=count)
             if len(batch) >= count:
                 self.supports_n = True
                 return batch[:count], 1
             self.supports_n = False  # the server ignored n: ask for the rest one by one
-            rest = await asyncio.gather(
-                *(self._request(role, messages, params, n=1) for _ in range(count - len(batch)))
-            )
+            rest = await asyncio.gather(*(ask(index) for index in indices[len(batch):]))
             return batch + [c for single in rest for c in single], 1 + len(rest)
-        singles = await asyncio.gather(*(self._request(role, messages, params, n=1) for _ in range(count)))
+        singles = await asyncio.gather(*(ask(index) for index in indices))
         return [c for single in singles for c in single], count
+
+    def _seed_for(self, params: dict[str, Any], index: int, attempt: int) -> int | None:
+        """The request's `seed` where the server honours one; an `n` request uses its first index."""
+        return request_seed(params["seed"], index, attempt) if self.profile.honours_seed else None
 
     def _describe(self, exc: BaseException | None) -> str:
         if isinstance(exc, openai.APITimeoutError):
@@ -218,7 +259,7 @@ class Endpoint:
         return f"{type(exc).__name__}: {exc}"
 
     async def _request(
-        self, role: str, messages: list[dict[str, str]], params: dict[str, Any], n: int
+        self, role: str, messages: list[dict[str, str]], params: dict[str, Any], n: int, seed: int | None
     ) -> list[Completion]:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TRANSIENT_ERRORS),
@@ -232,6 +273,8 @@ class Endpoint:
         }
         if n > 1:
             kwargs["n"] = n
+        if seed is not None:
+            kwargs["seed"] = seed
         if self.request_log is not None:
             self.request_log.append({"messages": messages, **kwargs})
         try:

@@ -1,7 +1,8 @@
 """Everything one run needs to call models: prompts, endpoints, cache, the embedded server, roles.
 
 Prompts are loaded and validated in the constructor, before any server starts or any call is
-made; endpoints are checked for reachability on entry.
+made; endpoints are checked for reachability on entry. An offline engine replays a finished run
+from the cache alone: no server starts, no endpoint is checked, a missing completion is an error.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from esc_agents.cache import CompletionCache
 from esc_agents.config import RunConfig
 from esc_agents.endpoints import Endpoint, UsageMeter
+from esc_agents.errors import UserError
 from esc_agents.local_server import LocalServer, cache_dir
 from esc_agents.prompts import load_prompt, prompt_kind
 from esc_agents.roles import Critic, Judge, Supporter, UserSimulator
@@ -33,8 +35,12 @@ class Engine:
         use_cache: bool = True,
         cache_path: str | Path | None = None,
         chat_models: dict[str, BaseChatModel] | None = None,
+        offline: bool = False,
     ):
+        if offline and not use_cache:
+            raise UserError("--offline replays completions from the cache; it cannot go with --no-cache")
         self.config = config
+        self.offline = offline
         self.prompts = {role: load_prompt(prompt_kind(role), binding.prompt) for role, binding in config.roles().items()}
         self.cache = CompletionCache(cache_path or default_cache_path()) if use_cache else None
         self.meter = UsageMeter()
@@ -77,14 +83,17 @@ class Engine:
 
     async def _open_endpoint(self, name: str) -> Endpoint:
         profile = self.config.endpoints[name]
+        shared = {"cache": self.cache, "meter": self.meter, "offline": self.offline}
         if name in self._chat_models:
-            return Endpoint(name, profile, cache=self.cache, meter=self.meter, chat_model=self._chat_models[name])
+            return Endpoint(name, profile, chat_model=self._chat_models[name], **shared)
+        if self.offline:
+            return Endpoint(name, profile, **shared)
         request_model = None
         if profile.embedded:
             server = LocalServer(profile)
             self._servers.append(server)
             request_model = await asyncio.to_thread(server.start)
-        endpoint = Endpoint(name, profile, cache=self.cache, meter=self.meter, request_model=request_model)
+        endpoint = Endpoint(name, profile, request_model=request_model, **shared)
         await endpoint.preflight()
         return endpoint
 

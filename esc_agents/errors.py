@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class EndpointError(UserError):
     """An endpoint could not be reached, or kept failing after the retry budget."""
+
+
+class OfflineCacheMiss(UserError):
+    """An offline replay needed a completion the cache does not hold. Not an EndpointError: it
+    stops the run instead of failing one job, since every later job would miss the same way."""

