@@ -29,7 +29,7 @@ LAST_LINE = {"engine": "ours/trl", "rewards": "simulated/rm"}
 def bench_config(args: argparse.Namespace, reward: str = "model"):
     return load_grpo_config(None, reward=reward, reward_model=args.reward_model, max_steps=args.steps,
                             batch_size=args.batch_size, max_completion_length=args.max_completion_length,
-                            sampling={"contexts": 16}, max_history=2, save_steps=10_000,
+                            sampling={"contexts": 16}, context_window=2, save_steps=10_000,
                             simulation={"max_turns": args.future_turns, "critic_samples": args.critic_samples,
                                         "cache": False})
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from esc_agents import __version__
 from esc_agents.errors import UserError
-from esc_agents.training_commands import add_training_parsers
+from esc_agents.training_commands import add_held_out_options, add_training_parsers, held_out_options
 
 
 OFFLINE_HELP = "replay from the cache alone: start no server, call no endpoint; a missing completion is an error"
@@ -51,8 +51,39 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
     parser.add_argument("--cache", metavar="FILE", help="completion cache (default: <cache dir>/completions.sqlite)")
     parser.add_argument("--no-cache", action="store_true", help="neither replay nor record completions")
     parser.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
+    parser.add_argument("--context-window", type=int, metavar="N",
+                        help="the supporter sees the latest N messages of the dialogue (default: all); the reward "
+                        "model and GRPO inherit it from the reward data")
+    parser.add_argument("--supporter-max-tokens", type=int, metavar="N",
+                        help="supporter max_tokens (default 96; a trained policy: its training max_completion_length)")
+    _add_max_invalid_rate(parser)
     parser.add_argument("--out", required=out_required, type=Path, metavar="DIR",
                         help="run folder (created or resumed)")
+
+
+def _add_max_invalid_rate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-invalid-rate", type=float, default=0.2, metavar="R",
+                        help="exit 3 when more than this share of critic (or judge) answers match no verdict "
+                        "(default: %(default)s)")
+
+
+def _too_many_invalid(what: str, rate: float, limit: float) -> bool:
+    """Unparsable verdicts leave a metric resting on the parsable rest: loud above the limit."""
+    if rate <= limit:
+        return False
+    print(f"rlff-esc: error: {rate:.1%} of {what} answers matched no verdict (above --max-invalid-rate {limit:g}); "
+          "the numbers above rest on the rest; check the prompt's verdict patterns or the model", file=sys.stderr)
+    return True
+
+
+def _critic_trust(folders, limit: float) -> int:
+    """3 when any simulate run's critic answers are unparsable above the limit, else 0."""
+    from esc_agents.evaluation.metrics import invalid_verdict_rate
+    from esc_agents.runlog import read_jsonl
+
+    untrusted = [_too_many_invalid(f"{folder.name}'s critic", invalid_verdict_rate(
+        score for t in read_jsonl(folder / "trajectories.jsonl") for score in t["scores"]), limit) for folder in folders]
+    return 3 if any(untrusted) else 0
 
 
 def _config_from(args: argparse.Namespace, supporter_spec: str | None = None, **sections):
@@ -70,6 +101,10 @@ def _config_from(args: argparse.Namespace, supporter_spec: str | None = None, **
         binding["supporter"]["prompt"] = args.supporter_prompt or binding["supporter"]["prompt"]
     if supporter_spec is not None:
         binding = supporter_binding(supporter_spec)[1]
+    if args.supporter_max_tokens is not None:
+        binding["supporter"]["max_tokens"] = args.supporter_max_tokens
+    if args.context_window is not None:
+        binding["supporter"]["context_window"] = args.context_window
     return build_config(args.config, {
         **binding,
         "user_simulator": role(args.user_endpoint, args.persona),
@@ -109,7 +144,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     _print_usage(engine.meter)
     if result.completed or result.skipped:
         print(format_summary(evaluate_run(args.out)))
-    return _report_failures(result.failed, "episodes")
+    return _report_failures(result.failed, "episodes") or _critic_trust([args.out], args.max_invalid_rate)
 
 
 def _print_usage(meter) -> None:
@@ -147,12 +182,16 @@ def cmd_rewards(args: argparse.Namespace) -> int:
     engine = _engine(args, config)
     result = asyncio.run(generate_rewards(
         config, args.out, dataset=args.dataset, shard_spec=args.shard, concurrency=args.concurrency, engine=engine,
+        **held_out_options(args),
     ))
     print(f"{result.completed} futures run, {result.skipped} already done, {len(result.failed)} failed -> {args.out}")
     _print_usage(engine.meter)
+    untrusted = False
     if result.completed or result.skipped:
-        print(format_stats(stats(args.out)))
-    return _report_failures(result.failed, "futures")
+        summary = stats(args.out)
+        print(format_stats(summary))
+        untrusted = _too_many_invalid("the critic's", summary["invalid_critic_rate"], args.max_invalid_rate)
+    return _report_failures(result.failed, "futures") or (3 if untrusted else 0)
 
 
 def _formula_params(pairs: list[str]) -> dict[str, float]:
@@ -234,7 +273,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UserError("compare needs at least two supporters or runs")
     print(format_comparison(compare_runs(runs, args.out, allow_mismatch=args.allow_mismatch)))
     print(f"wrote {args.out / 'compare.json'} and {args.out / 'success_by_turn.png'}")
-    return 0
+    return _critic_trust(runs.values(), args.max_invalid_rate)
 
 
 def cmd_bias(args: argparse.Namespace) -> int:
@@ -250,7 +289,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
         runs[condition] = _simulate_part(args, config, cases, condition.label)
     print(format_bias(bias_report(runs, args.out)))
     print(f"wrote {args.out / 'bias.json'} and {args.out / 'success_by_turn.png'}")
-    return 0
+    return _critic_trust(runs.values(), args.max_invalid_rate)
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
@@ -264,9 +303,12 @@ def cmd_judge(args: argparse.Namespace) -> int:
     engine = _engine(args, config)
     result = asyncio.run(judge_runs(config, {folder.name: folder for folder in args.runs}, args.out,
                                     concurrency=args.concurrency, engine=engine, allow_mismatch=args.allow_mismatch))
-    print(format_judgments(summarize_judgments(args.out, engine.prompts["judge"].spec.criteria)))
+    summary = summarize_judgments(args.out, engine.prompts["judge"].spec.criteria)
+    print(format_judgments(summary))
     print(f"wrote {args.out / 'judge.json'} and {args.out / 'judgments.jsonl'}")
-    return _report_failures(result.failed, "judged cases")
+    untrusted = _too_many_invalid("the judge's", summary["unparsable"] / max(summary["cases"], 1),
+                                  args.max_invalid_rate)
+    return _report_failures(result.failed, "judged cases") or (3 if untrusted else 0)
 
 
 def cmd_judge_export(args: argparse.Namespace) -> int:
@@ -316,7 +358,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate_run(args.run)
     print(format_summary(summary))
     print(f"wrote {args.run / 'summary.json'} and {args.run / 'success_by_turn.png'}")
-    return 0
+    if not summary["complete"]:
+        left = len(summary["failed_cases"]) + len(summary["missing_cases"])
+        print(f"rlff-esc: error: the run is incomplete ({left} cases did not run); rerun its simulate command",
+              file=sys.stderr)
+        return 2
+    return _critic_trust([args.run], args.max_invalid_rate)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -373,6 +420,7 @@ def _add_rewards_parser(commands) -> None:
     rewards.add_argument("--future-supporter-prompt", metavar="NAME|FILE",
                          help="supporter that continues futures (default: the candidate proposer)")
     rewards.add_argument("--future-supporter-endpoint", metavar="PROFILE")
+    add_held_out_options(rewards)
     rewards.set_defaults(func=cmd_rewards)
     actions = rewards.add_subparsers(dest="rewards_command", metavar="ACTION")
 
@@ -472,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--no-cache", action="store_true")
     judge.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     judge.add_argument("--allow-mismatch", action="store_true", help="judge runs whose settings differ")
+    _add_max_invalid_rate(judge)
     judge.set_defaults(func=cmd_judge)
     judge_actions = judge.add_subparsers(dest="judge_command", metavar="ACTION")
     judge_export = judge_actions.add_parser(
@@ -519,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="SR / AT summary of a simulate run",
                                    description="Write DIR/summary.json and DIR/success_by_turn.png; print a table.")
     evaluate.add_argument("run", type=Path, metavar="DIR")
+    _add_max_invalid_rate(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     serve = commands.add_parser("serve", help="run the embedded local server in the foreground",

@@ -53,6 +53,10 @@ class RoleConfig(Strict):
     prompt: str
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(96, ge=1)
+    # Supporters only: the latest N messages of the dialogue in the supporter's prompt (None: all).
+    # One setting for every stage: stage-1 candidates and futures are written with it, the reward
+    # model is trained and scores with the window of its data, and GRPO's prompts must match it.
+    context_window: int | None = Field(None, ge=1)
 
 
 class EpisodeConfig(Strict):
@@ -134,6 +138,8 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _roles_name_known_endpoints(self) -> RunConfig:
         for role, binding in self.roles().items():
+            if binding.context_window is not None and role not in ("supporter", "future_supporter"):
+                raise ValueError(f"{role}.context_window: only a supporter's view is windowed")
             name = binding.endpoint
             if name not in self.endpoints:
                 known = ", ".join(sorted(self.endpoints))

@@ -8,9 +8,11 @@ Generic JSONL, one case per line: `{"situation": str, "id"?: str, "emotion"?: st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,3 +177,30 @@ def load_cases(spec: str) -> list[Case]:
     first = next((line for line in path.open() if line.strip()), "")
     looks_like_esconv = '"dialog"' in first and '"emotion_type"' in first
     return _read_jsonl(path, esconv_case if looks_like_esconv else generic_case, path.stem)
+
+
+DEFAULT_EVAL_SPLIT = "esconv:ppdpp_test"
+
+
+def dialogue_key(case: Case) -> str:
+    """The same dialogue under any split's ids: ESConv's full-corpus splits and PPDPP's split share
+    dialogues under different ids (e.g. half of esconv:test is in ppdpp_test)."""
+    text = case.situation + "\n" + "\n".join(f"{m.speaker}: {m.content}" for m in case.dialog)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def held_out_check(training: list[Case], eval_split: str | None, allow_overlap: bool, command: str) -> dict[str, Any]:
+    """Refuse training dialogues that are also in the evaluation split (None: no check), or with
+    `allow_overlap` warn and return them for the provenance record."""
+    if not eval_split:
+        return {"eval_split": None, "eval_overlap": []}
+    held_out = {dialogue_key(case) for case in load_cases(eval_split)}
+    leaked = sorted({case.id for case in training if dialogue_key(case) in held_out})
+    if leaked:
+        named = f"{len(leaked)} training dialogues ({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''})"
+        if not allow_overlap:
+            raise UserError(f"{command}: {named} are also in the evaluation split {eval_split}; train on "
+                            "esconv:ppdpp_train, or pass --allow-eval-overlap to go on (it is recorded)")
+        print(f"rlff-esc: WARNING: {named} are also in the evaluation split {eval_split}; results on it "
+              "are not held out (recorded in the run's provenance)", file=sys.stderr)
+    return {"eval_split": eval_split, "eval_overlap": leaked}

@@ -42,6 +42,7 @@ class Engine:
         self.config = config
         self.offline = offline
         self.prompts = {role: load_prompt(prompt_kind(role), binding.prompt) for role, binding in config.roles().items()}
+        self.prompts["critic"].check_success_threshold(config.episode.success_threshold)
         self.cache = CompletionCache(cache_path or default_cache_path()) if use_cache else None
         self.meter = UsageMeter()
         self._chat_models = chat_models or {}

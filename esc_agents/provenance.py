@@ -40,6 +40,7 @@ def fingerprint(config: RunConfig, prompts: dict[str, Prompt], dataset: str, **s
             "prompt_sha256": prompts[role].sha256,
             "temperature": binding.temperature,
             "max_tokens": binding.max_tokens,
+            "context_window": binding.context_window,
         }
     return {
         "dataset": dataset, "roles": roles, "episode": config.episode.model_dump(), "seed": config.seed, **settings,
@@ -62,7 +63,7 @@ def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def write_run_record(
     out: Path, config: RunConfig, prompts: dict[str, Prompt], dataset: str, *, cases: list[str] | None = None,
-    **settings: Any,
+    held_out: dict[str, Any] | None = None, **settings: Any,
 ) -> dict:
     """Create `out/run.json`, or check that an existing one has the same fingerprint. `cases` are
     the ids the run is meant to finish (a resume with more adds to them): readers compare them
@@ -88,6 +89,7 @@ def write_run_record(
         "prompt_texts": {role: prompt.text for role, prompt in prompts.items()},
         "critic_range": list(prompts["critic"].score_range) if "critic" in prompts else None,
         **({"cases": list(cases)} if cases is not None else {}),
+        **({"held_out": held_out} if held_out is not None else {}),
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

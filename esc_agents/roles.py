@@ -15,7 +15,7 @@ from esc_agents.config import RoleConfig
 from esc_agents.endpoints import Endpoint
 from esc_agents.prompts import ESCONV_STRATEGIES, Prompt
 from esc_agents.replies import clean_utterance, supporter_turn
-from esc_agents.types import Case, CriticScore, Message
+from esc_agents.types import Case, CriticScore, Message, windowed
 
 
 T = TypeVar("T")
@@ -29,11 +29,12 @@ def render_transcript(messages: list[Message]) -> str:
     return "\n".join(f"{m.speaker.capitalize()}: {m.content}" for m in messages)
 
 
-def supporter_messages(prompt: Prompt, history: list[Message]) -> list[dict[str, str]]:
-    """The supporter's chat: its system prompt, the seeker as `user`, itself as `assistant`.
-    The GRPO prompts are built by this same function."""
+def supporter_messages(prompt: Prompt, history: list[Message], window: int | None = None) -> list[dict[str, str]]:
+    """The supporter's chat: its system prompt, then the latest `window` messages with the seeker
+    as `user` and itself as `assistant`. The GRPO prompts are built by this same function."""
     system = prompt.render("system", strategies="\n".join(f"- {s}" for s in ESCONV_STRATEGIES))
-    turns = [{"role": "user" if m.speaker == "seeker" else "assistant", "content": m.content} for m in history]
+    turns = [{"role": "user" if m.speaker == "seeker" else "assistant", "content": m.content}
+             for m in windowed(history, window)]
     return [{"role": "system", "content": system}, *turns]
 
 
@@ -93,7 +94,7 @@ class Supporter(Role):
     """Sees the seeker as `user` and itself as `assistant`."""
 
     def chat(self, case: Case, history: list[Message]) -> list[dict[str, str]]:
-        return supporter_messages(self.prompt, history)
+        return supporter_messages(self.prompt, history, self.settings.context_window)
 
     def _parse(self, raw: str) -> Message | None:
         spec = self.prompt.spec

@@ -9,7 +9,22 @@ from pathlib import Path
 from typing import get_args
 
 from esc_agents.errors import UserError
+from esc_agents.datasets import DEFAULT_EVAL_SPLIT
 from training.grpo_config import RewardMode
+
+
+def add_held_out_options(parser: argparse.ArgumentParser) -> None:
+    """Training on dialogues of the split a policy is evaluated on inflates its SR without an error."""
+    parser.add_argument("--eval-split", default=DEFAULT_EVAL_SPLIT, metavar="SPEC",
+                        help="refuse training dialogues that are also in this evaluation split ('none': no check; "
+                        "default: %(default)s)")
+    parser.add_argument("--allow-eval-overlap", action="store_true",
+                        help="go on despite such dialogues, with a warning and a record in the provenance")
+
+
+def held_out_options(args: argparse.Namespace) -> dict:
+    return {"eval_split": None if args.eval_split == "none" else args.eval_split,
+            "allow_eval_overlap": args.allow_eval_overlap}
 
 
 def _add_reward_model_options(parser: argparse.ArgumentParser, *, objective: bool) -> None:
@@ -29,6 +44,7 @@ def _add_reward_model_options(parser: argparse.ArgumentParser, *, objective: boo
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (merged into the saved model)")
     parser.add_argument("--report-to", metavar="TRACKER", help="tensorboard, wandb, ... (default none)")
     parser.add_argument("--seed", type=int)
+    add_held_out_options(parser)
 
 
 def _reward_model_config(args: argparse.Namespace):
@@ -48,7 +64,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
     from training.reward_model import format_metrics_table, train_reward_model
 
     config = _reward_model_config(args)
-    metrics = train_reward_model(config, args.data, args.out)
+    metrics = train_reward_model(config, args.data, args.out, **held_out_options(args))
     print(format_metrics_table({config.objective: metrics}))
     print(f"wrote {args.out / 'model'}, metrics.json, predictions.jsonl, loss_curves.png")
     return 0
@@ -57,7 +73,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 def cmd_train_rm_ablate(args: argparse.Namespace) -> int:
     from training.reward_model import ablate, format_metrics_table
 
-    results = ablate(_reward_model_config(args), args.data, args.out)
+    results = ablate(_reward_model_config(args), args.data, args.out, **held_out_options(args))
     print(format_metrics_table(results))
     print(f"wrote {args.out / 'ablation.json'} and one folder per objective")
     return 0
@@ -103,9 +119,9 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, temperature=args.temperature, seed=args.seed,
         max_completion_length=args.max_completion_length, batch_size=args.batch_size,
         report_to=[args.report_to] if args.report_to else None,
-        sampling={"contexts": args.contexts},
+        sampling={"contexts": args.contexts}, context_window=args.context_window,
     )
-    metrics = train_grpo(config, args.out)
+    metrics = train_grpo(config, args.out, **held_out_options(args))
     print(f"{metrics['steps']} GRPO steps in {metrics['train_seconds']:.0f} s "
           f"({metrics['train_seconds'] / max(metrics['steps'], 1):.1f} s/step) on {metrics['prompts']} prompts")
     for name in ("reward", "r_fut", "r_fmt", "kl", "spearman"):
@@ -128,7 +144,8 @@ def cmd_warmup_format(args: argparse.Namespace) -> int:
     from training.format_warmup import warm_up_format
 
     folder = warm_up_format(args.out, policy=args.policy, dataset=args.dataset, prompt=args.prompt,
-                            steps=args.steps, contexts=args.contexts, learning_rate=args.learning_rate, seed=args.seed)
+                            steps=args.steps, contexts=args.contexts, learning_rate=args.learning_rate, seed=args.seed,
+                            context_window=args.context_window)
     print(f"format warm-up done -> {folder}; start GRPO from it with `rlff-esc train-grpo --policy {folder} ...`")
     return 0
 
@@ -196,6 +213,10 @@ def add_training_parsers(commands) -> None:
     grpo.add_argument("--config", metavar="FILE", help="YAML with any GrpoRunConfig field")
     grpo.add_argument("--dataset", help="training dialogues (default esconv:ppdpp_train)")
     grpo.add_argument("--contexts", type=int, metavar="N", help="training contexts to sample (default all)")
+    grpo.add_argument("--context-window", type=int, metavar="N",
+                      help="the latest N messages of a context in the prompt (default: all); must be the reward "
+                      "model's, and is the simulated futures' supporter's")
+    add_held_out_options(grpo)
     grpo.add_argument("--policy", help="'embedded' (default), a model folder, or a cached hub id")
     grpo.add_argument("--max-steps", type=int, metavar="N", help="default 100")
     grpo.add_argument("--alpha", type=float, help="weight of R_fmt (default 0.5)")
@@ -220,6 +241,8 @@ def add_training_parsers(commands) -> None:
     warmup.add_argument("--prompt", default="think", help="think-format supporter prompt (default: %(default)s)")
     warmup.add_argument("--steps", type=int, default=20, help="default: %(default)s")
     warmup.add_argument("--contexts", type=int, default=200, help="demonstrations (default: %(default)s)")
+    warmup.add_argument("--context-window", type=int, metavar="N",
+                        help="the latest N messages of a context in the prompt (default: all, as in train-grpo)")
     warmup.add_argument("--learning-rate", type=float, default=2e-4, help="default: %(default)s")
     warmup.add_argument("--seed", type=int, default=0)
     warmup.set_defaults(func=cmd_warmup_format)

@@ -21,6 +21,12 @@ class Message(BaseModel):
     strategy: str | None = None
 
 
+def windowed(history: list, window: int | None) -> list:
+    """The latest `window` messages (all of them for None): what a supporter, and the reward
+    model judging its reply, see of the dialogue."""
+    return history[-window:] if window else history
+
+
 class Case(BaseModel):
     """A seeker's situation to simulate, mapped from any dataset onto one shape."""
 

@@ -25,7 +25,8 @@ READING = "They feel {emotion} about {problem}."
 MAX_REPLY_WORDS = 30  # short demonstrations keep well-formed answers within a small completion budget
 
 
-def demonstrations(dataset: str, prompt_name: str, contexts: int, max_history: int, seed: int) -> list[dict[str, Any]]:
+def demonstrations(dataset: str, prompt_name: str, contexts: int, context_window: int | None,
+                   seed: int) -> list[dict[str, Any]]:
     from esc_agents.datasets import load_cases
 
     prompt = think_prompt(prompt_name)
@@ -39,7 +40,7 @@ def demonstrations(dataset: str, prompt_name: str, contexts: int, max_history: i
             continue
         reading = READING.format(emotion=case.emotion or "upset", problem=case.problem or "what is happening")
         rows.append({
-            "prompt": supporter_messages(prompt, context.history[-max_history:]),
+            "prompt": supporter_messages(prompt, context.history, context_window),
             "completion": [{"role": "assistant", "content": f"<{think}>{reading}</{think}><{response}>{reply}</{response}>"}],
         })
     if not rows:
@@ -48,7 +49,7 @@ def demonstrations(dataset: str, prompt_name: str, contexts: int, max_history: i
 
 
 def warm_up_format(out: Path, *, policy: str = "embedded", dataset: str = "esconv:ppdpp_train",
-                   prompt: str = "think", steps: int = 20, contexts: int = 200, max_history: int = 2,
+                   prompt: str = "think", steps: int = 20, contexts: int = 200, context_window: int | None = None,
                    learning_rate: float = 2e-4, seed: int = 0) -> Path:
     import torch
     from datasets import Dataset
@@ -58,7 +59,7 @@ def warm_up_format(out: Path, *, policy: str = "embedded", dataset: str = "escon
 
     from training.grpo_config import PROJECTIONS
 
-    rows = demonstrations(dataset, prompt, contexts, max_history, seed)
+    rows = demonstrations(dataset, prompt, contexts, context_window, seed)
     base = resolve_backbone(policy)
     tokenizer = AutoTokenizer.from_pretrained(base)
     trainer = SFTTrainer(

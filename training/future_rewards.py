@@ -44,10 +44,15 @@ def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
     """The run config futures are simulated with: the named file (or the default), T, l and the
     formula overridden from the GRPO config; the formula and its δ are checked here."""
     settings = config.simulation
+    window = {"context_window": config.context_window}  # the policy's view is the future supporter's too
     run_config = build_config(settings.config, {
         "episode": {"max_turns": settings.max_turns, "critic_samples": settings.critic_samples},
         "rewards": {"formula": settings.formula},
         "seed": config.seed,
+    })
+    run_config = run_config.model_copy(update={
+        "supporter": run_config.supporter.model_copy(update=window),
+        "future_supporter": run_config.future_supporter and run_config.future_supporter.model_copy(update=window),
     })
     rewards = run_config.rewards
     critic = load_prompt("critic", run_config.critic.prompt)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.errors import UserError
 from esc_agents.prompts import Prompt, load_prompt
 from esc_agents.provenance import versions
@@ -62,14 +63,12 @@ def think_prompt(name: str) -> Prompt:
 
 
 def training_contexts(config: GrpoRunConfig) -> list[Context]:
-    from esc_agents.datasets import load_cases
-
     return sample_contexts(load_cases(config.dataset), config.sampling, config.seed)
 
 
 def prompt_rows(config: GrpoRunConfig, prompt: Prompt, contexts: list[Context]) -> list[dict[str, Any]]:
     rows = [{
-        "prompt": supporter_messages(prompt, context.history[-config.max_history:]),
+        "prompt": supporter_messages(prompt, context.history, config.context_window),
         "context": [{"speaker": m.speaker, "content": m.content} for m in context.history],
         "context_key": context.key,
     } for context in contexts]
@@ -94,10 +93,19 @@ def check_reward_model(config: GrpoRunConfig) -> dict[str, Any] | None:
     if card.get("objective") not in OBJECTIVES:
         raise UserError(f"{config.reward_model}: objective {card.get('objective')!r} is not one this version "
                         f"scores with ({', '.join(OBJECTIVES)})")
+    if card.get("context_window") != config.context_window:
+        raise UserError(f"the reward model {config.reward_model} judges replies seeing the "
+                        f"{_window(card.get('context_window'))} but --context-window gives the policy the "
+                        f"{_window(config.context_window)}; one window for all stages: set --context-window to the "
+                        "reward model's, or make its reward data with the same --context-window")
     if config.reward == "hybrid" and config.hybrid_use_simulated and card["objective"] == "ranking":
         raise UserError(f"--use-simulated: the ranking reward model {config.reward_model} scores on no fixed scale, "
                         "so a simulated R_fut cannot replace its score; use a classification or regression model")
     return card
+
+
+def _window(size: int | None) -> str:
+    return "whole history" if size is None else f"latest {size} messages"
 
 
 def check_generation_backend(config: GrpoRunConfig) -> None:
@@ -156,17 +164,21 @@ def format_spec(prompt: Prompt, tokenizer, rows: list[dict[str, Any]]) -> Format
                       prefilled=ends_with_open_tag(rendered, prompt.spec.think_tag))
 
 
-def train_grpo(config: GrpoRunConfig, out: Path) -> dict[str, Any]:
+def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEFAULT_EVAL_SPLIT,
+               allow_eval_overlap: bool = False) -> dict[str, Any]:
     prompt = think_prompt(config.prompt)
     card = check_reward_model(config)
     check_generation_backend(config)
     contexts = training_contexts(config)
+    held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
+                              "train-grpo")
     rows = prompt_rows(config, prompt, contexts)
     policy = resolve_backbone(config.policy)
     simulator = future_simulator(config, contexts, out)
     claim(out, {"config": config.model_dump(), "prompt": prompt.spec.model_dump()})
     with simulator or contextlib.nullcontext():
         metrics = _train(config, out, prompt, rows, policy, simulator, card)
+    metrics["held_out"] = held_out
     if simulator is not None:
         metrics["simulation"] = simulator.summary()
     write_json(out / "metrics.json", metrics)

@@ -42,7 +42,9 @@ class GrpoRunConfig(Strict):
     dataset: str = "esconv:ppdpp_train"
     sampling: ContextSampling = ContextSampling(positions="random", per_dialogue=2)
     prompt: str = "think"  # supporter prompt; its think/response tags are the format reward's
-    max_history: int = Field(6, ge=1)  # latest messages of the context put in the prompt
+    # The latest N messages of the context in the prompt (None: all): the supporter's view, which
+    # must be the reward model's (checked) and is the simulated futures' supporter's.
+    context_window: int | None = Field(None, ge=1)
     num_generations: int = 4  # G
     temperature: float = Field(1.1, gt=0)
     max_completion_length: int = Field(96, ge=8)

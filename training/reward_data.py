@@ -18,16 +18,17 @@ from typing import Any
 
 from esc_agents import __version__
 from esc_agents.config import RunConfig
-from esc_agents.datasets import load_cases
+from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.engine import Engine
 from esc_agents.errors import UserError
+from esc_agents.jsonfile import write_json
 from esc_agents.jobs import FAILURES, JobsResult, outstanding_failures, run_jobs
 from esc_agents.provenance import differing_fields, write_run_record
 from esc_agents.runlog import RunLog, read_jsonl
 from esc_agents.types import Message
 from graphs.episode import run_episode
 from training.contexts import Context, sample_contexts, shard
-from training.reward_formulas import FutureOutcome, checked_formula, get_formula
+from training.reward_formulas import DEFAULT_CRITIC_RANGE, FutureOutcome, checked_formula, get_formula
 
 RECORDS = "records.jsonl"
 
@@ -74,14 +75,18 @@ async def generate_rewards(
     concurrency: int = 8,
     engine: Engine | None = None,
     progress: bool = True,
+    eval_split: str | None = DEFAULT_EVAL_SPLIT,
+    allow_eval_overlap: bool = False,
 ) -> JobsResult:
     settings = config.rewards
-    formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
-                                      config.episode.max_turns)
-    contexts = reward_contexts(config, dataset, shard_spec)
     engine = engine or Engine(config)
+    formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
+                                      config.episode.max_turns, engine.prompts["critic"].score_range)
+    contexts = reward_contexts(config, dataset, shard_spec)
+    held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
+                              "rewards")
     run = write_run_record(
-        out, config, engine.prompts, dataset, rewards=settings.model_dump(), shard=shard_spec
+        out, config, engine.prompts, dataset, held_out=held_out, rewards=settings.model_dump(), shard=shard_spec
     )
     provenance = _provenance(run)
     m = settings.candidates
@@ -156,7 +161,9 @@ def _load_run(folder: Path) -> dict[str, Any]:
 def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, float] | None = None) -> dict[str, int]:
     """Recompute R_fut and labels of every record in place (atomically); no LLM call."""
     run = _load_run(folder)
-    _, resolved = checked_formula(formula_name, params, delta, run["fingerprint"]["episode"]["max_turns"])
+    critic_range = tuple(run.get("critic_range") or DEFAULT_CRITIC_RANGE)  # older runs: the built-in critic's
+    _, resolved = checked_formula(formula_name, params, delta, run["fingerprint"]["episode"]["max_turns"],
+                                  critic_range)
     records = list(read_jsonl(folder / RECORDS))
     relabelled = [label(record, formula_name, resolved, delta) for record in records]
     changed = sum(old["label"] != new["label"] for old, new in zip(records, relabelled))
@@ -164,7 +171,7 @@ def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, flo
     staging.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in relabelled))
     os.replace(staging, folder / RECORDS)
     run["fingerprint"]["rewards"].update(formula=formula_name, formula_params=resolved, delta=delta)
-    (folder / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    write_json(folder / "run.json", run)
     return {"records": len(records), "labels_changed": changed}
 
 

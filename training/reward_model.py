@@ -16,11 +16,21 @@ from typing import Any
 
 import torch
 
+from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check
 from esc_agents.provenance import versions
+from esc_agents.types import windowed
 from esc_agents.jsonfile import write_json
 from training.backbones import resolve_backbone
 from training.reward_model_config import OBJECTIVES, RewardModelConfig
-from training.reward_model_data import check_trainable, data_hash, encode, load_splits, same_context_pairs
+from training.reward_model_data import (
+    check_trainable,
+    context_window_of,
+    training_dialogues,
+    data_hash,
+    encode,
+    load_splits,
+    same_context_pairs,
+)
 from training.reward_model_metrics import auc, classification_metrics, ranking_metrics
 from training.run_folder import CHECKPOINTS, claim, last_checkpoint, plot_log_history
 from training.scorer import MODEL_CARD, MODEL_FOLDER
@@ -42,9 +52,16 @@ def load_backbone(name: str, objective: str, *, dtype: str):
     return tokenizer, model
 
 
-def train_reward_model(config: RewardModelConfig, data: Path, out: Path) -> dict[str, Any]:
+def train_reward_model(config: RewardModelConfig, data: Path, out: Path, *,
+                       eval_split: str | None = DEFAULT_EVAL_SPLIT, allow_eval_overlap: bool = False) -> dict[str, Any]:
     splits = load_splits(data, valid=config.valid, test=config.test, seed=config.seed)
     check_trainable(splits, config.objective, data)
+    held_out = held_out_check(training_dialogues(data, splits) if eval_split else [], eval_split,
+                              allow_eval_overlap, "train-rm")
+    # The model learns (and later scores) with the supporter's view the candidates were written with.
+    window = context_window_of(data)
+    splits = {name: [{**row, "context": windowed(row["context"], window)} for row in rows]
+              for name, rows in splits.items()}
     resolve_backbone(config.backbone)  # a backbone without weights fails here, before the folder is claimed
     settings = {"config": config.model_dump(), "data": str(data), "data_hash": data_hash(splits)}
     claim(out, settings)
@@ -65,7 +82,7 @@ def train_reward_model(config: RewardModelConfig, data: Path, out: Path) -> dict
     (out / MODEL_CARD).write_text(json.dumps({
         "objective": config.objective, "max_length": config.max_length, "backbone": config.backbone,
         "score": "P(label=1)" if config.objective == "classification" else "model output",
-        "data_hash": settings["data_hash"],
+        "data_hash": settings["data_hash"], "context_window": window, "held_out": held_out,
     }, indent=2) + "\n")
     plot_log_history(trainer.state.log_history, {"loss": {"train": "loss", "valid": "eval_loss"}},
                      out / "loss_curves.png")
@@ -81,7 +98,8 @@ def train_reward_model(config: RewardModelConfig, data: Path, out: Path) -> dict
         "objective": config.objective, "split": split, "rows": len(rows),
         "train_rows": len(splits["train"]), "steps": trainer.state.global_step,
         **evaluate_scores(predictions, rows, config.objective),
-        "data_hash": settings["data_hash"], "config": config.model_dump(), "versions": versions(),
+        "data_hash": settings["data_hash"], "held_out": held_out, "config": config.model_dump(),
+        "versions": versions(),
     }
     write_json(out / "metrics.json", metrics)
     return metrics
@@ -171,13 +189,13 @@ def _predict(model, tokenizer, config: RewardModelConfig, rows: list[dict]) -> l
     return values.tolist()
 
 
-def ablate(config: RewardModelConfig, data: Path, out: Path) -> dict[str, dict[str, Any]]:
+def ablate(config: RewardModelConfig, data: Path, out: Path, **held_out: Any) -> dict[str, dict[str, Any]]:
     """The three objectives on the same data, split and backbone, one after the other."""
     results = {}
     for objective in OBJECTIVES:
         print(f"rlff-esc: training the {objective} reward model", file=sys.stderr)
         results[objective] = train_reward_model(config.model_copy(update={"objective": objective}), data,
-                                                out / objective)
+                                                out / objective, **held_out)
     (out / "ablation.json").write_text(json.dumps(
         {name: {k: v for k, v in m.items() if k not in ("config", "versions")} for name, m in results.items()},
         indent=2) + "\n")

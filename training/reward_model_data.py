@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from esc_agents.errors import UserError
+from esc_agents.types import windowed
 from esc_agents.runlog import read_jsonl
 from training.reward_data import RECORDS
 from training.reward_export import SPLITS, scored_records, split_by_dialogue, training_row
@@ -68,6 +69,33 @@ def load_splits(folder: Path, *, valid: float = 0.15, test: float = 0.15, seed: 
     return splits
 
 
+def context_window_of(folder: Path) -> int | None:
+    """The supporter's context window the reward data was made with (None: the whole history)."""
+    return source_run(folder).get("roles", {}).get("supporter", {}).get("context_window")
+
+
+def source_run(folder: Path) -> dict[str, Any]:
+    """The fingerprint of the `rewards` run the data came from ({} if unknown)."""
+    folder = Path(folder)
+    if (folder / "run.json").exists():
+        return json.loads((folder / "run.json").read_text())["fingerprint"]
+    if (folder / "export.json").exists():
+        return json.loads((folder / "export.json").read_text()).get("run", {})
+    return {}
+
+
+def training_dialogues(folder: Path, splits: dict[str, list[dict]]) -> list:
+    """The dialogues behind the training rows, loaded from the dataset the reward data was made from."""
+    from esc_agents.datasets import load_cases
+
+    dataset = source_run(folder).get("dataset")
+    if dataset is None:
+        raise UserError(f"{folder}: no record of the dataset its reward data came from; "
+                        "pass --eval-split none to train without the held-out check")
+    used = {row["dialogue_id"] for row in splits["train"]}
+    return [case for case in load_cases(dataset) if case.id in used]
+
+
 def data_hash(splits: dict[str, list[dict]]) -> str:
     """Identifies the exact rows and split a model was trained on."""
     digest = hashlib.sha256()
@@ -81,9 +109,12 @@ def render_context(context: list[dict[str, str]]) -> str:
     return "".join(f"{m['speaker'].capitalize()}: {m['content']}\n" for m in context)
 
 
-def encode(tokenizer, context: list[dict[str, str]], reply: str, max_length: int) -> list[int]:
-    """Token ids of (context, reply). The reply is kept (up to half the budget); the context is
-    cut from the left, so the turns nearest the reply survive. Training and scoring both call this."""
+def encode(tokenizer, context: list[dict[str, str]], reply: str, max_length: int,
+           window: int | None = None) -> list[int]:
+    """Token ids of (context, reply). The context is the latest `window` messages (the supporter's
+    view the data was made with), then cut from the left to the token budget, so the turns nearest
+    the reply survive; the reply is kept (up to half the budget). Training and scoring both call this."""
+    context = windowed(context, window)
     specials = _special_ids(tokenizer)
     budget = max_length - len(specials[0]) - len(specials[1])
     reply_ids = tokenizer(REPLY_HEADER + reply, add_special_tokens=False)["input_ids"][: max(budget // 2, 1)]

@@ -19,12 +19,14 @@ RANDOM = "random"
 
 
 class RewardScorer:
-    def __init__(self, model, tokenizer, *, objective: str, max_length: int, batch_size: int = 16):
+    def __init__(self, model, tokenizer, *, objective: str, max_length: int, batch_size: int = 16,
+                 context_window: int | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.objective = objective
         self.max_length = max_length
         self.batch_size = batch_size
+        self.context_window = context_window  # the supporter's view the model was trained on
 
     @classmethod
     def load(cls, folder: str | Path, *, batch_size: int = 16, device: str | None = None,
@@ -39,7 +41,7 @@ class RewardScorer:
         model = AutoModelForSequenceClassification.from_pretrained(Path(folder) / MODEL_FOLDER, dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(Path(folder) / MODEL_FOLDER)
         return cls(model.to(device or _default_device()), tokenizer, objective=card["objective"],
-                   max_length=card["max_length"], batch_size=batch_size)
+                   max_length=card["max_length"], batch_size=batch_size, context_window=card.get("context_window"))
 
     @classmethod
     def untrained(cls, backbone: str = "embedded", *, seed: int = 0, max_length: int = 384,
@@ -53,7 +55,7 @@ class RewardScorer:
                    max_length=max_length, batch_size=batch_size)
 
     def encode(self, context: list[dict[str, str]], reply: str) -> list[int]:
-        return encode(self.tokenizer, context, reply, self.max_length)
+        return encode(self.tokenizer, context, reply, self.max_length, self.context_window)
 
     @torch.inference_mode()
     def score(self, contexts: Sequence[list[dict[str, str]]], replies: Sequence[str]) -> list[float]:

@@ -7,7 +7,6 @@ reference the shifts are measured against.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import product
@@ -21,6 +20,7 @@ from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.metrics import plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import paired_bootstrap
+from esc_agents.jsonfile import write_json
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
         "pooled_over_user_models": {"|".join(map(str, key)): float(np.mean(v)) for key, v in pooled.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bias.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "bias.json", report)
     plot_success_by_turn({label: row["success_by_turn"] for label, row in rows.items()}, out / "success_by_turn.png")
     return report
 

@@ -4,7 +4,6 @@ is a position effect and counts as a tie. Judgments are appended per case and re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
