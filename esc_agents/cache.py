@@ -13,11 +13,17 @@ losing its cache.
 
 Identical requests in flight at the same time share one call (`InFlight`), so a replay gets the
 very text the original run used.
+
+A `cache_scope` (a context variable) adds a name to every key made under it: GRPO's online futures
+run under "their step and completion", so a (context, reply) pair seen again in a later step draws
+a fresh future instead of replaying an earlier one (or a stage-1 future from a shared cache file),
+while a resumed run still replays exactly the step it redoes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import sqlite3
@@ -33,7 +39,12 @@ from esc_agents.local_server import bundled_weights_id
 from training.policy_export import POLICY_CARD
 
 
+cache_scope: contextvars.ContextVar[str | None] = contextvars.ContextVar("cache_scope", default=None)
+
+
 def completion_key(**parts: Any) -> str:
+    if (scope := cache_scope.get()) is not None:
+        parts["scope"] = scope  # absent otherwise, so unscoped keys stay as they were
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -118,3 +118,32 @@ def test_use_simulated_is_refused_for_a_ranking_reward_model(tmp_path):
     with pytest.raises(UserError, match="ranking reward model .* no fixed scale"):
         check_reward_model(config)
     check_reward_model(load_grpo_config(None, reward="hybrid", reward_model=str(folder)))  # without it: fine
+
+
+def futures_of(tmp_path, steps, *, fresh_per_step=True):
+    """R_fut of one (context, reply) pair at each of `steps`, through one cache file; the critic's
+    verdict changes with every call, so a replayed future shows as a repeated reward."""
+    verdicts = iter(["A) worse", "D) solved", "B) same", "C) better"] * 10)
+    model = ScriptedChatModel(script={"supporter": ["How are you?"], "user_simulator": ["I am not sure."],
+                                      "critic": lambda messages: next(verdicts)})
+    config = build_config(None, {"episode": {"max_turns": 1, "critic_samples": 1}})
+
+    async def run_steps():
+        with FutureSimulator(config, [CONTEXT], tmp_path / "futures.jsonl", chat_models={"local": model},
+                             cache_path=tmp_path / "cache.sqlite", fresh_per_step=fresh_per_step) as simulator:
+            return [(await simulator.rewards([(CONTEXT.key, "That hurts.")], step=step, log_metric=lambda *a: None))[0]
+                    for step in steps]
+
+    return asyncio.run(run_steps()), model
+
+
+def test_a_pair_seen_again_in_a_later_step_draws_a_fresh_future_and_a_resumed_step_replays(tmp_path):
+    rewards, model = futures_of(tmp_path, [0, 1])
+    assert model.calls("critic") == 2 and rewards[0] != rewards[1]  # step 1 did not replay step 0's future
+    replayed, again = futures_of(tmp_path, [0, 1])  # a resume redoing both steps: the same futures, no call
+    assert replayed == rewards and again.requests == []
+
+
+def test_replaying_futures_across_steps_is_a_choice(tmp_path):
+    rewards, model = futures_of(tmp_path, [0, 1], fresh_per_step=False)
+    assert model.calls("critic") == 1 and rewards[0] == rewards[1]

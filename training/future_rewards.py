@@ -25,6 +25,7 @@ from typing import Any
 
 from scipy import stats
 
+from esc_agents.cache import cache_scope
 from esc_agents.config import RunConfig, build_config
 from esc_agents.engine import Engine
 from esc_agents.jobs import JOB_FAILURES
@@ -72,10 +73,12 @@ class FutureSimulator:
     after the endpoint's retries or ended without a parsable critic verdict."""
 
     def __init__(self, run_config: RunConfig, contexts: Sequence[Context], log_path: Path, *,
-                 use_cache: bool = True, chat_models: dict | None = None):
+                 use_cache: bool = True, chat_models: dict | None = None, fresh_per_step: bool = True,
+                 cache_path: Path | None = None):
         self.run_config = run_config
+        self.fresh_per_step = fresh_per_step
         rewards = run_config.rewards
-        self.engine = Engine(run_config, use_cache=use_cache, chat_models=chat_models)
+        self.engine = Engine(run_config, use_cache=use_cache, chat_models=chat_models, cache_path=cache_path)
         critic_range = self.engine.prompts["critic"].score_range
         max_turns = run_config.episode.max_turns
         self.formula, self.params = checked_formula(rewards.formula, rewards.formula_params, rewards.delta,
@@ -115,18 +118,23 @@ class FutureSimulator:
     def delta(self) -> float:
         return self.run_config.rewards.delta
 
-    async def rewards(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric) -> list[float | None]:
+    async def rewards(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric,
+                      slots: Sequence[int] | None = None) -> list[float | None]:
         """R_fut per (context key, reply); each future is appended to the run folder."""
-        futures = await self.simulate(pairs, step=step, log_metric=log_metric)
+        futures = await self.simulate(pairs, step=step, log_metric=log_metric, slots=slots)
         self.record(step, futures)
         return [future["r_fut"] for future in futures]
 
-    async def simulate(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric) -> list[dict[str, Any]]:
+    async def simulate(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric,
+                       slots: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """The future of each (context key, reply), all at once, with its R_fut (None: failed);
-        cost and failures are logged for this step."""
+        cost and failures are logged for this step. `slots` are the pairs' places in the batch
+        (default 0..n-1): with the step, they make each future's samples its own."""
         before = self.engine.meter.as_dict()
         started = time.perf_counter()
-        futures = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._futures(pairs), self._loop))
+        scopes = [f"grpo step {step} completion {slot}" if self.fresh_per_step else None
+                  for slot in (slots if slots is not None else range(len(pairs)))]
+        futures = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._futures(pairs, scopes), self._loop))
         waited = time.perf_counter() - started
         cost = usage_delta(before, self.engine.meter.as_dict())
         failed = [f for f in futures if f["r_fut"] is None]
@@ -149,10 +157,11 @@ class FutureSimulator:
             for future in futures:
                 handle.write(json.dumps({"step": step, **future}, ensure_ascii=False) + "\n")
 
-    async def _futures(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-        return await asyncio.gather(*(self._future(key, reply) for key, reply in pairs))
+    async def _futures(self, pairs: Sequence[tuple[str, str]], scopes: Sequence[str | None]) -> list[dict[str, Any]]:
+        return await asyncio.gather(*(self._future(key, reply, scope) for (key, reply), scope in zip(pairs, scopes)))
 
-    async def _future(self, key: str, reply: str) -> dict[str, Any]:
+    async def _future(self, key: str, reply: str, scope: str | None) -> dict[str, Any]:
+        cache_scope.set(scope)  # this future's own task: its calls alone are keyed under the scope
         context = self.contexts[key]
         record: dict[str, Any] = {"context_key": key, "reply": reply, "r_fut": None, "error": None}
         candidate = Message(speaker="supporter", content=reply)
@@ -271,7 +280,7 @@ class SimulatedFutureReward:
         unscored: set[int] = set()
         try:
             values = await self.simulator.rewards([(context_key[i], replies[i]) for i in spoken],
-                                                  step=step_of(trainer_state), log_metric=log_metric)
+                                                  step=step_of(trainer_state), log_metric=log_metric, slots=spoken)
             unscored = {i for i, value in zip(spoken, values) if value is None}
         finally:
             self.unscored.publish(completions, unscored)  # also on failure, so R_fmt never waits forever
@@ -351,7 +360,7 @@ class HybridFutureReward:
         step = step_of(trainer_state)
         checked = checked_share(spoken, self.fraction, random.Random(f"{self.seed}:{step}"))
         simulation = asyncio.ensure_future(self.simulator.simulate(
-            [(context_key[i], replies[i]) for i in checked], step=step, log_metric=log_metric))
+            [(context_key[i], replies[i]) for i in checked], step=step, log_metric=log_metric, slots=checked))
         scores = await asyncio.to_thread(self.scorer.score, [context[i] for i in spoken], [replies[i] for i in spoken])
         rewards = with_reply_rewards(len(replies), spoken, scores, model_floor(self.scorer.objective, scores))
         futures = await simulation

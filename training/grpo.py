@@ -118,7 +118,8 @@ def future_simulator(config: GrpoRunConfig, contexts: list[Context], out: Path) 
     checks the endpoints, so do it before the policy loads."""
     if config.reward == "model":
         return None
-    return FutureSimulator(simulation_run_config(config), contexts, out / FUTURES, use_cache=config.simulation.cache)
+    return FutureSimulator(simulation_run_config(config), contexts, out / FUTURES, use_cache=config.simulation.cache,
+                           fresh_per_step=config.simulation.fresh_per_step)
 
 
 def reward_functions(config: GrpoRunConfig, spec: FormatSpec, simulator: FutureSimulator | None = None) -> list:

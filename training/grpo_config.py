@@ -26,6 +26,9 @@ class FutureSimulation(Strict):
     critic_samples: int | None = Field(None, ge=1)  # l; None: the run config's
     formula: str | None = None  # R_fut formula (reward_formulas registry); None: the run config's
     cache: bool = True  # replay and record completions in the completion cache
+    # Each step's futures are new samples (the step and completion enter the cache key); False replays
+    # the future of a (context, reply) pair seen before, in any step or in stage 1's shared cache.
+    fresh_per_step: bool = True
 
 
 class GrpoRunConfig(Strict):
