@@ -59,7 +59,7 @@ def test_rewards_bad_input(tmp_path, args, message):
 
 def single_class_export(folder):
     folder.mkdir()
-    (folder / "export.json").write_text("{}")
+    (folder / "export.json").write_text(json.dumps({"run": {"dataset": "esconv:ppdpp_train"}}))
     rows = [{"context_key": f"c{r_fut}", "dialogue_id": "d", "context": [], "reply": "r", "r_fut": r_fut, "label": 1}
             for r_fut in (0.9, 0.8)]
     (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -85,7 +85,7 @@ def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, A
             for turn in range(1, max_turns + 1)
         },
         "invalid_critic_rate": invalid_verdict_rate(score for t in trajectories for score in t["scores"]),
-        "no_reply": sum(t["status"] == "no_reply" for t in trajectories),
+        "no_reply": sum(t.get("status") == "no_reply" for t in trajectories),
         "by_emotion": _group(trajectories, "emotion", max_turns),
         "by_problem": _group(trajectories, "problem", max_turns),
     }
