@@ -99,6 +99,9 @@ def test_a_rewards_folder_groups_candidates_by_context_with_their_spread():
     folder = load_folder(REWARD_FIXTURE)
     records = read_jsonl(REWARD_FIXTURE / "records.jsonl")
     assert folder["kind"] == "rewards" and len(folder["contexts"]) == 12
+    # the critic prompt's whole scale, verdicts nobody gave included, for the histograms
+    assert folder["verdict_names"] == {"-1": "feels worse", "-0.5": "feels the same", "0.5": "feels better",
+                                       "1": "issue solved"}
     assert sum(len(c["candidates"]) for c in folder["contexts"]) == len(records) == 48
     context = folder["contexts"][0]
     values = [r["r_fut"] for r in records if r["context_key"] == context["key"]]
@@ -194,7 +197,11 @@ def simulated(local_server, tmp_path_factory) -> dict[str, Path]:
     result = rlff_esc("compare", "--runs", str(root / "vanilla"), str(root / "think"), "--out", str(root / "cmp"),
                       timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    return {"vanilla": root / "vanilla", "think": root / "think", "compare": root / "cmp"}
+    # cooperative_seed0 replays the vanilla run from the cache; only the resistant persona runs
+    result = rlff_esc("bias", *SMALL_RUN, "--personas", "cooperative,resistant", "--cache", cache,
+                      "--out", str(root / "bias"), timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {"vanilla": root / "vanilla", "think": root / "think", "compare": root / "cmp", "bias": root / "bias"}
 
 
 @pytest.mark.server
@@ -248,6 +255,27 @@ def test_a_comparison_puts_the_same_case_side_by_side_and_filters_discordant_cas
                            "c.classList.contains('rv-differs'), c.querySelectorAll('.rv-turn-votes').length])")
     assert columns == [[label, bool(differ), len(runs[label][case]["scores"])] for label in ("vanilla", "think")]
     browser.screenshot(screenshots / "compare.png")
+    assert browser.errors == []
+
+
+@pytest.mark.server
+def test_a_bias_study_shows_each_conditions_sr_with_its_wilson_interval(simulated, browser, screenshots):
+    assert rlff_esc("view", str(simulated["bias"]), timeout=120).returncode == 0
+    labels = ["cooperative_seed0", "resistant_seed0"]
+    expected = []
+    for label in labels:
+        outcomes = [t["success"] for t in read_jsonl(simulated["bias"] / label / "trajectories.jsonl")]
+        low, high = wilson_interval(sum(outcomes), len(outcomes))
+        expected.append([label, f"SR {sum(outcomes) / len(outcomes):.3f} [{low:.2f}, {high:.2f}]"])
+    browser.errors.clear()
+    browser.open((simulated["bias"] / "view.html").as_uri())
+    cards = browser.eval("[...document.querySelectorAll('.rv-card')].map(c => [c.querySelector('b').textContent, "
+                         "c.childNodes[1].textContent.trim()])")
+    assert cards == expected
+    first = browser.eval("document.querySelector('.rv-item').dataset.id")
+    open_item(browser, first, "data-case")
+    assert browser.eval("[...document.querySelectorAll('.rv-column')].map(c => c.dataset.column)") == labels
+    browser.screenshot(screenshots / "bias.png")
     assert browser.errors == []
 
 

@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from esc_agents.errors import UserError
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.jobs import outstanding_failures
@@ -43,6 +45,23 @@ def _verdict_names(scores: list[dict[str, Any]], names: dict[str, str]) -> None:
     for score in scores:
         for value, verdict in zip(score["samples"], score.get("verdicts", [])):
             names.setdefault(f"{float(value):g}", verdict)
+
+
+def _critic_scale(run: dict[str, Any]) -> dict[str, str]:
+    """The critic prompt's whole verdict scale, so histograms show verdicts nobody gave too: from
+    the prompt text run.json keeps, else the built-in prompt of that name; empty if neither."""
+    try:
+        text = run.get("prompt_texts", {}).get("critic")
+        if text:
+            verdicts = yaml.safe_load(text)["verdicts"]
+        else:
+            from esc_agents.prompts import load_prompt
+
+            name = run["fingerprint"]["roles"]["critic"]["prompt"]
+            verdicts = [v.model_dump() for v in load_prompt("critic", name).spec.verdicts]
+        return {f"{float(v['score']):g}": v["label"] for v in verdicts}
+    except Exception:  # an unknown prompt file or an older run.json: the verdicts seen will do
+        return {}
 
 
 def _episode(trajectory: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +93,10 @@ def _episodes_folder(name: str, kind: str, columns: dict[str, Path], extra: dict
     """Simulate runs side by side on their cases (one column for a simulate folder)."""
     column_info, by_case, names = [], {}, {}
     for index, (label, folder) in enumerate(columns.items()):
-        fingerprint = _run_json(folder).get("fingerprint", {})
+        run = _run_json(folder)
+        fingerprint = run.get("fingerprint", {})
+        for value, verdict in _critic_scale(run).items():
+            names.setdefault(value, verdict)
         episode = fingerprint.get("episode", {})
         trajectories = list(read_jsonl(folder / "trajectories.jsonl"))
         failures = outstanding_failures(folder, "case_id", {t["case_id"] for t in trajectories})
@@ -131,7 +153,7 @@ def _run_folders(folder: Path, labels: list[str], recorded: dict[str, str]) -> d
 def _rewards_folder(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
     """D_r: each context with its m candidates, their R_fut, label and simulated future."""
     contexts: dict[str, dict[str, Any]] = {}
-    names: dict[str, str] = {}
+    names = _critic_scale(run)
     for record in read_jsonl(folder / "records.jsonl"):
         _verdict_names(record["critic_scores"], names)
         context = contexts.setdefault(record["context_key"], {
