@@ -47,16 +47,25 @@ class EndpointProfile(Strict):
 
 
 class RoleConfig(Strict):
-    """Which endpoint and prompt a role uses, and its sampling parameters."""
+    """An LLM role (which endpoint and prompt, and its sampling parameters), or a role written in
+    Python (`factory`: an installed role name or `package.module:callable`, called with `args`)."""
 
     endpoint: str = "local"
-    prompt: str
+    prompt: str | None = None
+    factory: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(96, ge=1)
     # Supporters only: the latest N messages of the dialogue in the supporter's prompt (None: all).
     # One setting for every stage: stage-1 candidates and futures are written with it, the reward
     # model is trained and scores with the window of its data, and GRPO's prompts must match it.
     context_window: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _llm_or_python(self) -> RoleConfig:
+        if (self.prompt is None) == (self.factory is None):
+            raise ValueError("give a role either a prompt (an LLM role) or a factory (a Python role)")
+        return self
 
 
 class EpisodeConfig(Strict):
@@ -140,6 +149,8 @@ class RunConfig(Strict):
         for role, binding in self.roles().items():
             if binding.context_window is not None and role not in ("supporter", "future_supporter"):
                 raise ValueError(f"{role}.context_window: only a supporter's view is windowed")
+            if binding.factory is not None:
+                continue  # a Python role calls no endpoint
             name = binding.endpoint
             if name not in self.endpoints:
                 known = ", ".join(sorted(self.endpoints))
@@ -199,9 +210,16 @@ def build_config(path: str | Path | None = None, overrides: dict[str, Any] | Non
 
 
 def _future_supporter_follows(data: dict[str, Any]) -> None:
-    """Unset fields of the future supporter follow the supporter's."""
+    """Unset fields of the future supporter follow the supporter's; a binding given a factory
+    drops the built-in default prompt it was merged over (it is a Python role now), while a
+    prompt the user named beside a factory stays, and is refused as ambiguous."""
     if isinstance(data.get("future_supporter"), dict):
         data["future_supporter"] = _merge(data["supporter"], data["future_supporter"])
+    defaults = RunConfig().roles()
+    for role, binding in data.items():
+        if isinstance(binding, dict) and binding.get("factory") is not None and role in defaults \
+                and binding.get("prompt") == defaults[role].prompt:
+            binding["prompt"] = None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Everything one run needs to call models: prompts, endpoints, cache, the embedded server, roles.
 
-Prompts are loaded and validated in the constructor, before any server starts or any call is
-made; endpoints are checked for reachability on entry. An offline engine replays a finished run
+Prompts are loaded and validated, and Python roles made, in the constructor, before any server
+starts or any call is made; endpoints (of LLM roles only) are checked for reachability on entry.
+A role can also be passed in as an object (`roles={"critic": MyCritic()}`): it replaces that
+role's binding, and run.json records it by its own fingerprint. An offline engine replays a finished run
 from the cache alone: no server starts, no endpoint is checked, a missing completion is an error.
 """
 
@@ -17,7 +19,8 @@ from esc_agents.config import RunConfig
 from esc_agents.endpoints import Endpoint, UsageMeter
 from esc_agents.errors import UserError
 from esc_agents.local_server import LocalServer, cache_dir
-from esc_agents.prompts import load_prompt, prompt_kind
+from esc_agents.prompts import check_success_threshold, load_prompt, prompt_kind
+from esc_agents.role_plugins import make_role, role_fingerprint
 from esc_agents.roles import Critic, Judge, Supporter, UserSimulator
 from esc_agents.types import Case
 from graphs.episode import EpisodeContext
@@ -36,51 +39,71 @@ class Engine:
         cache_path: str | Path | None = None,
         chat_models: dict[str, BaseChatModel] | None = None,
         offline: bool = False,
+        roles: dict[str, object] | None = None,
     ):
         if offline and not use_cache:
             raise UserError("--offline replays completions from the cache; it cannot go with --no-cache")
         self.config = config
         self.offline = offline
-        self.prompts = {role: load_prompt(prompt_kind(role), binding.prompt) for role, binding in config.roles().items()}
-        self.prompts["critic"].check_success_threshold(config.episode.success_threshold)
+        bindings = config.roles()
+        injected = roles or {}
+        if unknown := set(injected) - set(bindings):
+            raise UserError(f"roles= names no role of this run: {', '.join(sorted(unknown))}")
+        self.plugins = {role: injected.get(role) or make_role(role, binding.factory, binding.args, config.seed)
+                        for role, binding in bindings.items() if role in injected or binding.factory is not None}
+        self.plugin_fingerprints = {role: role_fingerprint(plugin, None if role in injected else bindings[role].factory)
+                                    for role, plugin in self.plugins.items()}
+        self.prompts = {role: load_prompt(prompt_kind(role), binding.prompt)
+                        for role, binding in bindings.items() if role not in self.plugins}
+        critic = self.plugins.get("critic")
+        name = f"critic {bindings['critic'].factory or type(critic).__name__!r}" if critic else \
+            f"critic prompt {self.prompts['critic'].name!r}"
+        check_success_threshold(name, self.critic_range, config.episode.success_threshold)
         self.cache = CompletionCache(cache_path or default_cache_path()) if use_cache else None
         self.meter = UsageMeter()
         self._chat_models = chat_models or {}
         self._servers: list[LocalServer] = []
         self.endpoints: dict[str, Endpoint] = {}
 
+    @property
+    def critic_range(self) -> tuple[float, float]:
+        """The critic's lowest and highest verdict score: the scale of eta, R_fut and delta."""
+        if "critic" in self.plugins:
+            return tuple(self.plugins["critic"].score_range)
+        return self.prompts["critic"].score_range
+
+    @property
+    def judge_criteria(self) -> list[str]:
+        if "judge" in self.plugins:
+            return list(getattr(self.plugins["judge"], "criteria", ["overall"]))
+        return self.prompts["judge"].spec.criteria
+
     async def __aenter__(self) -> Engine:
         try:
-            for name in sorted({binding.endpoint for binding in self.config.roles().values()}):
+            llm_endpoints = {binding.endpoint for role, binding in self.config.roles().items()
+                             if role not in self.plugins}
+            for name in sorted(llm_endpoints):
                 self.endpoints[name] = await self._open_endpoint(name)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
-        regenerations = self.config.episode.empty_reply_retries
-        common = {"seed": self.config.seed, "use_cache": self.cache is not None}
-        self.supporter = Supporter(
-            "supporter", self.endpoints[self.config.supporter.endpoint], self.prompts["supporter"],
-            self.config.supporter, regenerations=regenerations, **common,
-        )
-        self.user_simulator = UserSimulator(
-            "user_simulator", self.endpoints[self.config.user_simulator.endpoint], self.prompts["user_simulator"],
-            self.config.user_simulator, regenerations=regenerations, **common,
-        )
-        self.critic = Critic(
-            "critic", self.endpoints[self.config.critic.endpoint], self.prompts["critic"],
-            self.config.critic, regenerations=self.config.episode.critic_retries, **common,
-        )
-        self.judge = None
-        if (judge := self.config.judge) is not None:
-            self.judge = Judge("judge", self.endpoints[judge.endpoint], self.prompts["judge"], judge,
-                               regenerations=self.config.episode.critic_retries, **common)
+        config = self.config
+        self.supporter = self._role("supporter", Supporter, config.episode.empty_reply_retries)
+        self.user_simulator = self._role("user_simulator", UserSimulator, config.episode.empty_reply_retries)
+        self.critic = self._role("critic", Critic, config.episode.critic_retries)
+        self.judge = self._role("judge", Judge, config.episode.critic_retries) if config.judge is not None else None
         self.future_supporter = self.supporter
-        if (binding := self.config.future_supporter) is not None:
-            self.future_supporter = Supporter(
-                "future_supporter", self.endpoints[binding.endpoint], self.prompts["future_supporter"],
-                binding, regenerations=regenerations, **common,
-            )
+        if config.future_supporter is not None:
+            self.future_supporter = self._role("future_supporter", Supporter, config.episode.empty_reply_retries)
         return self
+
+    def _role(self, role: str, llm_role: type, regenerations: int):
+        """The plugin bound to `role`, else its LLM role on its endpoint."""
+        if role in self.plugins:
+            return self.plugins[role]
+        binding = self.config.roles()[role]
+        return llm_role(role, self.endpoints[binding.endpoint], self.prompts[role], binding,
+                        regenerations=regenerations, seed=self.config.seed, use_cache=self.cache is not None)
 
     async def _open_endpoint(self, name: str) -> Endpoint:
         profile = self.config.endpoints[name]

@@ -98,13 +98,7 @@ class Prompt:
         return min(scores), max(scores)
 
     def check_success_threshold(self, threshold: float) -> None:
-        """Success is a mean verdict score above η: a critic whose scores all lie on one side of η
-        would make every episode a success (or none) without a word."""
-        low, high = self.score_range
-        if not low <= threshold < high:
-            raise UserError(f"critic prompt {self.name!r} scores verdicts in [{low:g}, {high:g}], but the success "
-                            f"threshold eta = {threshold:g} must lie in [{low:g}, {high:g}) so verdicts fall on both "
-                            "sides of it; set --success-threshold (episode.success_threshold)")
+        check_success_threshold(f"critic prompt {self.name!r}", self.score_range, threshold)
 
     def classify(self, answer: str) -> Verdict | None:
         """The one verdict whose patterns match the critic's answer, or None (unparsable or ambiguous)."""
@@ -115,6 +109,16 @@ class Prompt:
             if any(re.search(pattern, text, flags=re.IGNORECASE | re.MULTILINE) for pattern in verdict.patterns)
         }
         return next(iter(matched.values())) if len(matched) == 1 else None
+
+
+def check_success_threshold(critic: str, score_range: tuple[float, float], threshold: float) -> None:
+    """Success is a mean verdict score above eta: a critic whose scores all lie on one side of eta
+    would make every episode a success (or none) without a word."""
+    low, high = score_range
+    if not low <= threshold < high:
+        raise UserError(f"{critic} scores verdicts in [{low:g}, {high:g}], but the success threshold "
+                        f"eta = {threshold:g} must lie in [{low:g}, {high:g}) so verdicts fall on both sides of it; "
+                        "set --success-threshold (episode.success_threshold)")
 
 
 def prompt_kind(role: str) -> str:

@@ -29,11 +29,16 @@ def versions() -> dict[str, str]:
     return found
 
 
-def fingerprint(config: RunConfig, prompts: dict[str, Prompt], dataset: str, **settings: Any) -> dict[str, Any]:
+def fingerprint(config: RunConfig, prompts: dict[str, Prompt], dataset: str,
+                plugins: dict[str, dict[str, Any]] | None = None, **settings: Any) -> dict[str, Any]:
     """The settings that change results. Concurrency, timeouts and retry budgets don't;
-    only the model behind each role's endpoint does. `settings` adds a command's own."""
+    only the model behind each role's endpoint does. A Python role is named by its own
+    fingerprint (`plugins`), never as the LLM binding it replaced. `settings` adds a command's own."""
     roles = {}
     for role, binding in config.roles().items():
+        if plugins and role in plugins:
+            roles[role] = plugins[role]
+            continue
         roles[role] = {
             "model": config.endpoints[binding.endpoint].model,
             "prompt": prompts[role].name,
@@ -63,14 +68,15 @@ def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def write_run_record(
     out: Path, config: RunConfig, prompts: dict[str, Prompt], dataset: str, *, cases: list[str] | None = None,
-    held_out: dict[str, Any] | None = None, **settings: Any,
+    held_out: dict[str, Any] | None = None, plugins: dict[str, dict[str, Any]] | None = None,
+    critic_range: tuple[float, float] | None = None, **settings: Any,
 ) -> dict:
     """Create `out/run.json`, or check that an existing one has the same fingerprint. `cases` are
     the ids the run is meant to finish (a resume with more adds to them): readers compare them
     with what finished, so a case that never ran is never silently left out of a metric. The
     prompts' full texts are kept too, so the run can be redone where their files are not."""
     path = out / "run.json"
-    current = fingerprint(config, prompts, dataset, **settings)
+    current = fingerprint(config, prompts, dataset, plugins, **settings)
     if path.exists():
         previous = json.loads(path.read_text())
         if diff := differing_fields(previous["fingerprint"], current):
@@ -87,7 +93,8 @@ def write_run_record(
         "config": config.model_dump(mode="json"),
         "prompts": {role: str(prompt.path) for role, prompt in prompts.items()},
         "prompt_texts": {role: prompt.text for role, prompt in prompts.items()},
-        "critic_range": list(prompts["critic"].score_range) if "critic" in prompts else None,
+        "critic_range": list(critic_range or prompts["critic"].score_range) if critic_range or "critic" in prompts
+        else None,
         **({"cases": list(cases)} if cases is not None else {}),
         **({"held_out": held_out} if held_out is not None else {}),
         "versions": versions(),

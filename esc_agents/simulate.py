@@ -24,7 +24,8 @@ async def simulate(
     progress: bool = True,
 ) -> JobsResult:
     engine = engine or Engine(config)
-    write_run_record(out, config, engine.prompts, dataset, cases=[case.id for case in cases])
+    write_run_record(out, config, engine.prompts, dataset, cases=[case.id for case in cases],
+                     plugins=engine.plugin_fingerprints, critic_range=engine.critic_range)
 
     def episode(case: Case):
         async def job() -> dict:

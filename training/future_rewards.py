@@ -29,7 +29,6 @@ from esc_agents.cache import cache_scope
 from esc_agents.config import RunConfig, build_config
 from esc_agents.engine import Engine
 from esc_agents.jobs import JOB_FAILURES
-from esc_agents.prompts import load_prompt
 from esc_agents.types import Message
 from graphs.episode import run_episode
 from training.contexts import Context
@@ -56,10 +55,8 @@ def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
         "future_supporter": run_config.future_supporter and run_config.future_supporter.model_copy(update=window),
     })
     rewards = run_config.rewards
-    critic = load_prompt("critic", run_config.critic.prompt)
-    critic.check_success_threshold(run_config.episode.success_threshold)
-    checked_formula(rewards.formula, rewards.formula_params, rewards.delta, run_config.episode.max_turns,
-                    critic.score_range)
+    critic_range = Engine(run_config, use_cache=False).critic_range  # checks eta too; opens nothing
+    checked_formula(rewards.formula, rewards.formula_params, rewards.delta, run_config.episode.max_turns, critic_range)
     return run_config
 
 
@@ -79,7 +76,7 @@ class FutureSimulator:
         self.fresh_per_step = fresh_per_step
         rewards = run_config.rewards
         self.engine = Engine(run_config, use_cache=use_cache, chat_models=chat_models, cache_path=cache_path)
-        critic_range = self.engine.prompts["critic"].score_range
+        critic_range = self.engine.critic_range
         max_turns = run_config.episode.max_turns
         self.formula, self.params = checked_formula(rewards.formula, rewards.formula_params, rewards.delta,
                                                     max_turns, critic_range)

@@ -81,12 +81,13 @@ async def generate_rewards(
     settings = config.rewards
     engine = engine or Engine(config)
     formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
-                                      config.episode.max_turns, engine.prompts["critic"].score_range)
+                                      config.episode.max_turns, engine.critic_range)
     contexts = reward_contexts(config, dataset, shard_spec)
     held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
                               "rewards")
     run = write_run_record(
-        out, config, engine.prompts, dataset, held_out=held_out, rewards=settings.model_dump(), shard=shard_spec
+        out, config, engine.prompts, dataset, held_out=held_out, plugins=engine.plugin_fingerprints,
+        critic_range=engine.critic_range, rewards=settings.model_dump(), shard=shard_spec
     )
     provenance = _provenance(run)
     m = settings.candidates

@@ -10,6 +10,8 @@ formula's minimum.
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,10 +76,40 @@ def register(name: str, defaults: dict[str, float], bounds: Bounds) -> Callable[
     return wrap
 
 
+FORMULA_ENTRY_POINTS = "rlff_esc.formulas"
+
+
 def get_formula(name: str) -> RewardFormula:
-    if name not in FORMULAS:
-        raise UserError(f"unknown reward formula {name!r} (known: {', '.join(sorted(FORMULAS))})")
-    return FORMULAS[name]
+    """A built-in formula, an installed one (`rlff_esc.formulas` entry points), or
+    `package.module:function`. A plain function `(outcome, params) -> float | None` may carry
+    `defaults` (its parameters) and `bounds` (`(T, params, critic_range) -> (low, high)`, its range;
+    without it, the critic's range is assumed)."""
+    if name in FORMULAS:
+        return FORMULAS[name]
+    installed = {entry.name: entry for entry in importlib.metadata.entry_points(group=FORMULA_ENTRY_POINTS)}
+    if name in installed:
+        return _as_formula(name, installed[name].load())
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            return _as_formula(name, getattr(importlib.import_module(module_name), attribute))
+        except (ImportError, AttributeError) as exc:
+            raise UserError(f"reward formula {name!r} cannot be loaded ({type(exc).__name__}: {exc})") from None
+    known = ", ".join(sorted([*FORMULAS, *installed]))
+    raise UserError(f"unknown reward formula {name!r} (known: {known}; or package.module:function)")
+
+
+def _as_formula(name: str, found) -> RewardFormula:
+    if isinstance(found, RewardFormula):
+        return found
+    if not callable(found):
+        raise UserError(f"reward formula {name!r} is not callable")
+    return RewardFormula(name, found, dict(getattr(found, "defaults", {})), getattr(found, "bounds", _critic_bounds),
+                         (found.__doc__ or "").strip())
+
+
+def _critic_bounds(max_turns: int, params: dict[str, float], critic: tuple[float, float]) -> tuple[float, float]:
+    return critic
 
 
 def check_threshold(formula: RewardFormula, delta: float, max_turns: int, params: dict[str, float],

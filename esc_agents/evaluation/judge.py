@@ -47,7 +47,8 @@ async def judge_runs(config: RunConfig, runs: dict[str, Path], out: Path, *, con
     loaded = load_runs(runs, allow_mismatch)
     trajectories, common = loaded.trajectories, loaded.common
     engine = engine or Engine(config)
-    write_run_record(out, config, engine.prompts, "judge", runs={a: str(a_dir), b: str(b_dir)})
+    write_run_record(out, config, engine.prompts, "judge", plugins=engine.plugin_fingerprints,
+                     runs={a: str(a_dir), b: str(b_dir)})
 
     def job(case_id: str):
         first, second = trajectories[a][case_id], trajectories[b][case_id]
