@@ -246,12 +246,14 @@ def cmd_rewards_export(args: argparse.Namespace) -> int:
 def _simulate_part(args: argparse.Namespace, config, cases, label: str) -> Path:
     """One simulate run of a multi-run command into DIR/<label>; failed episodes are listed and the
     study goes on with the cases that finished."""
+    from esc_agents.runlock import run_lock
     from esc_agents.simulate import simulate
 
     print(f"{label}:", file=sys.stderr)
     engine = _engine(args, config)
-    result = asyncio.run(simulate(config, cases, args.out / label, dataset=args.dataset,
-                                  concurrency=args.concurrency, engine=engine))
+    with run_lock(args.out / label):
+        result = asyncio.run(simulate(config, cases, args.out / label, dataset=args.dataset,
+                                      concurrency=args.concurrency, engine=engine))
     if result.failed:
         _report_failures(result.failed, f"episodes of {label}")
     return args.out / label
@@ -421,7 +423,7 @@ def _add_rewards_parser(commands) -> None:
                          help="supporter that continues futures (default: the candidate proposer)")
     rewards.add_argument("--future-supporter-endpoint", metavar="PROFILE")
     add_held_out_options(rewards)
-    rewards.set_defaults(func=cmd_rewards)
+    rewards.set_defaults(func=cmd_rewards, writes="out")
     actions = rewards.add_subparsers(dest="rewards_command", metavar="ACTION")
 
     relabel = actions.add_parser("relabel", help="recompute R_fut and labels with another formula; no LLM call")
@@ -430,16 +432,16 @@ def _add_rewards_parser(commands) -> None:
     relabel.add_argument("--delta", type=float, default=0.5, help="default: %(default)s")
     relabel.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                          help="formula parameter, e.g. lambda=0.5 or gamma=0.8")
-    relabel.set_defaults(func=cmd_rewards_relabel)
+    relabel.set_defaults(func=cmd_rewards_relabel, writes="folder")
 
     merge = actions.add_parser("merge", help="validate and merge shard folders")
     merge.add_argument("parts", type=Path, nargs="+", metavar="PART")
     merge.add_argument("--out", type=Path, required=True, metavar="DIR")
-    merge.set_defaults(func=cmd_rewards_merge)
+    merge.set_defaults(func=cmd_rewards_merge, writes="out")
 
     stats = actions.add_parser("stats", help="counts, success, label balance, R_fut histogram, cost")
     stats.add_argument("folder", type=Path, metavar="DIR")
-    stats.set_defaults(func=cmd_rewards_stats)
+    stats.set_defaults(func=cmd_rewards_stats, writes=None)
 
     export = actions.add_parser("export", help="split by dialogue and write a dataset for the reward model")
     export.add_argument("folder", type=Path, metavar="DIR")
@@ -449,7 +451,7 @@ def _add_rewards_parser(commands) -> None:
     export.add_argument("--valid", type=float, default=0.1, help="share of dialogues (default: %(default)s)")
     export.add_argument("--test", type=float, default=0.1, help="share of dialogues (default: %(default)s)")
     export.add_argument("--seed", type=int, default=0)
-    export.set_defaults(func=cmd_rewards_export)
+    export.set_defaults(func=cmd_rewards_export, writes="out")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Run supporter / user simulator / critic episodes concurrently. "
                                    "Appends DIR/trajectories.jsonl as episodes finish; a rerun resumes.")
     _add_run_options(simulate)
-    simulate.set_defaults(func=cmd_simulate)
+    simulate.set_defaults(func=cmd_simulate, writes="out")
 
     _add_rewards_parser(commands)
     add_training_parsers(commands)
@@ -484,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--runs", type=Path, nargs="+", metavar="DIR", help="compare existing simulate runs instead")
     compare.add_argument("--allow-mismatch", action="store_true",
                          help="compare runs whose cases or settings differ (a warning is kept in the report)")
-    compare.set_defaults(func=cmd_compare)
+    compare.set_defaults(func=cmd_compare, writes="out")
 
     bias = commands.add_parser(
         "bias", help="simulator-bias study: one supporter under several personas, user and critic models, seeds",
@@ -500,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     bias.add_argument("--user-models", metavar="PROFILE,...", help="endpoint profiles for the user simulator")
     bias.add_argument("--critic-models", metavar="PROFILE,...", help="endpoint profiles for the critic")
     bias.add_argument("--seeds", type=int, default=1, metavar="K", help="seeds per condition (default: %(default)s)")
-    bias.set_defaults(func=cmd_bias)
+    bias.set_defaults(func=cmd_bias, writes="out")
 
     judge = commands.add_parser(
         "judge", help="LLM-judge pairwise quality of two supporters, both orders; human annotation round trip",
@@ -521,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     judge.add_argument("--allow-mismatch", action="store_true", help="judge runs whose settings differ")
     _add_max_invalid_rate(judge)
-    judge.set_defaults(func=cmd_judge)
+    judge.set_defaults(func=cmd_judge, writes="out")
     judge_actions = judge.add_subparsers(dest="judge_command", metavar="ACTION")
     judge_export = judge_actions.add_parser(
         "export", help="annotation sheet of the same pairs: random item ids and A/B order, key kept apart")
@@ -530,19 +532,19 @@ def build_parser() -> argparse.ArgumentParser:
     judge_export.add_argument("--judge-prompt", default="default", metavar="NAME|FILE",
                               help="whose criteria become the sheet's columns (default: %(default)s)")
     judge_export.add_argument("--seed", type=int, default=0)
-    judge_export.set_defaults(func=cmd_judge_export)
+    judge_export.set_defaults(func=cmd_judge_export, writes="out")
     export_critic = judge_actions.add_parser(
         "export-critic", help="annotation sheet of one run's episodes for human success labels")
     export_critic.add_argument("--run", type=Path, required=True, metavar="DIR")
     export_critic.add_argument("--out", type=Path, required=True, metavar="DIR")
     export_critic.add_argument("--seed", type=int, default=0)
-    export_critic.set_defaults(func=cmd_judge_export_critic)
+    export_critic.set_defaults(func=cmd_judge_export_critic, writes="out")
     judge_import = judge_actions.add_parser(
         "import", help="read filled sheets; human results, Krippendorff's alpha, Cohen's kappa with the model")
     judge_import.add_argument("key", type=Path, metavar="KEY.json")
     judge_import.add_argument("sheets", type=Path, nargs="+", metavar="SHEET.csv", help="one per annotator")
     judge_import.add_argument("--judgments", type=Path, metavar="DIR", help="a `judge` output folder to compare with")
-    judge_import.set_defaults(func=cmd_judge_import)
+    judge_import.set_defaults(func=cmd_judge_import, writes=None)
 
     report = commands.add_parser(
         "report", help="one self-contained HTML file for any mix of run folders",
@@ -590,11 +592,22 @@ def _stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _run(args: argparse.Namespace) -> int:
+    """A command that writes a run folder holds it for its whole run (see runlock)."""
+    from esc_agents.runlock import run_lock
+
+    folder = getattr(args, getattr(args, "writes", None) or "-", None)
+    if folder is None:
+        return args.func(args)
+    with run_lock(folder):
+        return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        return args.func(args)
+        return _run(args)
     except UserError as exc:
         print(f"rlff-esc: error: {exc}", file=sys.stderr)
         return 2

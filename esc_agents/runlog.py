@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from esc_agents.errors import UserError
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -22,6 +25,17 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
         for line in handle:
             if line.strip():
                 yield json.loads(line)
+
+
+def read_unique(path: str | Path, key: str) -> list[dict[str, Any]]:
+    """The records of a results file, refused if a key appears twice: readers must never count a
+    case twice (two writers at once, or lines pasted in by hand, would make them)."""
+    records = list(read_jsonl(path))
+    twice = sorted(k for k, count in Counter(record[key] for record in records).items() if count > 1)
+    if twice:
+        raise UserError(f"{path} holds {len(twice)} {key}s more than once: {', '.join(twice)}; keep one line "
+                        "each (or rerun into a new folder) before reading it")
+    return records
 
 
 class RunLog:

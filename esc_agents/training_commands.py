@@ -166,13 +166,13 @@ def add_training_parsers(commands) -> None:
         "ranking or regression objective; write the model, metrics.json, predictions and loss curves.",
     )
     _add_reward_model_options(train_rm, objective=True)
-    train_rm.set_defaults(func=cmd_train_rm)
+    train_rm.set_defaults(func=cmd_train_rm, writes="out")
     actions = train_rm.add_subparsers(dest="train_rm_command", metavar="ACTION")
     ablate = actions.add_parser("ablate", help="train all three objectives on the same split; print one table",
                                 description="Train classification, ranking and regression into DIR/<objective> "
                                 "with the same data, split and backbone, and compare them.")
     _add_reward_model_options(ablate, objective=False)
-    ablate.set_defaults(func=cmd_train_rm_ablate)
+    ablate.set_defaults(func=cmd_train_rm_ablate, writes="out")
 
     score = commands.add_parser(
         "score", help="score (context, reply) pairs with a trained reward model",
@@ -227,7 +227,7 @@ def add_training_parsers(commands) -> None:
     grpo.add_argument("--max-completion-length", type=int, metavar="TOKENS")
     grpo.add_argument("--report-to", metavar="TRACKER", help="tensorboard, wandb, ... (default none)")
     grpo.add_argument("--seed", type=int)
-    grpo.set_defaults(func=cmd_train_grpo)
+    grpo.set_defaults(func=cmd_train_grpo, writes="out")
 
     warmup = commands.add_parser(
         "warmup-format", help="a few supervised steps on think-format demonstrations (cold start for tiny policies)",
@@ -245,7 +245,7 @@ def add_training_parsers(commands) -> None:
                         help="the latest N messages of a context in the prompt (default: all, as in train-grpo)")
     warmup.add_argument("--learning-rate", type=float, default=2e-4, help="default: %(default)s")
     warmup.add_argument("--seed", type=int, default=0)
-    warmup.set_defaults(func=cmd_warmup_format)
+    warmup.set_defaults(func=cmd_warmup_format, writes="out")
 
     export = commands.add_parser(
         "export", help="merge a GRPO adapter into a model folder the local server can serve",
@@ -254,4 +254,4 @@ def add_training_parsers(commands) -> None:
     )
     export.add_argument("--adapter", type=Path, required=True, metavar="DIR", help="a train-grpo folder")
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
-    export.set_defaults(func=cmd_export)
+    export.set_defaults(func=cmd_export, writes="out")

@@ -14,7 +14,7 @@ import numpy as np
 from esc_agents.errors import UserError
 from esc_agents.jobs import outstanding_failures
 from esc_agents.plotting import figure_file
-from esc_agents.runlog import read_jsonl
+from esc_agents.runlog import read_jsonl, read_unique
 from esc_agents.evaluation.metrics import invalid_verdict_rate
 from esc_agents.jsonfile import write_json
 from training.reward_data import RECORDS
@@ -25,7 +25,7 @@ SPLITS = ("train", "valid", "test")
 def scored_records(folder: Path) -> list[dict[str, Any]]:
     if not (folder / RECORDS).exists():
         raise UserError(f"{folder} has no {RECORDS}")
-    return [record for record in read_jsonl(folder / RECORDS) if record["r_fut"] is not None]
+    return [record for record in read_unique(folder / RECORDS, "key") if record["r_fut"] is not None]
 
 
 def split_by_dialogue(records: list[dict], valid: float, test: float, seed: int) -> dict[str, list[dict]]:
@@ -87,7 +87,7 @@ def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed
 
 def stats(folder: Path) -> dict[str, Any]:
     """Counts, success, K, label balance, spread within contexts, cost; writes stats.json and a histogram."""
-    records = list(read_jsonl(folder / RECORDS))
+    records = read_unique(folder / RECORDS, "key")
     scored = [r for r in records if r["r_fut"] is not None]
     if not scored:
         raise UserError(f"{folder} has no scored records")

@@ -21,7 +21,7 @@ from esc_agents.errors import UserError
 from esc_agents.evaluation.metrics import format_interval, plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
 from esc_agents.provenance import differing_fields
-from esc_agents.runlog import read_jsonl
+from esc_agents.runlog import read_unique
 from esc_agents.jsonfile import write_json
 
 # What must be equal for two runs to be compared: everything but the supporter.
@@ -75,7 +75,7 @@ def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> LoadedRuns:
         if not (folder / "run.json").exists():
             raise UserError(f"{folder} is not a simulate run (no run.json)")
         fingerprints[label] = json.loads((folder / "run.json").read_text())["fingerprint"]
-    trajectories = {label: {t["case_id"]: t for t in read_jsonl(folder / "trajectories.jsonl")}
+    trajectories = {label: {t["case_id"]: t for t in read_unique(folder / "trajectories.jsonl", "case_id")}
                     for label, folder in runs.items()}
     warnings = []
     first = next(iter(runs))

@@ -20,7 +20,7 @@ import numpy as np
 from esc_agents.errors import UserError
 from esc_agents.jobs import outstanding_failures
 from esc_agents.plotting import figure_file
-from esc_agents.runlog import read_jsonl
+from esc_agents.runlog import read_unique
 from esc_agents.jsonfile import write_json
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -106,7 +106,7 @@ def evaluate_run(out: Path) -> dict[str, Any]:
         raise UserError(f"{out} is not a simulate run folder (no run.json)")
     run = json.loads(run_file.read_text())
     max_turns = run["fingerprint"]["episode"]["max_turns"]
-    trajectories = list(read_jsonl(out / "trajectories.jsonl"))
+    trajectories = read_unique(out / "trajectories.jsonl", "case_id")
     summary = summarize(trajectories, max_turns)
     done = {t["case_id"] for t in trajectories}
     failed = sorted({failure["case_id"] for failure in outstanding_failures(out, "case_id", done)})

@@ -1,0 +1,87 @@
+"""Long unattended runs: one writer per run folder, readers that never count a case twice, every
+input checked before any work, bad values refused in one line."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REWARD_FIXTURE, read_jsonl, rlff_esc
+from tests.test_compare import fake_run
+
+LOCK = ".writer.lock"
+
+
+def wait_for(ready, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def error_line(result) -> str:
+    """The one line a refused command prints: no traceback, nothing else."""
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("rlff-esc: error:"), lines[0]
+    return lines[0]
+
+
+@pytest.mark.server
+def test_a_second_writer_is_refused_at_once_and_a_killed_writers_lock_is_taken_over(local_server, tmp_path):
+    run = tmp_path / "run"
+    args = ["simulate", "--limit", "2", "--max-turns", "2", "--critic-samples", "1", "--no-cache", "--out", str(run)]
+    first = subprocess.Popen([sys.executable, "-m", "esc_agents.cli", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (run / LOCK).exists() and (run / LOCK).read_text())
+        started = time.monotonic()
+        second = rlff_esc(*args, timeout=120)
+        assert second.returncode == 2 and time.monotonic() - started < 60
+        line = error_line(second)
+        assert f"is being written by pid {first.pid} on " in line and "rlff-esc simulate" in line
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    cases = [t["case_id"] for t in read_jsonl(run / "trajectories.jsonl")] if (run / "trajectories.jsonl").exists() else []
+    assert len(cases) == len(set(cases))
+    # The killed writer's lock file is still there; the next writer takes it over and says so.
+    assert str(first.pid) in (run / LOCK).read_text()
+    third = rlff_esc(*args[:-3], "--offline", "--cache", str(tmp_path / "empty.sqlite"), "--out", str(run),
+                     timeout=120)
+    assert f"taking over {run}'s lock from pid {first.pid}" in third.stderr
+    assert "is being written by" not in third.stderr and not (run / LOCK).exists()
+
+
+def test_a_writer_releases_the_folder_and_takes_over_a_dead_writers_lock(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(REWARD_FIXTURE, data)
+    (data / LOCK).write_text(json.dumps({"pid": 999999999, "host": "elsewhere", "started": "then",
+                                         "command": "rlff-esc rewards"}))
+    result = rlff_esc("rewards", "relabel", str(data), "--formula", "terminal", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "taking over" in result.stderr and "pid 999999999 on elsewhere" in result.stderr
+    assert not (data / LOCK).exists()
+
+
+def test_readers_refuse_a_folder_that_holds_a_key_twice(tmp_path):
+    run = fake_run(tmp_path / "a", 2, ["c1", "c2"])
+    other = fake_run(tmp_path / "b", 2, ["c1", "c2"])
+    lines = (run / "trajectories.jsonl").read_text().splitlines(keepends=True)
+    (run / "trajectories.jsonl").write_text("".join(lines + lines[:1]))
+    for result in (rlff_esc("evaluate", str(run), timeout=120),
+                   rlff_esc("compare", "--runs", str(run), str(other), "--out", str(tmp_path / "cmp"), timeout=120)):
+        assert result.returncode == 2
+        assert "trajectories.jsonl holds 1 case_ids more than once: c1" in error_line(result)
+    data = tmp_path / "data"
+    shutil.copytree(REWARD_FIXTURE, data)
+    records = (data / "records.jsonl").read_text().splitlines(keepends=True)
+    (data / "records.jsonl").write_text("".join(records + records[-1:]))
+    key = json.loads(records[-1])["key"]
+    result = rlff_esc("rewards", "stats", str(data), timeout=120)
+    assert result.returncode == 2 and f"holds 1 keys more than once: {key}" in error_line(result)
