@@ -243,36 +243,46 @@ def cmd_rewards_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate_part(args: argparse.Namespace, config, cases, label: str) -> Path:
-    """One simulate run of a multi-run command into DIR/<label>; failed episodes are listed and the
-    study goes on with the cases that finished."""
+def _unique_labels(labels: list[str]) -> list[str]:
+    """Two parts with one label would share a folder, and one would hide the other."""
+    if twice := sorted({label for label in labels if labels.count(label) > 1}):
+        raise UserError(f"{', '.join(twice)} named more than once; each part needs its own name")
+    return labels
+
+
+def _simulate_parts(args: argparse.Namespace, configs: dict, cases) -> dict[str, Path]:
+    """The simulate runs of a multi-run command, one per label under DIR; failed episodes are listed
+    and the study goes on with the cases that finished. Every part's prompts are loaded first: a
+    typo in the last spec must not cost the runs before it."""
     from esc_agents.runlock import run_lock
     from esc_agents.simulate import simulate
 
-    print(f"{label}:", file=sys.stderr)
-    engine = _engine(args, config)
-    with run_lock(args.out / label):
-        result = asyncio.run(simulate(config, cases, args.out / label, dataset=args.dataset,
-                                      concurrency=args.concurrency, engine=engine))
-    if result.failed:
-        _report_failures(result.failed, f"episodes of {label}")
-    return args.out / label
+    engines = {label: _engine(args, config) for label, config in configs.items()}
+    for label, engine in engines.items():
+        print(f"{label}:", file=sys.stderr)
+        with run_lock(args.out / label):
+            result = asyncio.run(simulate(engine.config, cases, args.out / label, dataset=args.dataset,
+                                          concurrency=args.concurrency, engine=engine))
+        if result.failed:
+            _report_failures(result.failed, f"episodes of {label}")
+    return {label: args.out / label for label in configs}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from esc_agents.evaluation.compare import compare_runs, format_comparison, supporter_binding
 
-    if args.runs:
-        runs = {folder.name: folder for folder in args.runs}
-    elif args.supporters:
-        cases, runs = _load_cases(args), {}
-        for spec in args.supporters.split(","):
-            label = supporter_binding(spec)[0]
-            runs[label] = _simulate_part(args, _config_from(args, supporter_spec=spec), cases, label)
-    else:
+    if not args.runs and not args.supporters:
         raise UserError("compare needs --supporters A,B[,...] or --runs DIR DIR ...")
-    if len(runs) < 2:
+    specs = [spec.strip() for spec in args.supporters.split(",")] if not args.runs else []
+    labels = _unique_labels([folder.name for folder in args.runs] if args.runs else
+                            [supporter_binding(spec)[0] for spec in specs])
+    if len(labels) < 2:
         raise UserError("compare needs at least two supporters or runs")
+    if args.runs:
+        runs = dict(zip(labels, args.runs))
+    else:
+        runs = _simulate_parts(args, {label: _config_from(args, supporter_spec=spec)
+                                      for label, spec in zip(labels, specs)}, _load_cases(args))
     print(format_comparison(compare_runs(runs, args.out, allow_mismatch=args.allow_mismatch)))
     print(f"wrote {args.out / 'compare.json'} and {args.out / 'success_by_turn.png'}")
     return _critic_trust(runs.values(), args.max_invalid_rate)
@@ -284,11 +294,13 @@ def cmd_bias(args: argparse.Namespace) -> int:
     def names(value: str | None) -> list[str | None]:
         return [name.strip() for name in value.split(",")] if value else [None]
 
-    cases, runs = _load_cases(args), {}
-    for condition in conditions(names(args.personas), names(args.user_models), names(args.critic_models), args.seeds,
-                                args.seed or 0):
-        config = _config_from(argparse.Namespace(**{**vars(args), **condition.options()}))
-        runs[condition] = _simulate_part(args, config, cases, condition.label)
+    cases = _load_cases(args)
+    studied = conditions(names(args.personas), names(args.user_models), names(args.critic_models), args.seeds,
+                         args.seed or 0)
+    _unique_labels([condition.label for condition in studied])
+    folders = _simulate_parts(args, {condition.label: _config_from(argparse.Namespace(
+        **{**vars(args), **condition.options()})) for condition in studied}, cases)
+    runs = {condition: folders[condition.label] for condition in studied}
     print(format_bias(bias_report(runs, args.out)))
     print(f"wrote {args.out / 'bias.json'} and {args.out / 'success_by_turn.png'}")
     return _critic_trust(runs.values(), args.max_invalid_rate)

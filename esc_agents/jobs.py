@@ -17,7 +17,7 @@ from tqdm import tqdm
 from esc_agents.endpoints import UsageMeter
 from esc_agents.errors import EndpointError
 from esc_agents.roles import EmptyReplyError
-from esc_agents.runlog import RunLog, read_jsonl
+from esc_agents.runlog import RunLog, logged_keys, read_jsonl
 
 # A job that hits one of these fails alone; the rest of the run goes on.
 JOB_FAILURES = (EndpointError, EmptyReplyError)
@@ -42,6 +42,23 @@ def _token_summary(meter: UsageMeter) -> str:
     return " ".join(
         f"{role[:3]}={usage.completion_tokens / 1000:.1f}k" for role, usage in sorted(meter.roles.items())
     )
+
+
+async def run_logged(engine, path: Path, key: str, jobs: dict[str, Job], *, record: Callable[[], Any],
+                     total: int, concurrency: int, desc: str, progress: bool = True) -> JobsResult:
+    """Run the jobs whose key `path` does not hold yet. Endpoints are checked (and servers started)
+    only when there is work, and `record()` writes the run's record only once they answered: an
+    unreachable endpoint leaves nothing behind that would refuse the corrected rerun."""
+    done = logged_keys(path, key)
+    jobs = {name: job for name, job in jobs.items() if name not in done}
+    if not jobs:
+        record()
+        return JobsResult(skipped=total)
+    async with engine:
+        record()
+        with RunLog(path, key=key) as log:
+            return await run_jobs(jobs, log, total=total, concurrency=concurrency, meter=engine.meter,
+                                  desc=desc, progress=progress)
 
 
 async def run_jobs(

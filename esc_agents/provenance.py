@@ -69,12 +69,13 @@ def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 def write_run_record(
     out: Path, config: RunConfig, prompts: dict[str, Prompt], dataset: str, *, cases: list[str] | None = None,
     held_out: dict[str, Any] | None = None, plugins: dict[str, dict[str, Any]] | None = None,
-    critic_range: tuple[float, float] | None = None, **settings: Any,
+    critic_range: tuple[float, float] | None = None, dry_run: bool = False, **settings: Any,
 ) -> dict:
     """Create `out/run.json`, or check that an existing one has the same fingerprint. `cases` are
     the ids the run is meant to finish (a resume with more adds to them): readers compare them
     with what finished, so a case that never ran is never silently left out of a metric. The
-    prompts' full texts are kept too, so the run can be redone where their files are not."""
+    prompts' full texts are kept too, so the run can be redone where their files are not. `dry_run`
+    only checks: a run with other settings is refused before any work, and nothing is written."""
     path = out / "run.json"
     current = fingerprint(config, prompts, dataset, plugins, **settings)
     if path.exists():
@@ -83,11 +84,15 @@ def write_run_record(
             raise UserError(
                 f"{out} holds a run with other settings ({', '.join(diff)}); use a new --out or the same settings"
             )
+        if dry_run:
+            return previous
         known = previous.get("cases")
         if cases is not None and known is not None and not set(cases) <= set(known):
             previous["cases"] = known + [case for case in cases if case not in set(known)]
             write_json(path, previous)
         return previous
+    if dry_run:
+        return {}
     record = {
         "fingerprint": current,
         "config": config.model_dump(mode="json"),

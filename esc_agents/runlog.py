@@ -27,6 +27,15 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
+def logged_keys(path: str | Path, key: str) -> set[str]:
+    """The keys a results file holds, read without touching it (a torn last line is no result)."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # the part after the last newline is torn
+    return {json.loads(line)[key] for line in lines if line.strip()}
+
+
 def read_unique(path: str | Path, key: str) -> list[dict[str, Any]]:
     """The records of a results file, refused if a key appears twice: readers must never count a
     case twice (two writers at once, or lines pasted in by hand, would make them)."""

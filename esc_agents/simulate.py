@@ -6,9 +6,8 @@ from pathlib import Path
 
 from esc_agents.config import RunConfig
 from esc_agents.engine import Engine
-from esc_agents.jobs import JobsResult, run_jobs
+from esc_agents.jobs import JobsResult, run_logged
 from esc_agents.provenance import write_run_record
-from esc_agents.runlog import RunLog
 from esc_agents.types import Case
 from graphs.episode import run_episode
 
@@ -24,8 +23,12 @@ async def simulate(
     progress: bool = True,
 ) -> JobsResult:
     engine = engine or Engine(config)
-    write_run_record(out, config, engine.prompts, dataset, cases=[case.id for case in cases],
-                     plugins=engine.plugin_fingerprints, critic_range=engine.critic_range)
+
+    def record(**check) -> dict:
+        return write_run_record(out, config, engine.prompts, dataset, cases=[case.id for case in cases],
+                                plugins=engine.plugin_fingerprints, critic_range=engine.critic_range, **check)
+
+    record(dry_run=True)
 
     def episode(case: Case):
         async def job() -> dict:
@@ -33,12 +36,6 @@ async def simulate(
 
         return job
 
-    with RunLog(out / "trajectories.jsonl", key="case_id") as log:
-        jobs = {case.id: episode(case) for case in cases if case.id not in log.done}
-        if not jobs:
-            return JobsResult(skipped=len(cases))
-        async with engine:
-            return await run_jobs(
-                jobs, log, total=len(cases), concurrency=concurrency,
-                meter=engine.meter, desc="episodes", progress=progress,
-            )
+    return await run_logged(engine, out / "trajectories.jsonl", "case_id", {case.id: episode(case) for case in cases},
+                            record=record, total=len(cases), concurrency=concurrency, desc="episodes",
+                            progress=progress)

@@ -28,14 +28,15 @@ def test_unreachable_endpoint(tmp_path):
                       "--out", str(tmp_path / "run"), timeout=120)
     assert result.returncode == 2
     assert "endpoint 'dead' at http://127.0.0.1:9/v1 is unreachable" in result.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "run" / "trajectories.jsonl").read_text()
+    # Nothing is written before the endpoints answered, so the corrected rerun is not refused.
+    assert not (tmp_path / "run").exists()
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text("endpoints:\n  dead: {base_url: 'http://127.0.0.1:9/v1', model: m}\n")
-    base = ["simulate", "--limit", "1", "--endpoint", "dead", "--config", str(config), "--out", str(tmp_path / "run")]
-    rlff_esc(*base, timeout=120)
+    # An offline replay from an empty cache records the run, then stops at its first completion.
+    base = ["simulate", "--limit", "1", "--offline", "--cache", str(tmp_path / "empty.sqlite"),
+            "--out", str(tmp_path / "run")]
+    assert rlff_esc(*base, timeout=120).returncode == 2 and (tmp_path / "run" / "run.json").exists()
     result = rlff_esc(*base, "--max-turns", "3", timeout=120)
     assert result.returncode == 2 and "other settings (episode.max_turns)" in result.stderr
 

@@ -85,3 +85,31 @@ def test_readers_refuse_a_folder_that_holds_a_key_twice(tmp_path):
     key = json.loads(records[-1])["key"]
     result = rlff_esc("rewards", "stats", str(data), timeout=120)
     assert result.returncode == 2 and f"holds 1 keys more than once: {key}" in error_line(result)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "--supporters", "vanilla,no_such_supporter"], "unknown supporter prompt 'no_such_supporter'"),
+    (["compare", "--supporters", "vanilla,vanilla"], "vanilla named more than once"),
+    (["bias", "--personas", "cooperative,no_such_persona"], "unknown user_simulator prompt 'no_such_persona'"),
+    (["bias", "--critic-models", "local,nowhere"], "unknown endpoint profile 'nowhere'"),
+])
+def test_multi_run_commands_check_every_part_before_running_the_first(tmp_path, args, message):
+    # Offline from an empty cache: the first part, if it ran, would stop at its first completion.
+    out = tmp_path / "study"
+    result = rlff_esc(*args, "--limit", "1", "--offline", "--cache", str(tmp_path / "empty.sqlite"),
+                      "--out", str(out), timeout=120)
+    assert result.returncode == 2 and message in error_line(result)
+    assert not out.exists()
+
+
+def test_an_unreachable_endpoint_leaves_nothing_behind(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("endpoints:\n  dead: {base_url: 'http://127.0.0.1:9/v1', model: m}\n")
+    runs = [str(fake_run(tmp_path / name, 2, ["c1"])) for name in ("a", "b")]
+    for args in (["judge", "--runs", *runs, "--judge-endpoint", "dead"],
+                 ["rewards", "--limit", "1", "--contexts", "1", "--endpoint", "dead", "--eval-split", "none"],
+                 ["simulate", "--limit", "1", "--endpoint", "dead"]):
+        out = tmp_path / args[0]
+        result = rlff_esc(*args, "--config", str(config), "--out", str(out), timeout=120)
+        assert result.returncode == 2 and "is unreachable" in result.stderr.strip().splitlines()[-1], result.stderr
+        assert not out.exists(), sorted(path.name for path in out.iterdir())

@@ -22,9 +22,9 @@ from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.engine import Engine
 from esc_agents.errors import UserError
 from esc_agents.jsonfile import write_json
-from esc_agents.jobs import FAILURES, JobsResult, outstanding_failures, run_jobs
+from esc_agents.jobs import FAILURES, JobsResult, outstanding_failures, run_logged
 from esc_agents.provenance import differing_fields, write_run_record
-from esc_agents.runlog import RunLog, read_jsonl
+from esc_agents.runlog import read_jsonl
 from esc_agents.types import Message
 from graphs.episode import run_episode
 from training.contexts import Context, sample_contexts, shard
@@ -85,11 +85,16 @@ async def generate_rewards(
     contexts = reward_contexts(config, dataset, shard_spec)
     held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
                               "rewards")
-    run = write_run_record(
-        out, config, engine.prompts, dataset, held_out=held_out, plugins=engine.plugin_fingerprints,
-        critic_range=engine.critic_range, rewards=settings.model_dump(), shard=shard_spec
-    )
-    provenance = _provenance(run)
+    provenance: dict[str, Any] = {}
+
+    def record(**check) -> None:
+        run = write_run_record(
+            out, config, engine.prompts, dataset, held_out=held_out, plugins=engine.plugin_fingerprints,
+            critic_range=engine.critic_range, rewards=settings.model_dump(), shard=shard_spec, **check
+        )
+        provenance.update(_provenance(run) if run else {})
+
+    record(dry_run=True)
     m = settings.candidates
     proposals: dict[str, asyncio.Future] = {}
 
@@ -129,21 +134,11 @@ async def generate_rewards(
 
         return job
 
-    total = len(contexts) * m
-    with RunLog(out / RECORDS, key="key") as log:
-        jobs = {
-            record_key(context, index): future_of(context, index)
-            for context in contexts
-            for index in range(m)
-            if record_key(context, index) not in log.done
-        }
-        if not jobs:
-            return JobsResult(skipped=total)
-        async with engine:
-            result = await run_jobs(
-                jobs, log, total=total, concurrency=concurrency,
-                meter=engine.meter, desc="futures", progress=progress,
-            )
+    jobs = {record_key(context, index): future_of(context, index) for context in contexts for index in range(m)}
+    result = await run_logged(engine, out / RECORDS, "key", jobs, record=record, total=len(jobs),
+                              concurrency=concurrency, desc="futures", progress=progress)
+    if not result.completed and not result.failed:
+        return result
     with (out / "usage.jsonl").open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(engine.meter.as_dict()) + "\n")
     return result

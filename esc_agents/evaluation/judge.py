@@ -13,9 +13,9 @@ from esc_agents.config import RunConfig
 from esc_agents.engine import Engine
 from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.metrics import bootstrap_ci, format_interval
-from esc_agents.jobs import JobsResult, run_jobs
+from esc_agents.jobs import JobsResult, run_logged
 from esc_agents.provenance import write_run_record
-from esc_agents.runlog import RunLog, read_jsonl
+from esc_agents.runlog import read_unique
 from esc_agents.types import Message
 from esc_agents.jsonfile import write_json
 
@@ -47,8 +47,12 @@ async def judge_runs(config: RunConfig, runs: dict[str, Path], out: Path, *, con
     loaded = load_runs(runs, allow_mismatch)
     trajectories, common = loaded.trajectories, loaded.common
     engine = engine or Engine(config)
-    write_run_record(out, config, engine.prompts, "judge", plugins=engine.plugin_fingerprints,
-                     runs={a: str(a_dir), b: str(b_dir)})
+
+    def record(**check) -> dict:
+        return write_run_record(out, config, engine.prompts, "judge", plugins=engine.plugin_fingerprints,
+                                runs={a: str(a_dir), b: str(b_dir)}, **check)
+
+    record(dry_run=True)
 
     def job(case_id: str):
         first, second = trajectories[a][case_id], trajectories[b][case_id]
@@ -62,13 +66,8 @@ async def judge_runs(config: RunConfig, runs: dict[str, Path], out: Path, *, con
 
         return run
 
-    with RunLog(out / JUDGMENTS, key="case_id") as log:
-        jobs = {case_id: job(case_id) for case_id in common if case_id not in log.done}
-        if not jobs:
-            return JobsResult(skipped=len(common))
-        async with engine:
-            return await run_jobs(jobs, log, total=len(common), concurrency=concurrency, meter=engine.meter,
-                                  desc="judged cases")
+    return await run_logged(engine, out / JUDGMENTS, "case_id", {case_id: job(case_id) for case_id in common},
+                            record=record, total=len(common), concurrency=concurrency, desc="judged cases")
 
 
 def win_rates(outcomes: list[dict[str, str]], criteria: list[str]) -> dict[str, dict[str, Any]]:
@@ -84,7 +83,7 @@ def win_rates(outcomes: list[dict[str, str]], criteria: list[str]) -> dict[str, 
 
 
 def summarize_judgments(out: Path, criteria: list[str]) -> dict[str, Any]:
-    judgments = list(read_jsonl(out / JUDGMENTS))
+    judgments = read_unique(out / JUDGMENTS, "case_id")
     valid = [j["outcome"] for j in judgments if j["outcome"] is not None]
     first = judgments[0] if judgments else {"a": "?", "b": "?"}
     summary = {"a": first["a"], "b": first["b"], "cases": len(judgments), "unparsable": len(judgments) - len(valid),
