@@ -168,3 +168,18 @@ def test_online_futures_run_with_plugin_roles_and_rank_the_known_answer(tmp_path
 
     good, bad = asyncio.run(step())
     assert good > bad and bad < 0
+
+
+@pytest.mark.server
+def test_the_python_api_example_runs_and_records_its_injected_critic(local_server, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "api"
+    result = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "docs" / "python_api.py"),
+                             "--out", str(out), "--limit", "2"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 episodes run" in result.stdout and "SR " in result.stdout
+    critic = json.loads((out / "run.json").read_text())["fingerprint"]["roles"]["critic"]
+    assert critic["plugin"] == "__main__:QuestionCritic" and "model" not in critic
+    assert len(read_jsonl(out / "trajectories.jsonl")) == 2
