@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from esc_agents import __version__
+from esc_agents.cli_values import COUNT, SCORE, SEED, SHARE, Parser
 from esc_agents.errors import UserError
 from esc_agents.training_commands import add_held_out_options, add_training_parsers, held_out_options
 
@@ -30,14 +31,14 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
     parser.add_argument("--config", metavar="FILE", help="YAML config: endpoint profiles, roles, episode settings")
     parser.add_argument("--dataset", default=dataset,
                         help="esconv:<split>, extes:<split> or a JSONL file (default: %(default)s)")
-    parser.add_argument("--limit", type=int, metavar="N", help="use the first N cases")
-    parser.add_argument("--max-turns", type=int, metavar="T", help="turn cap T (default 8)")
-    parser.add_argument("--critic-samples", type=int, metavar="L", help="critic samples per turn l (default 10)")
-    parser.add_argument("--success-threshold", type=float, metavar="ETA",
+    parser.add_argument("--limit", type=COUNT, metavar="N", help="use the first N cases")
+    parser.add_argument("--max-turns", type=COUNT, metavar="T", help="turn cap T (default 8)")
+    parser.add_argument("--critic-samples", type=COUNT, metavar="L", help="critic samples per turn l (default 10)")
+    parser.add_argument("--success-threshold", type=SCORE, metavar="ETA",
                         help="goal reached when the critic's mean score exceeds this (default 0.5)")
-    parser.add_argument("--concurrency", type=int, default=8, metavar="C",
+    parser.add_argument("--concurrency", type=COUNT, default=8, metavar="C",
                         help="episodes run at once (default: %(default)s)")
-    parser.add_argument("--seed", type=int, help="part of every cache key: a new seed draws new samples")
+    parser.add_argument("--seed", type=SEED, help="part of every cache key: a new seed draws new samples")
     parser.add_argument("--supporter-prompt", metavar="NAME|FILE", help="supporter prompt (vanilla, think, strategy)")
     parser.add_argument("--persona", metavar="NAME|FILE", help="user-simulator persona (cooperative, resistant, ...)")
     parser.add_argument("--critic-prompt", metavar="NAME|FILE", help="critic prompt (default)")
@@ -51,10 +52,10 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
     parser.add_argument("--cache", metavar="FILE", help="completion cache (default: <cache dir>/completions.sqlite)")
     parser.add_argument("--no-cache", action="store_true", help="neither replay nor record completions")
     parser.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
-    parser.add_argument("--context-window", type=int, metavar="N",
+    parser.add_argument("--context-window", type=COUNT, metavar="N",
                         help="the supporter sees the latest N messages of the dialogue (default: all); the reward "
                         "model and GRPO inherit it from the reward data")
-    parser.add_argument("--supporter-max-tokens", type=int, metavar="N",
+    parser.add_argument("--supporter-max-tokens", type=COUNT, metavar="N",
                         help="supporter max_tokens (default 96; a trained policy: its training max_completion_length)")
     _add_max_invalid_rate(parser)
     parser.add_argument("--out", required=out_required, type=Path, metavar="DIR",
@@ -62,7 +63,7 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
 
 
 def _add_max_invalid_rate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-invalid-rate", type=float, default=0.2, metavar="R",
+    parser.add_argument("--max-invalid-rate", type=SHARE, default=0.2, metavar="R",
                         help="exit 3 when more than this share of critic (or judge) answers match no verdict "
                         "(default: %(default)s)")
 
@@ -422,14 +423,14 @@ def _add_rewards_parser(commands) -> None:
         "to DIR/records.jsonl. A rerun resumes; --shard i/N splits the work across machines.",
     )
     _add_run_options(rewards, dataset="esconv:ppdpp_train", out_required=False)
-    rewards.add_argument("--contexts", type=int, metavar="N", help="contexts to sample (default: all selected)")
-    rewards.add_argument("--candidates", type=int, metavar="M", help="candidate replies per context m (default 4)")
+    rewards.add_argument("--contexts", type=COUNT, metavar="N", help="contexts to sample (default: all selected)")
+    rewards.add_argument("--candidates", type=COUNT, metavar="M", help="candidate replies per context m (default 4)")
     rewards.add_argument("--positions", choices=["all", "random", "first"],
                          help="which positions of each dialogue (default random)")
-    rewards.add_argument("--per-dialogue", type=int, metavar="K", help="positions per dialogue for random/first (default 1)")
-    rewards.add_argument("--min-history", type=int, metavar="N", help="messages before the reply (default 1)")
+    rewards.add_argument("--per-dialogue", type=COUNT, metavar="K", help="positions per dialogue for random/first (default 1)")
+    rewards.add_argument("--min-history", type=COUNT, metavar="N", help="messages before the reply (default 1)")
     rewards.add_argument("--formula", help=f"R_fut formula: {formulas} (default terminal_efficiency)")
-    rewards.add_argument("--delta", type=float, help="label = 1[R_fut > delta] (default 0.5)")
+    rewards.add_argument("--delta", type=SCORE, help="label = 1[R_fut > delta] (default 0.5)")
     rewards.add_argument("--shard", metavar="i/N", help="produce only the i-th of N disjoint parts")
     rewards.add_argument("--future-supporter-prompt", metavar="NAME|FILE",
                          help="supporter that continues futures (default: the candidate proposer)")
@@ -441,7 +442,7 @@ def _add_rewards_parser(commands) -> None:
     relabel = actions.add_parser("relabel", help="recompute R_fut and labels with another formula; no LLM call")
     relabel.add_argument("folder", type=Path, metavar="DIR")
     relabel.add_argument("--formula", required=True, help=formulas)
-    relabel.add_argument("--delta", type=float, default=0.5, help="default: %(default)s")
+    relabel.add_argument("--delta", type=SCORE, default=0.5, help="default: %(default)s")
     relabel.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                          help="formula parameter, e.g. lambda=0.5 or gamma=0.8")
     relabel.set_defaults(func=cmd_rewards_relabel, writes="folder")
@@ -460,14 +461,14 @@ def _add_rewards_parser(commands) -> None:
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
     export.add_argument("--format", choices=["hf", "parquet", "jsonl"], default="hf",
                         help="Hugging Face datasets folder, parquet or JSONL per split (default: %(default)s)")
-    export.add_argument("--valid", type=float, default=0.1, help="share of dialogues (default: %(default)s)")
-    export.add_argument("--test", type=float, default=0.1, help="share of dialogues (default: %(default)s)")
-    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--valid", type=SHARE, default=0.1, help="share of dialogues (default: %(default)s)")
+    export.add_argument("--test", type=SHARE, default=0.1, help="share of dialogues (default: %(default)s)")
+    export.add_argument("--seed", type=SEED, default=0)
     export.set_defaults(func=cmd_rewards_export, writes="out")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rlff-esc",
         description="RLFF-ESC: simulate emotional-support dialogues with LLM roles, build future-oriented "
         "rewards, train the reward model and the GRPO policy, and evaluate supporters.",
@@ -488,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="several supporters on the same cases, with paired tests",
         description="Run each supporter on the same cases with the same user simulator and critic (one "
         "simulate run per supporter under DIR/<label>, sharing the completion cache), or read existing "
-        "runs, and report SR / AT / final score with 95%% intervals, McNemar on success and a paired "
+        "runs, and report SR / AT / final score with 95% intervals, McNemar on success and a paired "
         "bootstrap on turns per pair, and SR-by-turn curves in one PNG. A supporter is a prompt name or "
         "file (vanilla, think, strategy), PROMPT@PROFILE for another endpoint, or a model folder from "
         "`rlff-esc export`.",
@@ -513,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="user-simulator personas (prompt names or files; default: %(default)s)")
     bias.add_argument("--user-models", metavar="PROFILE,...", help="endpoint profiles for the user simulator")
     bias.add_argument("--critic-models", metavar="PROFILE,...", help="endpoint profiles for the critic")
-    bias.add_argument("--seeds", type=int, default=1, metavar="K", help="seeds per condition (default: %(default)s)")
+    bias.add_argument("--seeds", type=COUNT, default=1, metavar="K", help="seeds per condition (default: %(default)s)")
     bias.set_defaults(func=cmd_bias, writes="out")
 
     judge = commands.add_parser(
@@ -521,15 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare two simulate runs case by case with an LLM judge on the judge prompt's criteria "
         "(default: fluency, empathy, identification, suggestion, overall). Each case is judged in both "
         "orders; a preference that flips with the order counts as a tie. Prints win/tie/loss per criterion "
-        "with 95%% intervals; writes judge.json and judgments.jsonl (appended, resumable).",
+        "with 95% intervals; writes judge.json and judgments.jsonl (appended, resumable).",
     )
     judge.add_argument("--runs", type=Path, nargs=2, metavar="DIR", help="the two simulate runs (A first)")
     judge.add_argument("--out", type=Path, metavar="DIR")
     judge.add_argument("--config", metavar="FILE")
     judge.add_argument("--judge-prompt", default="default", metavar="NAME|FILE", help="default: %(default)s")
     judge.add_argument("--judge-endpoint", metavar="PROFILE", help="endpoint profile of the judge (default local)")
-    judge.add_argument("--concurrency", type=int, default=8)
-    judge.add_argument("--seed", type=int)
+    judge.add_argument("--concurrency", type=COUNT, default=8)
+    judge.add_argument("--seed", type=SEED)
     judge.add_argument("--cache", metavar="FILE")
     judge.add_argument("--no-cache", action="store_true")
     judge.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
@@ -543,13 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
     judge_export.add_argument("--out", type=Path, required=True, metavar="DIR")
     judge_export.add_argument("--judge-prompt", default="default", metavar="NAME|FILE",
                               help="whose criteria become the sheet's columns (default: %(default)s)")
-    judge_export.add_argument("--seed", type=int, default=0)
+    judge_export.add_argument("--seed", type=SEED, default=0)
     judge_export.set_defaults(func=cmd_judge_export, writes="out")
     export_critic = judge_actions.add_parser(
         "export-critic", help="annotation sheet of one run's episodes for human success labels")
     export_critic.add_argument("--run", type=Path, required=True, metavar="DIR")
     export_critic.add_argument("--out", type=Path, required=True, metavar="DIR")
-    export_critic.add_argument("--seed", type=int, default=0)
+    export_critic.add_argument("--seed", type=SEED, default=0)
     export_critic.set_defaults(func=cmd_judge_export_critic, writes="out")
     judge_import = judge_actions.add_parser(
         "import", help="read filled sheets; human results, Krippendorff's alpha, Cohen's kappa with the model")
@@ -616,6 +617,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, so a reader that has gone is caught below
+    except BrokenPipeError:
+        # The reader (`| head`) has what it wanted: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:

@@ -11,10 +11,10 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from esc_agents.errors import UserError
+from esc_agents.yamlfile import load_yaml
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -187,11 +187,9 @@ def load_typed(model: type[T], path: str | Path | None, overrides: dict[str, Any
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = load_yaml(Path(path))[1] or {}
         except FileNotFoundError:
             raise UserError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: the top level must be a mapping")
         data = _merge(data, loaded)

@@ -14,11 +14,11 @@ import string
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esc_agents.config import describe_validation_error
 from esc_agents.errors import UserError
+from esc_agents.yamlfile import load_yaml
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 ROLES = ("supporter", "user_simulator", "critic", "judge")
@@ -151,11 +151,9 @@ def load_prompt(role: str, name_or_path: str) -> Prompt:
             raise UserError(
                 f"unknown {role} prompt {name_or_path!r} (available: {', '.join(available(role))}; or give a file path)"
             )
-    text = path.read_text()
+    text, data = load_yaml(path)
     try:
-        spec = PromptFile.model_validate(yaml.safe_load(text) or {})
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        spec = PromptFile.model_validate(data or {})
     except ValidationError as exc:
         raise UserError(describe_validation_error(exc, str(path))) from None
     _validate(role, path, spec)

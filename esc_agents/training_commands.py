@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import get_args
 
+from esc_agents.cli_values import COUNT, POSITIVE, SEED, SHARE, WEIGHT
 from esc_agents.errors import UserError
 from esc_agents.datasets import DEFAULT_EVAL_SPLIT
 from training.grpo_config import RewardMode
@@ -36,14 +37,14 @@ def _add_reward_model_options(parser: argparse.ArgumentParser, *, objective: boo
         parser.add_argument("--objective", choices=["classification", "ranking", "regression"],
                             help="training objective (default classification, the paper's)")
     parser.add_argument("--backbone", help="'embedded' (default), a model folder, or a cached hub id")
-    parser.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (overrides --epochs)")
-    parser.add_argument("--epochs", type=float, metavar="E", help="passes over the training split (default 1)")
-    parser.add_argument("--batch-size", type=int, metavar="B")
-    parser.add_argument("--learning-rate", type=float, metavar="LR")
-    parser.add_argument("--max-length", type=int, metavar="TOKENS", help="context is cut from the left to fit")
+    parser.add_argument("--max-steps", type=COUNT, metavar="N", help="optimizer steps (overrides --epochs)")
+    parser.add_argument("--epochs", type=POSITIVE, metavar="E", help="passes over the training split (default 1)")
+    parser.add_argument("--batch-size", type=COUNT, metavar="B")
+    parser.add_argument("--learning-rate", type=POSITIVE, metavar="LR")
+    parser.add_argument("--max-length", type=COUNT, metavar="TOKENS", help="context is cut from the left to fit")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (merged into the saved model)")
     parser.add_argument("--report-to", metavar="TRACKER", help="tensorboard, wandb, ... (default none)")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=SEED)
     add_held_out_options(parser)
 
 
@@ -183,7 +184,7 @@ def add_training_parsers(commands) -> None:
     score.add_argument("--reward-model", required=True, metavar="DIR|random",
                        help="a `train-rm` folder, or 'random' for an untrained head")
     score.add_argument("--out", type=Path, metavar="FILE", help="default: FILE.scored.jsonl")
-    score.add_argument("--batch-size", type=int, default=16)
+    score.add_argument("--batch-size", type=COUNT, default=16)
     score.set_defaults(func=cmd_score)
 
     grpo = commands.add_parser(
@@ -199,34 +200,34 @@ def add_training_parsers(commands) -> None:
     grpo.add_argument("--reward", choices=get_args(RewardMode), help="where R_fut comes from (default model)")
     grpo.add_argument("--reward-model", metavar="DIR|random",
                       help="a train-rm folder, or 'random' (untrained head); for --reward model and hybrid")
-    grpo.add_argument("--check-fraction", type=float, metavar="P",
+    grpo.add_argument("--check-fraction", type=SHARE, metavar="P",
                       help="hybrid: share of completions also simulated (default 0.25)")
     grpo.add_argument("--use-simulated", action="store_true",
                       help="hybrid: reward the simulated completions with their simulated R_fut")
     grpo.add_argument("--simulation-config", metavar="FILE",
                       help="run config for simulated futures (endpoints, user simulator, critic, formula, delta); "
                       "default: the embedded model")
-    grpo.add_argument("--future-turns", type=int, metavar="T", help="turns per simulated future (default: the run config's, 8)")
-    grpo.add_argument("--critic-samples", type=int, metavar="L", help="critic samples per future turn (default: the run config's, 10)")
+    grpo.add_argument("--future-turns", type=COUNT, metavar="T", help="turns per simulated future (default: the run config's, 8)")
+    grpo.add_argument("--critic-samples", type=COUNT, metavar="L", help="critic samples per future turn (default: the run config's, 10)")
     grpo.add_argument("--formula", help="R_fut formula of simulated futures (default: the run config's, terminal_efficiency)")
     grpo.add_argument("--out", type=Path, metavar="DIR")
     grpo.add_argument("--config", metavar="FILE", help="YAML with any GrpoRunConfig field")
     grpo.add_argument("--dataset", help="training dialogues (default esconv:ppdpp_train)")
-    grpo.add_argument("--contexts", type=int, metavar="N", help="training contexts to sample (default all)")
-    grpo.add_argument("--context-window", type=int, metavar="N",
+    grpo.add_argument("--contexts", type=COUNT, metavar="N", help="training contexts to sample (default all)")
+    grpo.add_argument("--context-window", type=COUNT, metavar="N",
                       help="the latest N messages of a context in the prompt (default: all); must be the reward "
                       "model's, and is the simulated futures' supporter's")
     add_held_out_options(grpo)
     grpo.add_argument("--policy", help="'embedded' (default), a model folder, or a cached hub id")
-    grpo.add_argument("--max-steps", type=int, metavar="N", help="default 100")
-    grpo.add_argument("--alpha", type=float, help="weight of R_fmt (default 0.5)")
-    grpo.add_argument("--num-generations", type=int, metavar="G", help="group size (default 4)")
-    grpo.add_argument("--temperature", type=float, help="sampling temperature (default 1.1)")
-    grpo.add_argument("--learning-rate", type=float, metavar="LR")
-    grpo.add_argument("--batch-size", type=int, metavar="B", help="completions per device per step (multiple of G)")
-    grpo.add_argument("--max-completion-length", type=int, metavar="TOKENS")
+    grpo.add_argument("--max-steps", type=COUNT, metavar="N", help="default 100")
+    grpo.add_argument("--alpha", type=WEIGHT, help="weight of R_fmt (default 0.5)")
+    grpo.add_argument("--num-generations", type=COUNT, metavar="G", help="group size (default 4)")
+    grpo.add_argument("--temperature", type=POSITIVE, help="sampling temperature (default 1.1)")
+    grpo.add_argument("--learning-rate", type=POSITIVE, metavar="LR")
+    grpo.add_argument("--batch-size", type=COUNT, metavar="B", help="completions per device per step (multiple of G)")
+    grpo.add_argument("--max-completion-length", type=COUNT, metavar="TOKENS")
     grpo.add_argument("--report-to", metavar="TRACKER", help="tensorboard, wandb, ... (default none)")
-    grpo.add_argument("--seed", type=int)
+    grpo.add_argument("--seed", type=SEED)
     grpo.set_defaults(func=cmd_train_grpo, writes="out")
 
     warmup = commands.add_parser(
@@ -239,12 +240,12 @@ def add_training_parsers(commands) -> None:
     warmup.add_argument("--policy", default="embedded", help="default: %(default)s")
     warmup.add_argument("--dataset", default="esconv:ppdpp_train", help="default: %(default)s")
     warmup.add_argument("--prompt", default="think", help="think-format supporter prompt (default: %(default)s)")
-    warmup.add_argument("--steps", type=int, default=20, help="default: %(default)s")
-    warmup.add_argument("--contexts", type=int, default=200, help="demonstrations (default: %(default)s)")
-    warmup.add_argument("--context-window", type=int, metavar="N",
+    warmup.add_argument("--steps", type=COUNT, default=20, help="default: %(default)s")
+    warmup.add_argument("--contexts", type=COUNT, default=200, help="demonstrations (default: %(default)s)")
+    warmup.add_argument("--context-window", type=COUNT, metavar="N",
                         help="the latest N messages of a context in the prompt (default: all, as in train-grpo)")
-    warmup.add_argument("--learning-rate", type=float, default=2e-4, help="default: %(default)s")
-    warmup.add_argument("--seed", type=int, default=0)
+    warmup.add_argument("--learning-rate", type=POSITIVE, default=2e-4, help="default: %(default)s")
+    warmup.add_argument("--seed", type=SEED, default=0)
     warmup.set_defaults(func=cmd_warmup_format, writes="out")
 
     export = commands.add_parser(

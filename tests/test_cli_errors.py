@@ -12,7 +12,7 @@ from tests.conftest import rlff_esc
     (["--persona", "grumpy"], "unknown user_simulator prompt 'grumpy'"),
     (["--critic-prompt", "nowhere/critic.yaml"], "critic prompt file not found"),
     (["--endpoint", "nowhere"], "unknown endpoint profile 'nowhere'"),
-    (["--max-turns", "0"], "episode.max_turns: Input should be greater than or equal to 1"),
+    (["--max-turns", "0"], "argument --max-turns: must be at least 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = rlff_esc("simulate", "--limit", "1", "--out", str(tmp_path / "run"), *args, timeout=120)
@@ -89,7 +89,7 @@ def test_train_rm_refuses_bad_input_before_loading_a_model(tmp_path, args, messa
 @pytest.mark.parametrize("args, message", [
     ([], "train-grpo --reward model needs --reward-model DIR"),
     (["--reward-model", "nowhere"], "nowhere is not a reward model folder"),
-    (["--reward-model", "random", "--alpha", "-1"], "alpha: Input should be greater than or equal to 0"),
+    (["--reward-model", "random", "--alpha", "-1"], "argument --alpha: must be at least 0, got -1"),
     (["--reward-model", "random", "--num-generations", "1"], "num_generations (G) must be at least 2"),
     (["--reward-model", "random", "--dataset", "{empty}"], "no eligible context"),
 ])

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,75 @@ def test_an_unreachable_endpoint_leaves_nothing_behind(tmp_path):
         result = rlff_esc(*args, "--config", str(config), "--out", str(out), timeout=120)
         assert result.returncode == 2 and "is unreachable" in result.stderr.strip().splitlines()[-1], result.stderr
         assert not out.exists(), sorted(path.name for path in out.iterdir())
+
+
+# Values an option may legitimately take among the swept ones: seeds are any whole number,
+# thresholds live on a prompt's own scale (checked against it later), weights and shares may be 0.
+ACCEPTED = {"--seed": {"0", "-1"}, "--success-threshold": {"0", "-1"}, "--delta": {"0", "-1"}, "--alpha": {"0"},
+            "--max-invalid-rate": {"0"}, "--check-fraction": {"0"}, "--valid": {"0"}, "--test": {"0"}}
+
+
+def numeric_options(parser, path=()):
+    """(command path, option) for every option of every command that takes a number."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from numeric_options(sub, (*path, name))
+        elif action.option_strings and action.type is not None and action.type not in (str, Path):
+            yield path, action.option_strings[0]
+
+
+def test_every_numeric_option_refuses_zero_negative_and_non_numeric_values_in_one_line(capsys):
+    from esc_agents.cli import build_parser
+
+    options = list(numeric_options(build_parser()))
+    assert len(options) > 40 and (("simulate",), "--concurrency") in options
+    for path, option in options:
+        for value in ("0", "-1", "1e999", "many"):
+            if value in ACCEPTED.get(option, ()):
+                continue
+            with pytest.raises(SystemExit) as exit_:
+                build_parser().parse_args([*path, option, value])
+            assert exit_.value.code == 2, (path, option, value)
+            lines = capsys.readouterr().err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("rlff-esc: error:") and option in lines[0], lines
+
+
+@pytest.mark.parametrize("args", [["simulate", "--limit", "1"], ["judge", "--runs", "a", "b"]])
+def test_concurrency_zero_is_refused_instead_of_waiting_forever(tmp_path, args):
+    result = rlff_esc(*args, "--concurrency", "0", "--out", str(tmp_path / "out"), timeout=60)
+    assert result.returncode == 2 and "argument --concurrency: must be at least 1" in error_line(result)
+
+
+def test_a_config_of_random_bytes_a_broken_yaml_and_an_output_that_is_a_file(tmp_path):
+    noise = tmp_path / "noise.yaml"
+    noise.write_bytes(bytes(range(128, 256)) * 3)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("episode:\n  max_turns: 3\n bad: [\n")
+    a_file = tmp_path / "taken"
+    a_file.write_text("keep me")
+    for args, message in ((["--config", str(noise)], "noise.yaml: not a text file"),
+                          (["--config", str(broken)], "broken.yaml: not valid YAML at line 3, column 2"),
+                          (["--out", str(a_file)], "taken is a file, not a run folder")):
+        result = rlff_esc("simulate", "--limit", "1", "--offline", "--cache", str(tmp_path / "c.sqlite"),
+                          "--out", str(tmp_path / "run"), *args, timeout=120)
+        assert result.returncode == 2 and message in error_line(result)
+    assert a_file.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", ["graph", "prompts"])
+def test_a_reader_that_goes_away_ends_the_output_quietly(command):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head` does once it has its lines
+    result = subprocess.run([sys.executable, "-m", "esc_agents.cli", command], stdout=write_end,
+                            stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_end)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+def test_help_shows_percent_signs_once():
+    for command in ("compare", "judge"):
+        text = rlff_esc(command, "--help", timeout=60).stdout
+        assert "95%" in text and "%%" not in text
