@@ -402,6 +402,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prompts_render(args: argparse.Namespace) -> int:
+    from esc_agents.prompt_render import find_case, render_messages, role_of
+
+    role = role_of(args.prompt, args.role)
+    print(json.dumps(render_messages(args.prompt, role, find_case(args.dataset, args.case)), indent=2,
+                     ensure_ascii=False))
+    return 0
+
+
 def cmd_prompts(args: argparse.Namespace) -> int:
     from esc_agents.prompts import ROLES, available, load_prompt
 
@@ -595,8 +604,17 @@ def build_parser() -> argparse.ArgumentParser:
     graph = commands.add_parser("graph", help="print the rollout graph as a Mermaid diagram")
     graph.set_defaults(func=cmd_graph)
 
-    prompts = commands.add_parser("prompts", help="list the built-in prompts and personas")
+    prompts = commands.add_parser("prompts", help="list the built-in prompts and personas; render one for a case")
     prompts.set_defaults(func=cmd_prompts)
+    render = prompts.add_subparsers(dest="prompts_command", metavar="ACTION").add_parser(
+        "render", help="print the exact messages a role sends for a dataset case (JSON)",
+        description="Load and check a prompt as a run would, and print the chat its role sends at the case's "
+        "first exchange; the replies a run would have are placeholders.")
+    render.add_argument("prompt", metavar="NAME|FILE")
+    render.add_argument("--case", required=True, metavar="ID", help="a case id of the dataset, e.g. ppdpp_test-0")
+    render.add_argument("--dataset", default="esconv:ppdpp_test", help="default: %(default)s")
+    render.add_argument("--role", help="the prompt's role (default: the folder the file is in)")
+    render.set_defaults(func=cmd_prompts_render)
     return parser
 
 

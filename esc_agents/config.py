@@ -169,12 +169,13 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_validation_error(error: ValidationError, source: str) -> str:
-    """One line for a pydantic error; a misspelt key is reported before the field it hides."""
-    first = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{source}: {where}: {message}{more}"
+    """One line for a pydantic error, every problem in it; a misspelt key is reported before the
+    field it hides."""
+    problems = []
+    for found in sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden"):
+        where = ".".join(str(part) for part in found["loc"]) or "(top level)"
+        problems.append(f"{where}: {'unknown key' if found['type'] == 'extra_forbidden' else found['msg']}")
+    return f"{source}: {'; '.join(problems)}"
 
 
 def load_typed(model: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None,

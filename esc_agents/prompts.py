@@ -49,6 +49,15 @@ TEMPLATE_VARIABLES: dict[str, dict[str, tuple[set[str], set[str]]]] = {
 }
 
 
+# The fields each role reads; any other a file sets would be silently ignored.
+USED_FIELDS = {
+    "supporter": {"system", "reply_format", "think_tag", "response_tag"},
+    "user_simulator": {"system", "axes"},
+    "critic": {"system", "user"},
+    "judge": {"system", "user"},
+}
+
+
 class Verdict(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label: str
@@ -59,7 +68,10 @@ class Verdict(BaseModel):
     @classmethod
     def _compile(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
-            re.compile(pattern)
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
         return patterns
 
 
@@ -161,24 +173,33 @@ def load_prompt(role: str, name_or_path: str) -> Prompt:
 
 
 def _validate(role: str, path: Path, spec: PromptFile) -> None:
+    """Every problem of a hand-written file at once, so an author fixes them in one pass."""
+    problems = []
     for field, (allowed, required) in TEMPLATE_VARIABLES[role].items():
         template = getattr(spec, field)
         if template is None:
-            raise UserError(f"{path}: a {role} prompt needs a `{field}` template")
+            problems.append(f"a {role} prompt needs a `{field}` template")
+            continue
         try:
             used = _fields(template)
         except ValueError as exc:
-            raise UserError(f"{path}: {field}: {exc}") from None
-        if unknown := used - allowed:
-            raise UserError(
-                f"{path}: {field}: unknown template variable {{{sorted(unknown)[0]}}} "
-                f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
-            )
-        if missing := required - used:
-            raise UserError(f"{path}: {field}: template variable {{{sorted(missing)[0]}}} is required")
+            problems.append(f"{field}: {exc}")
+            continue
+        for name in sorted(used - allowed):
+            hint = "; write {{ and }} for literal braces" if not name.isidentifier() else ""
+            problems.append(f"{field}: unknown template variable {{{name}}} "
+                            f"(allowed: {', '.join(sorted(allowed)) or 'none'}{hint})")
+        problems += [f"{field}: template variable {{{name}}} is required" for name in sorted(required - used)]
+    if ignored := sorted(spec.model_fields_set - USED_FIELDS[role] - {"description", "verdicts", "criteria"}):
+        problems.append(f"{', '.join(ignored)}: not used by a {role} prompt; remove {'them' if len(ignored) > 1 else 'it'}")
     if role == "critic" and len(spec.verdicts) < 2:
-        raise UserError(f"{path}: a critic prompt needs at least two `verdicts`")
+        problems.append("a critic prompt needs at least two `verdicts`")
     if role != "critic" and spec.verdicts:
-        raise UserError(f"{path}: `verdicts` belong in critic prompts only")
+        problems.append("`verdicts` belong in critic prompts only")
+    labels = [verdict.label for verdict in spec.verdicts]
+    problems += [f"verdict label {label!r} appears more than once" for label in sorted(set(labels))
+                 if labels.count(label) > 1]
     if (role == "judge") != bool(spec.criteria):
-        raise UserError(f"{path}: judge prompts, and only they, list `criteria`")
+        problems.append("judge prompts, and only they, list `criteria`")
+    if problems:
+        raise UserError(f"{path}: " + "; ".join(problems))

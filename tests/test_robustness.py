@@ -186,3 +186,55 @@ def test_help_shows_percent_signs_once():
     for command in ("compare", "judge"):
         text = rlff_esc(command, "--help", timeout=60).stdout
         assert "95%" in text and "%%" not in text
+
+
+CRITIC = """system: You judge the seeker.
+user: |-
+  {conversation}
+  Answer {answer_format}: {{"verdict": "better"}}
+verdicts:
+  - {label: worse, score: -1.0, patterns: ["worse"]}
+  - {label: better, score: 1.0, patterns: ["better", "(unclosed"]}
+  - {label: better, score: 0.5, patterns: ["a bit better"]}
+"""
+
+
+@pytest.mark.parametrize("option, text, messages", [
+    ("--critic-prompt", CRITIC.replace(', "(unclosed"', ""),
+     ["unknown template variable {answer_format}", "verdict label 'better' appears more than once"]),
+    ("--critic-prompt", CRITIC, ["invalid regular expression '(unclosed'"]),
+    ("--critic-prompt", CRITIC.replace("{{", "{").replace("}}", "}").replace(', "(unclosed"', ""),
+     ['unknown template variable {"verdict"}', "write {{ and }} for literal braces"]),
+    ("--persona", "system: You feel {emotion}. {situation}\nuser: '{conversation}'\n",
+     ["user: not used by a user_simulator prompt"]),
+    ("--persona", "system: |\n  You feel {emotion}.\n  - {situation}\n axes: {}\n", ["not valid YAML at line 4, column 2"]),
+])
+def test_a_hand_written_prompt_file_gets_every_problem_in_one_line(tmp_path, option, text, messages):
+    prompt = tmp_path / "mine.yaml"
+    prompt.write_text(text)
+    result = rlff_esc("simulate", "--limit", "1", option, str(prompt), "--offline", "--cache",
+                      str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "run"), timeout=120)
+    line = error_line(result)
+    assert result.returncode == 2 and "mine.yaml" in line and "more)" not in line
+    for message in messages:
+        assert message in line
+
+
+def test_prompts_render_prints_the_messages_a_role_sends_for_a_case(tmp_path):
+    from esc_agents.datasets import load_cases
+
+    case = load_cases("esconv:ppdpp_test")[3]
+    persona = tmp_path / "user_simulator" / "calm.yaml"
+    persona.parent.mkdir()
+    persona.write_text("system: 'You feel {emotion} about {problem}. Situation: {situation}'\n")
+    result = rlff_esc("prompts", "render", str(persona), "--case", case.id, timeout=120)
+    assert result.returncode == 0, result.stderr
+    messages = json.loads(result.stdout)
+    assert messages[0] == {"role": "system",
+                           "content": f"You feel {case.emotion} about {case.problem}. Situation: {case.situation}"}
+    # The seeker's side: its own opening is `assistant`, the supporter is `user`.
+    assert [m["role"] for m in messages[1:]] == ["assistant", "user"] and messages[1]["content"] == case.situation
+    supporter = json.loads(rlff_esc("prompts", "render", "think", "--role", "supporter", "--case", case.id).stdout)
+    assert supporter[-1] == {"role": "user", "content": case.situation}
+    missing = rlff_esc("prompts", "render", "think", "--role", "supporter", "--case", "nope", timeout=120)
+    assert missing.returncode == 2 and "esconv:ppdpp_test has no case 'nope'" in error_line(missing)
