@@ -1,6 +1,7 @@
 """Long unattended runs: one writer per run folder, readers that never count a case twice, every
 input checked before any work, bad values refused in one line."""
 
+import csv
 import json
 import os
 import shutil
@@ -238,3 +239,28 @@ def test_prompts_render_prints_the_messages_a_role_sends_for_a_case(tmp_path):
     assert supporter[-1] == {"role": "user", "content": case.situation}
     missing = rlff_esc("prompts", "render", "think", "--role", "supporter", "--case", "nope", timeout=120)
     assert missing.returncode == 2 and "esconv:ppdpp_test has no case 'nope'" in error_line(missing)
+
+
+def test_judge_import_reads_blank_cells_as_not_rated(tmp_path):
+    from esc_agents.evaluation.annotation import KEY, export_pairs
+
+    criteria = ["empathy", "overall"]
+    runs = [str(fake_run(tmp_path / name, 2, ["c1", "c2", "c3"])) for name in ("a", "b")]
+    sheet = export_pairs({Path(run).name: Path(run) for run in runs}, tmp_path / "sheet", criteria, seed=1)
+    with sheet.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = reader.fieldnames, list(reader)
+    # Row 1 rated in full, row 2 only on empathy, row 3 not at all.
+    for row, marks in zip(rows, [["1", "1"], ["tie", ""], ["", ""]]):
+        row.update(zip(criteria, marks))
+    filled = tmp_path / "ann.csv"
+    with filled.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, header)
+        writer.writeheader()
+        writer.writerows(rows)
+    result = rlff_esc("judge", "import", str(tmp_path / "sheet" / KEY), str(filled), timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "sheet" / KEY).parent.joinpath("agreement.json").read_text())
+    empathy, overall = report["criteria"]["empathy"], report["criteria"]["overall"]
+    assert empathy["win"] + empathy["tie"] + empathy["loss"] == 2
+    assert overall["win"] + overall["tie"] + overall["loss"] == 1

@@ -92,8 +92,11 @@ def read_sheets(sheets: list[Path], key: dict[str, Any]) -> dict[str, dict[str, 
                 if item in labels:
                     problems.append(f"row {line}: duplicate item {item}")
                     continue
-                said = {c: row[c].strip().lower() for c in columns}
-                bad = [f"{c}={said[c]!r}" for c in columns if said[c] not in key["scale"]]
+                # A blank cell is an item the annotator did not rate, not an answer off the scale.
+                said = {c: label for c in columns if (label := (row[c] or "").strip().lower())}
+                if not said:
+                    continue
+                bad = [f"{c}={said[c]!r}" for c in said if said[c] not in key["scale"]]
                 if bad:
                     problems.append(f"row {line}: {', '.join(bad)} not in {'/'.join(key['scale'])}")
                     continue
@@ -131,7 +134,8 @@ def import_pairs(key: dict[str, Any], sheets: list[Path], judgments: Path | None
     report: dict[str, Any] = {"kind": "pairs", "a": key["a"], "b": key["b"], "annotators": sorted(filled),
                               "criteria": {}}
     for criterion in key["criteria"]:
-        human = {name: {i: _outcome(key, i, labels[i][criterion]) for i in labels} for name, labels in filled.items()}
+        human = {name: {i: _outcome(key, i, labels[i][criterion]) for i in labels if criterion in labels[i]}
+                 for name, labels in filled.items()}
         pooled = [{criterion: o} for labels in human.values() for o in labels.values()]
         model = {i: judge[i][criterion] for i in judge}
         report["criteria"][criterion] = {**win_rates(pooled, [criterion])[criterion],
