@@ -264,3 +264,32 @@ def test_judge_import_reads_blank_cells_as_not_rated(tmp_path):
     empathy, overall = report["criteria"]["empathy"], report["criteria"]["overall"]
     assert empathy["win"] + empathy["tie"] + empathy["loss"] == 2
     assert overall["win"] + overall["tie"] + overall["loss"] == 1
+
+
+def test_grpo_stops_after_consecutive_steps_whose_futures_all_gave_no_reward(tmp_path):
+    import asyncio
+
+    from esc_agents.config import build_config
+    from esc_agents.errors import UserError
+    from esc_agents.types import Case, Message
+    from tests.fakes import ScriptedChatModel
+    from training.contexts import Context
+    from training.future_rewards import FutureSimulator
+
+    case = Case(id="c1", situation="I lost my job.", dialog=[Message(speaker="seeker", content="I lost my job."),
+                                                             Message(speaker="supporter", content="I'm sorry.")])
+    context = Context(case, position=1)
+    # The critic answers off the scale unless the reply says GOOD.
+    critic = lambda messages: "D) solved." if "GOOD" in messages[-1].content else "no idea"
+    model = ScriptedChatModel(script={"supporter": ["How are you?"], "user_simulator": ["Thanks."], "critic": critic})
+    config = build_config(None, {"episode": {"max_turns": 1, "critic_samples": 1, "critic_retries": 0}})
+
+    async def steps(replies):
+        with FutureSimulator(config, [context], tmp_path / "futures.jsonl", use_cache=False,
+                             chat_models={"local": model}, max_unscorable_steps=2) as simulator:
+            for step, reply in enumerate(replies):
+                await simulator.rewards([(context.key, reply)], step=step, log_metric=lambda *_: None)
+
+    asyncio.run(steps(["bad", "GOOD", "bad", "GOOD"]))  # never two unscored steps in a row
+    with pytest.raises(UserError, match="no simulated future gave a reward in 2 steps in a row .*no parsable critic"):
+        asyncio.run(steps(["GOOD", "bad", "bad", "GOOD"]))

@@ -28,6 +28,7 @@ from scipy import stats
 from esc_agents.cache import cache_scope
 from esc_agents.config import RunConfig, build_config
 from esc_agents.engine import Engine
+from esc_agents.errors import UserError
 from esc_agents.jobs import JOB_FAILURES
 from esc_agents.types import Message
 from graphs.episode import run_episode
@@ -71,8 +72,10 @@ class FutureSimulator:
 
     def __init__(self, run_config: RunConfig, contexts: Sequence[Context], log_path: Path, *,
                  use_cache: bool = True, chat_models: dict | None = None, fresh_per_step: bool = True,
-                 cache_path: Path | None = None):
+                 cache_path: Path | None = None, max_unscorable_steps: int = 3):
         self.run_config = run_config
+        self.max_unscorable_steps = max_unscorable_steps
+        self.unscorable_steps = 0  # steps in a row whose futures all gave no reward
         self.fresh_per_step = fresh_per_step
         rewards = run_config.rewards
         self.engine = Engine(run_config, use_cache=use_cache, chat_models=chat_models, cache_path=cache_path)
@@ -147,6 +150,12 @@ class FutureSimulator:
         if failed:
             print(f"rlff-esc: warning: {len(failed)} of {len(futures)} futures at step {step} gave no reward "
                   f"({failed[0]['error']})", file=sys.stderr)
+        if futures:
+            self.unscorable_steps = self.unscorable_steps + 1 if len(failed) == len(futures) else 0
+        if self.unscorable_steps >= self.max_unscorable_steps:
+            raise UserError(f"no simulated future gave a reward in {self.unscorable_steps} steps in a row (last error: "
+                            f"{failed[0]['error']}); check the critic prompt's verdict patterns and the endpoints "
+                            "(simulation.max_unscorable_steps sets this limit)")
         return futures
 
     def record(self, step: int, futures: Sequence[dict[str, Any]]) -> None:

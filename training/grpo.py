@@ -119,7 +119,8 @@ def future_simulator(config: GrpoRunConfig, contexts: list[Context], out: Path) 
     if config.reward == "model":
         return None
     return FutureSimulator(simulation_run_config(config), contexts, out / FUTURES, use_cache=config.simulation.cache,
-                           fresh_per_step=config.simulation.fresh_per_step)
+                           fresh_per_step=config.simulation.fresh_per_step,
+                           max_unscorable_steps=config.simulation.max_unscorable_steps)
 
 
 def reward_functions(config: GrpoRunConfig, spec: FormatSpec, simulator: FutureSimulator | None = None) -> list:

@@ -29,6 +29,9 @@ class FutureSimulation(Strict):
     # Each step's futures are new samples (the step and completion enter the cache key); False replays
     # the future of a (context, reply) pair seen before, in any step or in stage 1's shared cache.
     fresh_per_step: bool = True
+    # A critic prompt that never yields a parsable verdict leaves every future unscored, and GRPO
+    # would train on R_fmt alone for the whole run: stop after this many such steps in a row.
+    max_unscorable_steps: int = Field(3, ge=1)
 
 
 class GrpoRunConfig(Strict):
