@@ -174,6 +174,7 @@ def cmd_rewards(args: argparse.Namespace) -> int:
         "endpoint": args.future_supporter_endpoint, "prompt": args.future_supporter_prompt,
     } if (args.future_supporter_endpoint or args.future_supporter_prompt) else None, rewards={
         "candidates": args.candidates, "formula": args.formula, "delta": args.delta,
+        "formula_params": _formula_params(args.param) or None,
         "sampling": {"dialogues": args.limit, "contexts": args.contexts, "positions": args.positions,
                      "per_dialogue": args.per_dialogue, "min_history": args.min_history},
     })
@@ -440,6 +441,8 @@ def _add_rewards_parser(commands) -> None:
     rewards.add_argument("--min-history", type=COUNT, metavar="N", help="messages before the reply (default 1)")
     rewards.add_argument("--formula", help=f"R_fut formula: {formulas} (default terminal_efficiency)")
     rewards.add_argument("--delta", type=SCORE, help="label = 1[R_fut > delta] (default 0.5)")
+    rewards.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                         help="formula parameter, e.g. lambda=0.5 or gamma=0.8 (rewards.formula_params)")
     rewards.add_argument("--shard", metavar="i/N", help="produce only the i-th of N disjoint parts")
     rewards.add_argument("--future-supporter-prompt", metavar="NAME|FILE",
                          help="supporter that continues futures (default: the candidate proposer)")

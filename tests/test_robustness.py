@@ -293,3 +293,14 @@ def test_grpo_stops_after_consecutive_steps_whose_futures_all_gave_no_reward(tmp
     asyncio.run(steps(["bad", "GOOD", "bad", "GOOD"]))  # never two unscored steps in a row
     with pytest.raises(UserError, match="no simulated future gave a reward in 2 steps in a row .*no parsable critic"):
         asyncio.run(steps(["GOOD", "bad", "bad", "GOOD"]))
+
+
+def test_rewards_takes_formula_parameters(tmp_path):
+    args = ["rewards", "--limit", "2", "--contexts", "1", "--candidates", "2", "--eval-split", "none", "--offline",
+            "--cache", str(tmp_path / "empty.sqlite"), "--out", str(tmp_path / "r")]
+    bad = rlff_esc(*args, "--param", "nosuch=1", timeout=120)
+    assert bad.returncode == 2 and "has no parameter 'nosuch' (parameters: lambda)" in error_line(bad)
+    # An offline replay from an empty cache records the run, then stops at its first completion.
+    rlff_esc(*args, "--param", "lambda=0.25", timeout=120)
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["fingerprint"]["rewards"]["formula_params"] == {"lambda": 0.25}
