@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
@@ -211,11 +210,11 @@ def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str
 
     trainer.save_model(str(out / ADAPTER))
     tokenizer.save_pretrained(out / ADAPTER)
-    (out / RUN_CARD).write_text(json.dumps({
+    write_json(out / RUN_CARD, {
         "policy": str(policy), "prompt": config.prompt, "think_tag": spec.think_tag,
         "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward": config.reward,
         "reward_model": card, "config": config.model_dump(),
-    }, indent=2) + "\n")
+    })
     history = trainer.state.log_history
     plot_log_history(history, curves(config.reward), out / "curves.png")
     return {

@@ -198,8 +198,7 @@ def merge(parts: list[Path], out: Path) -> dict[str, Any]:
     (out / FAILURES).write_text("".join(json.dumps(f) + "\n" for f in failures))
     usage = [line for part in parts for line in read_jsonl(part / "usage.jsonl")]
     (out / "usage.jsonl").write_text("".join(json.dumps(u) + "\n" for u in usage))
-    (out / "run.json").write_text(json.dumps({**runs[0], "fingerprint": reference,
-                                              "merged_from": [str(p) for p in parts]}, indent=2) + "\n")
+    write_json(out / "run.json", {**runs[0], "fingerprint": reference, "merged_from": [str(p) for p in parts]})
     return {
         "records": len(merged),
         "duplicates": sorted(key for key, count in seen.items() if count > 1),

@@ -77,11 +77,11 @@ def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed
         else:
             for name, split in data.items():
                 split.to_parquet(str(out / f"{name}.parquet"))
-    (out / "export.json").write_text(json.dumps({
+    write_json(out / "export.json", {
         "source": str(folder), "format": fmt, "seed": seed, "valid": valid, "test": test,
         "rows": {name: len(members) for name, members in rows.items()},
         "run": json.loads((folder / "run.json").read_text())["fingerprint"],
-    }, indent=2) + "\n")
+    })
     return {name: len(members) for name, members in rows.items()}
 
 

@@ -79,11 +79,11 @@ def train_reward_model(config: RewardModelConfig, data: Path, out: Path, *,
     final = trainer.model.merge_and_unload() if config.lora is not None else trainer.model
     final.save_pretrained(out / MODEL_FOLDER)
     tokenizer.save_pretrained(out / MODEL_FOLDER)
-    (out / MODEL_CARD).write_text(json.dumps({
+    write_json(out / MODEL_CARD, {
         "objective": config.objective, "max_length": config.max_length, "backbone": config.backbone,
         "score": "P(label=1)" if config.objective == "classification" else "model output",
         "data_hash": settings["data_hash"], "context_window": window, "held_out": held_out,
-    }, indent=2) + "\n")
+    })
     plot_log_history(trainer.state.log_history, {"loss": {"train": "loss", "valid": "eval_loss"}},
                      out / "loss_curves.png")
 
@@ -196,9 +196,8 @@ def ablate(config: RewardModelConfig, data: Path, out: Path, **held_out: Any) ->
         print(f"rlff-esc: training the {objective} reward model", file=sys.stderr)
         results[objective] = train_reward_model(config.model_copy(update={"objective": objective}), data,
                                                 out / objective, **held_out)
-    (out / "ablation.json").write_text(json.dumps(
-        {name: {k: v for k, v in m.items() if k not in ("config", "versions")} for name, m in results.items()},
-        indent=2) + "\n")
+    write_json(out / "ablation.json",
+               {name: {k: v for k, v in m.items() if k not in ("config", "versions")} for name, m in results.items()})
     return results
 
 

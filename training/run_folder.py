@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from esc_agents.errors import UserError
+from esc_agents.jsonfile import write_json
 from esc_agents.plotting import figure_file
 from esc_agents.provenance import differing_fields
 
@@ -25,7 +26,7 @@ def claim(out: Path, settings: dict[str, Any]) -> None:
         if differ:
             raise UserError(f"{out} was trained with other settings ({', '.join(differ)}); use another --out")
     else:
-        saved.write_text(json.dumps(settings, indent=2) + "\n")
+        write_json(saved, settings)
 
 
 def last_checkpoint(out: Path) -> str | None:
