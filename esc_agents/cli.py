@@ -630,7 +630,8 @@ def _run(args: argparse.Namespace) -> int:
     """A command that writes a run folder holds it for its whole run (see runlock)."""
     from esc_agents.runlock import run_lock
 
-    folder = getattr(args, getattr(args, "writes", None) or "-", None)
+    writes = getattr(args, "writes", None)
+    folder = writes(args) if callable(writes) else getattr(args, writes or "-", None)
     if folder is None:
         return args.func(args)
     with run_lock(folder):

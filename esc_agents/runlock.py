@@ -72,7 +72,7 @@ def run_lock(folder: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        path.unlink()
+        path.unlink(missing_ok=True)
         handle.close()
-        if created and not any(folder.iterdir()):
+        if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()

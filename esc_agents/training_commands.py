@@ -141,6 +141,11 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warmup_workdir(args: argparse.Namespace) -> Path:
+    """The folder warm-up locks: DIR itself is replaced whole at the end, so its work folder beside it."""
+    return args.out.with_name(args.out.name + ".checkpoints")
+
+
 def cmd_warmup_format(args: argparse.Namespace) -> int:
     from training.format_warmup import warm_up_format
 
@@ -246,7 +251,7 @@ def add_training_parsers(commands) -> None:
                         help="the latest N messages of a context in the prompt (default: all, as in train-grpo)")
     warmup.add_argument("--learning-rate", type=POSITIVE, default=2e-4, help="default: %(default)s")
     warmup.add_argument("--seed", type=SEED, default=0)
-    warmup.set_defaults(func=cmd_warmup_format, writes="out")
+    warmup.set_defaults(func=cmd_warmup_format, writes=_warmup_workdir)
 
     export = commands.add_parser(
         "export", help="merge a GRPO adapter into a model folder the local server can serve",
@@ -255,4 +260,4 @@ def add_training_parsers(commands) -> None:
     )
     export.add_argument("--adapter", type=Path, required=True, metavar="DIR", help="a train-grpo folder")
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
-    export.set_defaults(func=cmd_export, writes="out")
+    export.set_defaults(func=cmd_export, writes=None)

@@ -304,3 +304,13 @@ def test_rewards_takes_formula_parameters(tmp_path):
     rlff_esc(*args, "--param", "lambda=0.25", timeout=120)
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert run["fingerprint"]["rewards"]["formula_params"] == {"lambda": 0.25}
+
+
+def test_warmup_format_holds_its_work_folder_since_its_output_is_replaced_whole(tmp_path):
+    from esc_agents.runlock import run_lock
+
+    out = tmp_path / "warm"
+    with run_lock(tmp_path / "warm.checkpoints"):
+        result = rlff_esc("warmup-format", "--out", str(out), "--steps", "1", timeout=120)
+    assert result.returncode == 2 and f"warm.checkpoints is being written by pid {os.getpid()}" in error_line(result)
+    assert not out.exists() and not (tmp_path / "warm.checkpoints").exists()
