@@ -42,6 +42,9 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
     parser.add_argument("--supporter-prompt", metavar="NAME|FILE", help="supporter prompt (vanilla, think, strategy)")
     parser.add_argument("--persona", metavar="NAME|FILE", help="user-simulator persona (cooperative, resistant, ...)")
     parser.add_argument("--critic-prompt", metavar="NAME|FILE", help="critic prompt (default)")
+    parser.add_argument("--critic", metavar="PLUGIN", help="a critic written in Python: an installed role name "
+                        "(see `rlff-esc roles`) or package.module:callable; replaces the LLM critic")
+    parser.add_argument("--seeker", metavar="PLUGIN", help="a user simulator written in Python (as --critic)")
     parser.add_argument("--endpoint", metavar="PROFILE", help="endpoint profile for every role (local, vllm, openai, ...)")
     parser.add_argument("--supporter-endpoint", metavar="PROFILE")
     parser.add_argument("--supporter-model", type=Path, metavar="DIR",
@@ -96,6 +99,9 @@ def _config_from(args: argparse.Namespace, supporter_spec: str | None = None, **
     def role(endpoint: str | None, prompt: str | None) -> dict:
         return {"endpoint": endpoint or args.endpoint, "prompt": prompt}
 
+    for plugin, prompt in (("--seeker", args.persona), ("--critic", args.critic_prompt)):
+        if prompt is not None and getattr(args, plugin[2:]) is not None:
+            raise UserError(f"{plugin} replaces the LLM role; it cannot go with that role's prompt {prompt!r}")
     binding = {"supporter": role(args.supporter_endpoint, args.supporter_prompt)}
     if args.supporter_model is not None:
         binding = supporter_binding(str(args.supporter_model))[1]
@@ -108,8 +114,8 @@ def _config_from(args: argparse.Namespace, supporter_spec: str | None = None, **
         binding["supporter"]["context_window"] = args.context_window
     return build_config(args.config, {
         **binding,
-        "user_simulator": role(args.user_endpoint, args.persona),
-        "critic": role(args.critic_endpoint, args.critic_prompt),
+        "user_simulator": {**role(args.user_endpoint, args.persona), "factory": args.seeker},
+        "critic": {**role(args.critic_endpoint, args.critic_prompt), "factory": args.critic},
         "episode": {
             "max_turns": args.max_turns,
             "critic_samples": args.critic_samples,
@@ -319,7 +325,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     engine = _engine(args, config)
     result = asyncio.run(judge_runs(config, {folder.name: folder for folder in args.runs}, args.out,
                                     concurrency=args.concurrency, engine=engine, allow_mismatch=args.allow_mismatch))
-    summary = summarize_judgments(args.out, engine.prompts["judge"].spec.criteria)
+    summary = summarize_judgments(args.out, engine.judge_criteria)
     print(format_judgments(summary))
     print(f"wrote {args.out / 'judge.json'} and {args.out / 'judgments.jsonl'}")
     untrusted = _too_many_invalid("the judge's", summary["unparsable"] / max(summary["cases"], 1),
@@ -400,6 +406,20 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from graphs.episode import EPISODE_GRAPH
 
     print(EPISODE_GRAPH.get_graph().draw_mermaid())
+    return 0
+
+
+def cmd_roles(args: argparse.Namespace) -> int:
+    from esc_agents.prompts import ROLES, available
+    from esc_agents.role_plugins import describe, installed_roles
+
+    print("LLM roles (prompt files; --supporter-prompt, --persona, --critic-prompt, --judge-prompt):")
+    for role in ROLES:
+        print(f"  {role}: {', '.join(available(role))}")
+    print("Python roles (installed `rlff_esc.roles` entry points; --critic NAME, --seeker NAME, or "
+          "`factory: NAME` in a config):")
+    for name, entry in sorted(installed_roles().items()):
+        print(f"  {name:24s} {entry.value}  {describe(entry)}")
     return 0
 
 
@@ -606,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     graph = commands.add_parser("graph", help="print the rollout graph as a Mermaid diagram")
     graph.set_defaults(func=cmd_graph)
+
+    roles = commands.add_parser("roles", help="list the roles: prompt files and installed Python roles")
+    roles.set_defaults(func=cmd_roles)
 
     prompts = commands.add_parser("prompts", help="list the built-in prompts and personas; render one for a case")
     prompts.set_defaults(func=cmd_prompts)

@@ -53,10 +53,12 @@ def label(record: dict[str, Any], formula_name: str, params: dict[str, float], d
 
 def _provenance(run: dict[str, Any]) -> dict[str, Any]:
     roles = run["fingerprint"]["roles"]
+    llm = {role: spec for role, spec in roles.items() if "model" in spec}
     return {
-        "models": {role: spec["model"] for role, spec in roles.items()},
-        "prompts_sha256": {role: spec["prompt_sha256"] for role, spec in roles.items()},
-        "temperatures": {role: spec["temperature"] for role, spec in roles.items()},
+        "models": {role: spec["model"] for role, spec in llm.items()},
+        "prompts_sha256": {role: spec["prompt_sha256"] for role, spec in llm.items()},
+        "temperatures": {role: spec["temperature"] for role, spec in llm.items()},
+        "plugins": {role: spec for role, spec in roles.items() if role not in llm},
         "seed": run["fingerprint"]["seed"],
         "rlff_esc": __version__,
     }

@@ -1,0 +1,103 @@
+"""Does the training loop learn? GRPO in the known-answer environment (docs/known-answer/), where
+the right behaviour is stated in advance, on the embedded CPU default, through the real command
+line; every command is printed before it runs and logged to OUT/commands.txt.
+
+    (default)  reduced check, about 30 min on 2 cores: GRPO with --reward simulated, then the
+               untrained and the trained policy compared on --cases PPDPP test cases
+    --full     the whole study: D_r, the reward model, GRPO with --reward model, simulated and a
+               random-reward control, all compared with the untrained policy on --cases cases
+
+The last line is `base_sr=<x> trained_sr=<y> mcnemar_p=<z>` (the simulated-reward policy
+against the untrained one). Reruns resume: every stage keeps its run folder under OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1] / "docs" / "known-answer"
+ENV = HERE / "env.yaml"
+GRPO = HERE / "grpo.yaml"
+COMPLETION = "48"  # the policies' max_completion_length, also the untrained policy's budget
+WINDOW = "2"  # the supporter's context window in every stage (grpo.yaml says the same)
+
+
+def rlff_esc(out: Path, *args: str) -> None:
+    command = ["rlff-esc", *args]
+    line = shlex.join(command)
+    print(f"$ {line}", file=sys.stderr, flush=True)
+    with (out / "commands.txt").open("a") as log:
+        log.write(line + "\n")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "esc_agents.cli", *args])
+    seconds = time.perf_counter() - started
+    with (out / "timings.jsonl").open("a") as log:
+        log.write(json.dumps({"command": line, "seconds": round(seconds, 1), "exit": result.returncode}) + "\n")
+    if result.returncode not in (0, 3):  # 3: finished, a trust check to read in the output
+        sys.exit(f"learning_check: `{line}` exited {result.returncode}")
+
+
+def grpo(out: Path, name: str, steps: int, *reward: str) -> str:
+    folder = out / name
+    rlff_esc(out, "train-grpo", "--config", str(GRPO), "--max-steps", str(steps), *reward, "--out", str(folder))
+    return str(folder)
+
+
+def results_table(out: Path, report: dict, base: str) -> str:
+    """SR with its interval and McNemar against the untrained policy, and each run's rewards."""
+    rows = ["| supporter | SR | 95% CI | AT | McNemar p vs untrained | R_fut first → last 10 steps |",
+            "|---|---|---|---|---|---|"]
+    for label, summary in report["summaries"].items():
+        pair = report["pairs"].get(f"{base} vs {label}", {}).get("success")
+        rewards = "-"
+        metrics = out / label / "metrics.json"
+        if metrics.exists():
+            history = [entry["rewards/r_fut/mean"] for entry in json.loads(metrics.read_text())["history"]]
+            rewards = f"{sum(history[:10]) / 10:.3f} → {sum(history[-10:]) / 10:.3f}" if len(history) >= 10 else "-"
+        low, high = summary["success_rate_ci95"]
+        p_value = "-" if pair is None else f"{pair['p_value']:.4f}"
+        rows.append(f"| {label} | {summary['success_rate']:.3f} | [{low:.3f}, {high:.3f}] | "
+                    f"{summary['average_turns']:.2f} | {p_value} | {rewards} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/known-answer"))
+    parser.add_argument("--full", action="store_true", help="the whole study (see above)")
+    parser.add_argument("--steps", type=int, default=40, help="GRPO steps per policy (default: %(default)s)")
+    parser.add_argument("--cases", type=int, default=60, help="PPDPP test cases compared (default: %(default)s)")
+    parser.add_argument("--contexts", type=int, default=160, help="--full: D_r contexts (default: %(default)s)")
+    args = parser.parse_args()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    simulation = ["--simulation-config", str(ENV), "--future-turns", "1", "--critic-samples", "5"]
+    policies = {"simulated": grpo(out, "grpo-simulated", args.steps, "--reward", "simulated", *simulation)}
+    if args.full:
+        rlff_esc(out, "rewards", "--config", str(ENV), "--supporter-prompt", "think", "--supporter-max-tokens",
+                 COMPLETION, "--context-window", WINDOW, "--dataset", "esconv:ppdpp_train", "--contexts", str(args.contexts), "--candidates", "4",
+                 "--max-turns", "1", "--concurrency", "16", "--out", str(out / "dr"))
+        rlff_esc(out, "train-rm", "--data", str(out / "dr"), "--out", str(out / "rm"), "--max-steps", "150",
+                 "--batch-size", "8", "--learning-rate", "5e-5")
+        policies["model"] = grpo(out, "grpo-model", args.steps, "--reward", "model", "--reward-model",
+                                 str(out / "rm"))
+        policies["random"] = grpo(out, "grpo-random", args.steps, "--reward", "model", "--reward-model", "random")
+    rlff_esc(out, "compare", "--config", str(ENV), "--supporters", ",".join(["think", *policies.values()]),
+             "--supporter-max-tokens", COMPLETION, "--context-window", WINDOW, "--limit", str(args.cases), "--concurrency", "16",
+             "--out", str(out / "compare"))
+    report = json.loads((out / "compare" / "compare.json").read_text())
+    base, trained = "think", Path(policies["simulated"]).name
+    test = report["pairs"][f"{base} vs {trained}"]["success"]
+    print(results_table(out, report, base))
+    print(f"base_sr={report['summaries'][base]['success_rate']:.3f} "
+          f"trained_sr={report['summaries'][trained]['success_rate']:.3f} mcnemar_p={test['p_value']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
