@@ -8,24 +8,26 @@ line; every command is printed before it runs and logged to OUT/commands.txt.
                random-reward control, all compared with the untrained policy on --cases cases
 
 The last line is `base_sr=<x> trained_sr=<y> mcnemar_p=<z>` (the simulated-reward policy
-against the untrained one). Reruns resume: every stage keeps its run folder under OUT.
+against the untrained one). Reruns resume: every stage keeps its run folder under OUT, and a finished training stage is kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parents[1] / "docs" / "known-answer"
-ENV = HERE / "env.yaml"
-GRPO = HERE / "grpo.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+ENV = Path("docs/known-answer/env.yaml")
+GRPO = Path("docs/known-answer/grpo.yaml")
 COMPLETION = "48"  # the policies' max_completion_length, also the untrained policy's budget
 WINDOW = "2"  # the supporter's context window in every stage (grpo.yaml says the same)
+DELTA = -0.6  # label threshold: about a third of one-turn futures above it (the default 0.5 left 3%)
 
 
 def rlff_esc(out: Path, *args: str) -> None:
@@ -43,8 +45,15 @@ def rlff_esc(out: Path, *args: str) -> None:
         sys.exit(f"learning_check: `{line}` exited {result.returncode}")
 
 
+def records(folder: Path) -> int:
+    path = folder / "records.jsonl"
+    return sum(1 for line in path.open() if line.strip()) if path.exists() else 0
+
+
 def grpo(out: Path, name: str, steps: int, *reward: str) -> str:
     folder = out / name
+    if (folder / "metrics.json").exists():  # finished in an earlier run of this script
+        return str(folder)
     rlff_esc(out, "train-grpo", "--config", str(GRPO), "--max-steps", str(steps), *reward, "--out", str(folder))
     return str(folder)
 
@@ -75,16 +84,23 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=60, help="PPDPP test cases compared (default: %(default)s)")
     parser.add_argument("--contexts", type=int, default=160, help="--full: D_r contexts (default: %(default)s)")
     args = parser.parse_args()
+    os.chdir(ROOT)  # every path below, and in the logged commands, is relative to the repository root
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     simulation = ["--simulation-config", str(ENV), "--future-turns", "1", "--critic-samples", "5"]
     policies = {"simulated": grpo(out, "grpo-simulated", args.steps, "--reward", "simulated", *simulation)}
     if args.full:
-        rlff_esc(out, "rewards", "--config", str(ENV), "--supporter-prompt", "think", "--supporter-max-tokens",
-                 COMPLETION, "--context-window", WINDOW, "--dataset", "esconv:ppdpp_train", "--contexts", str(args.contexts), "--candidates", "4",
-                 "--max-turns", "1", "--concurrency", "16", "--out", str(out / "dr"))
-        rlff_esc(out, "train-rm", "--data", str(out / "dr"), "--out", str(out / "rm"), "--max-steps", "150",
-                 "--batch-size", "8", "--learning-rate", "5e-5")
+        dr = out / "dr"
+        if records(dr) < args.contexts * 4:
+            rlff_esc(out, "rewards", "--config", str(ENV), "--supporter-prompt", "think", "--supporter-max-tokens",
+                     COMPLETION, "--context-window", WINDOW, "--dataset", "esconv:ppdpp_train", "--contexts",
+                     str(args.contexts), "--candidates", "4", "--max-turns", "1", "--concurrency", "16",
+                     "--out", str(dr))
+        if json.loads((dr / "run.json").read_text())["fingerprint"]["rewards"]["delta"] != DELTA:
+            rlff_esc(out, "rewards", "relabel", str(dr), "--formula", "terminal_efficiency", "--delta", str(DELTA))
+        if not (out / "rm" / "reward_model.json").exists():
+            rlff_esc(out, "train-rm", "--data", str(out / "dr"), "--out", str(out / "rm"), "--max-steps", "60",
+                     "--batch-size", "8", "--learning-rate", "1e-4")
         policies["model"] = grpo(out, "grpo-model", args.steps, "--reward", "model", "--reward-model",
                                  str(out / "rm"))
         policies["random"] = grpo(out, "grpo-random", args.steps, "--reward", "model", "--reward-model", "random")

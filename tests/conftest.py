@@ -26,11 +26,12 @@ def local_server():
     server.stop()
 
 
-def rlff_esc(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    """Run the real command line in a child process, as a user would."""
+def rlff_esc(*args: str, timeout: float = 600, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real command line in a child process, as a user would (`env`: its environment)."""
     return subprocess.run(
         [sys.executable, "-m", "esc_agents.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs,
+        capture_output=True, text=True, timeout=timeout, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+        **kwargs,
     )
 
 

@@ -113,3 +113,20 @@ def test_a_case_lost_to_the_endpoint_keeps_the_run_incomplete_until_a_rerun_fini
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cases"] == 2 and summary["complete"] is True and summary["failed_cases"] == []
     assert len(read_jsonl(out / "trajectories.jsonl")) == 2
+
+
+@pytest.mark.server
+def test_a_critic_whose_answers_never_parse_makes_simulate_exit_3(local_server, tmp_path):
+    critic = tmp_path / "never.yaml"
+    critic.write_text(
+        "system: You review a conversation.\n"
+        "user: \"{conversation}\\nHow does the seeker feel now?\"\n"
+        "verdicts:\n"
+        "  - {label: worse, score: -1, patterns: ['^zzz-never$']}\n"
+        "  - {label: better, score: 1, patterns: ['^yyy-never$']}\n")
+    result = rlff_esc("simulate", "--critic-prompt", str(critic), "--limit", "1", "--max-turns", "1",
+                      "--critic-samples", "2", "--no-cache", "--out", str(tmp_path / "run"))
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "100.0% of run's critic answers matched no verdict" in result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["invalid_critic_rate"] == 1.0 and summary["mean_final_score"] is None

@@ -105,11 +105,16 @@ def test_bias_runs_each_persona_and_reports_the_shift(local_server, tmp_path):
 @pytest.mark.server
 def test_judge_compares_both_orders_with_the_real_server(compared, tmp_path):
     out, _ = compared
-    result = rlff_esc("judge", "--runs", str(out / "vanilla"), str(out / "think"), "--out", str(tmp_path / "j"))
+    # The 135M judge often misses a criterion line: exit 3 says so unless the limit allows it.
+    result = rlff_esc("judge", "--runs", str(out / "vanilla"), str(out / "think"), "--out", str(tmp_path / "j"),
+                      "--max-invalid-rate", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     judgments = read_jsonl(tmp_path / "j" / "judgments.jsonl")
     assert {j["case_id"] for j in judgments} <= {t["case_id"] for t in read_jsonl(out / "think" / "trajectories.jsonl")}
     summary = json.loads((tmp_path / "j" / "judge.json").read_text())
     assert set(summary["criteria"]) == {"fluency", "empathy", "identification", "suggestion", "overall"}
+    strict = rlff_esc("judge", "--runs", str(out / "vanilla"), str(out / "think"), "--out", str(tmp_path / "j"),
+                      "--max-invalid-rate", "0")  # a rerun resumes: nothing is judged again
+    assert strict.returncode == (3 if summary["unparsable"] else 0), strict.stderr[-2000:]
     for judgment in judgments:
         assert set(judgment) >= {"first_order", "second_order", "outcome"}

@@ -50,7 +50,7 @@ def test_classification_loss_falls_on_a_learnable_signal(tmp_path):
     """The fixture's contexts with replies that carry the label: warm when R_fut is high, curt when low."""
     data = tmp_path / "signal"
     data.mkdir()
-    (data / "export.json").write_text("{}")
+    (data / "export.json").write_text(json.dumps({"run": {"dataset": "esconv:ppdpp_train"}}))
     for name, rows in load_splits(REWARD_FIXTURE).items():
         with (data / f"{name}.jsonl").open("w") as handle:
             for row in rows:
