@@ -65,10 +65,18 @@ def _add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppd
                         help="run folder (created or resumed)")
 
 
+MAX_INVALID_RATE_ENV = "RLFF_ESC_MAX_INVALID_RATE"  # a default for every command, e.g. for smoke runs of a tiny critic
+
+
 def _add_max_invalid_rate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-invalid-rate", type=SHARE, default=0.2, metavar="R",
+    default = os.environ.get(MAX_INVALID_RATE_ENV) or "0.2"
+    try:
+        default_rate = SHARE(default)
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"${MAX_INVALID_RATE_ENV}: {exc}") from None
+    parser.add_argument("--max-invalid-rate", type=SHARE, default=default_rate, metavar="R",
                         help="exit 3 when more than this share of critic (or judge) answers match no verdict "
-                        "(default: %(default)s)")
+                        f"(default: %(default)s, or ${MAX_INVALID_RATE_ENV})")
 
 
 def _too_many_invalid(what: str, rate: float, limit: float) -> bool:
@@ -674,10 +682,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        return _run(args)
+        return _run(build_parser().parse_args(argv))
     except UserError as exc:
         print(f"rlff-esc: error: {exc}", file=sys.stderr)
         return 2

@@ -125,7 +125,7 @@ def test_a_critic_whose_answers_never_parse_makes_simulate_exit_3(local_server, 
         "  - {label: worse, score: -1, patterns: ['^zzz-never$']}\n"
         "  - {label: better, score: 1, patterns: ['^yyy-never$']}\n")
     result = rlff_esc("simulate", "--critic-prompt", str(critic), "--limit", "1", "--max-turns", "1",
-                      "--critic-samples", "2", "--no-cache", "--out", str(tmp_path / "run"))
+                      "--critic-samples", "2", "--no-cache", "--max-invalid-rate", "0.2", "--out", str(tmp_path / "run"))
     assert result.returncode == 3, result.stderr[-2000:]
     assert "100.0% of run's critic answers matched no verdict" in result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
