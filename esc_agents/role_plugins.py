@@ -18,7 +18,7 @@ import importlib.metadata
 import inspect
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from esc_agents.errors import UserError
@@ -67,7 +67,6 @@ class PythonRole:
     def __init__(self, **args: Any):
         self.args = args
         self.seed = 0
-        self.role_name = type(self).__name__
 
     def fingerprint(self) -> dict[str, Any]:
         cls = type(self)
@@ -95,27 +94,28 @@ def installed_roles() -> dict[str, importlib.metadata.EntryPoint]:
     return {entry.name: entry for entry in importlib.metadata.entry_points(group=ROLE_ENTRY_POINTS)}
 
 
-def resolve_factory(spec: str) -> Callable[..., Any]:
-    """An installed role name, or `package.module:callable`."""
+def load_plugin(spec: str, group: str, what: str, known: Iterable[str] = ()) -> Any:
+    """The object an installed entry point of `group` names, or `package.module:attribute`; roles
+    and R_fut formulas are both found this way. `known` are built-in names, for the error."""
+    installed = {entry.name: entry for entry in importlib.metadata.entry_points(group=group)}
+    if spec in installed:
+        return installed[spec].load()
     if ":" not in spec:
-        found = installed_roles()
-        if spec not in found:
-            known = ", ".join(sorted(found)) or "none installed"
-            raise UserError(f"unknown role factory {spec!r} (installed: {known}; or give package.module:callable)")
-        return found[spec].load()
+        names = ", ".join(sorted([*known, *installed])) or "none installed"
+        raise UserError(f"unknown {what} {spec!r} (known: {names}; or package.module:attribute)")
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
-        raise UserError(f"role factory {spec!r} cannot be loaded ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{what} {spec!r} cannot be loaded ({type(exc).__name__}: {exc})") from None
     return target
 
 
 def make_role(role: str, spec: str, args: dict[str, Any], seed: int) -> Any:
     """The role object a factory binding names, checked against its role's interface."""
-    factory = resolve_factory(spec)
+    factory: Callable[..., Any] = load_plugin(spec, ROLE_ENTRY_POINTS, "role factory")
     try:
         made = factory(**args)
     except TypeError as exc:
@@ -130,7 +130,6 @@ def make_role(role: str, spec: str, args: dict[str, Any], seed: int) -> Any:
             raise UserError(f"critic {spec!r}: score_range must be (lowest, highest), got {made.score_range}")
     if isinstance(made, PythonRole):
         made.seed = seed
-        made.role_name = role
     return made
 
 

@@ -10,12 +10,11 @@ formula's minimum.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from esc_agents.errors import UserError
+from esc_agents.role_plugins import load_plugin
 
 
 @dataclass(frozen=True)
@@ -86,17 +85,7 @@ def get_formula(name: str) -> RewardFormula:
     without it, the critic's range is assumed)."""
     if name in FORMULAS:
         return FORMULAS[name]
-    installed = {entry.name: entry for entry in importlib.metadata.entry_points(group=FORMULA_ENTRY_POINTS)}
-    if name in installed:
-        return _as_formula(name, installed[name].load())
-    if ":" in name:
-        module_name, _, attribute = name.partition(":")
-        try:
-            return _as_formula(name, getattr(importlib.import_module(module_name), attribute))
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"reward formula {name!r} cannot be loaded ({type(exc).__name__}: {exc})") from None
-    known = ", ".join(sorted([*FORMULAS, *installed]))
-    raise UserError(f"unknown reward formula {name!r} (known: {known}; or package.module:function)")
+    return _as_formula(name, load_plugin(name, FORMULA_ENTRY_POINTS, "reward formula", FORMULAS))
 
 
 def _as_formula(name: str, found) -> RewardFormula:
