@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.grpo_config import load_grpo_config
+from training.grpo.config import load_grpo_config
 
 SIDES = {"engine": ("trl", "ours"), "rewards": ("rm", "simulated")}
 LAST_LINE = {"engine": "ours/trl", "rewards": "simulated/rm"}
@@ -35,7 +35,7 @@ def bench_config(args: argparse.Namespace, reward: str = "model"):
 
 
 def run_ours(config, out: Path) -> dict:
-    from training.grpo import train_grpo
+    from training.grpo.trainer import train_grpo
 
     metrics = train_grpo(config, out)
     return {"seconds": metrics["train_seconds"], "simulation": metrics.get("simulation")}
@@ -48,8 +48,15 @@ def run_bare_trl(config, out: Path) -> dict:
     from trl import GRPOTrainer
 
     from training.backbones import resolve_backbone
-    from training.grpo import (format_spec, grpo_arguments, lora_config, prompt_rows, reward_functions,
-                               think_prompt, training_contexts)
+    from training.grpo.trainer import (
+        format_spec,
+        grpo_arguments,
+        lora_config,
+        prompt_rows,
+        reward_functions,
+        think_prompt,
+        training_contexts,
+    )
 
     prompt = think_prompt(config.prompt)
     rows = prompt_rows(config, prompt, training_contexts(config))

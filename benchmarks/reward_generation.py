@@ -17,8 +17,8 @@ from pathlib import Path
 
 from esc_agents.config import build_config
 from esc_agents.engine import Engine
-from esc_agents.local_server import LocalServer
-from training.reward_data import generate_rewards
+from esc_agents.models.local_server import LocalServer
+from training.futures.generate import generate_rewards
 
 
 async def timed_run(config, out: Path, cache: Path, concurrency: int) -> tuple[float, int, int]:

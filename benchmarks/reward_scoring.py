@@ -18,7 +18,7 @@ import torch
 from esc_agents.config import ContextSampling
 from esc_agents.datasets import load_cases
 from training.contexts import sample_contexts
-from training.scorer import RewardScorer
+from training.reward_model.scorer import RewardScorer
 
 
 def peak_rss_mib() -> float:

@@ -22,7 +22,7 @@ from openai import AsyncOpenAI
 from esc_agents.config import build_config
 from esc_agents.datasets import load_cases
 from esc_agents.engine import Engine
-from esc_agents.local_server import LocalServer, serving_dtype
+from esc_agents.models.local_server import LocalServer, serving_dtype
 from graphs.episode import run_episode
 
 

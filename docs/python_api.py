@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 from esc_agents.config import build_config
+from esc_agents.core.runlog import read_jsonl
+from esc_agents.core.types import CriticScore
 from esc_agents.datasets import load_cases
 from esc_agents.engine import Engine
 from esc_agents.evaluation.metrics import evaluate_run
-from esc_agents.role_plugins import PythonRole, transcript_key
-from esc_agents.runlog import read_jsonl
+from esc_agents.roles.plugins import PythonRole, transcript_key
 from esc_agents.simulate import simulate
-from esc_agents.types import CriticScore
 from graphs.episode import run_episode
 
 

@@ -7,14 +7,14 @@ types are errors), and saved with every run.
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from esc_agents.errors import UserError
-from esc_agents.yamlfile import load_yaml
+from esc_agents.core.errors import UserError
+from esc_agents.core.yamlfile import load_yaml
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -17,8 +17,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from esc_agents.errors import UserError
-from esc_agents.types import Case, Message
+from esc_agents.core.errors import UserError
+from esc_agents.core.types import Case, Message
+
+# ESConv's eight support strategies, the names a strategy supporter must use (Liu et al., 2021).
+ESCONV_STRATEGIES = (
+    "Question",
+    "Self-disclosure",
+    "Affirmation and Reassurance",
+    "Providing Suggestions",
+    "Reflection of feelings",
+    "Information",
+    "Restatement or Paraphrasing",
+    "Others",
+)
 
 DATA_DIR = Path(os.environ.get("RLFF_ESC_DATA", Path(__file__).resolve().parent.parent / "data"))
 ESCONV_SPLITS = ("ppdpp_train", "ppdpp_valid", "ppdpp_test", "train", "valid", "test")

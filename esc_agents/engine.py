@@ -14,15 +14,15 @@ from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
-from esc_agents.cache import CompletionCache
 from esc_agents.config import RunConfig
-from esc_agents.endpoints import Endpoint, UsageMeter
-from esc_agents.errors import UserError
-from esc_agents.local_server import LocalServer, cache_dir
+from esc_agents.core.errors import UserError
+from esc_agents.core.types import Case
+from esc_agents.models.cache import CompletionCache
+from esc_agents.models.endpoints import Endpoint, UsageMeter
+from esc_agents.models.local_server import LocalServer, cache_dir
 from esc_agents.prompts import check_success_threshold, load_prompt, prompt_kind
-from esc_agents.role_plugins import make_role, role_fingerprint
-from esc_agents.roles import Critic, Judge, Supporter, UserSimulator
-from esc_agents.types import Case
+from esc_agents.roles.llm import Critic, Judge, Supporter, UserSimulator
+from esc_agents.roles.plugins import make_role, role_fingerprint
 from graphs.episode import EpisodeContext
 
 

@@ -14,13 +14,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from esc_agents.endpoints import UsageMeter
-from esc_agents.errors import EndpointError
-from esc_agents.roles import EmptyReplyError
-from esc_agents.runlog import RunLog, logged_keys, read_jsonl
-
-# A job that hits one of these fails alone; the rest of the run goes on.
-JOB_FAILURES = (EndpointError, EmptyReplyError)
+from esc_agents.core.errors import JobFailure
+from esc_agents.core.runlog import RunLog, logged_keys, read_jsonl
+from esc_agents.models.endpoints import UsageMeter
 
 Job = Callable[[], Awaitable[dict[str, Any]]]
 FAILURES = "failures.jsonl"
@@ -79,7 +75,7 @@ async def run_jobs(
         async with limit:
             try:
                 record = await job()
-            except JOB_FAILURES as exc:
+            except JobFailure as exc:
                 result.failed[key] = str(exc)
                 with (log.path.parent / FAILURES).open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps({log.key: key, "error": str(exc)}) + "\n")

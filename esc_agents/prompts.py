@@ -17,22 +17,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esc_agents.config import describe_validation_error
-from esc_agents.errors import UserError
-from esc_agents.yamlfile import load_yaml
+from esc_agents.core.errors import UserError
+from esc_agents.core.yamlfile import load_yaml
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 ROLES = ("supporter", "user_simulator", "critic", "judge")
-
-ESCONV_STRATEGIES = (
-    "Question",
-    "Self-disclosure",
-    "Affirmation and Reassurance",
-    "Providing Suggestions",
-    "Reflection of feelings",
-    "Information",
-    "Restatement or Paraphrasing",
-    "Others",
-)
 
 # role -> template field -> (allowed variables, required variables)
 TEMPLATE_VARIABLES: dict[str, dict[str, tuple[set[str], set[str]]]] = {

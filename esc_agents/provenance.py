@@ -12,8 +12,8 @@ from typing import Any
 
 from esc_agents import __version__
 from esc_agents.config import RunConfig
-from esc_agents.errors import UserError
-from esc_agents.jsonfile import write_json
+from esc_agents.core.errors import UserError
+from esc_agents.core.jsonfile import write_json
 from esc_agents.prompts import Prompt
 
 VERSIONED_PACKAGES = ("langgraph", "langchain-openai", "openai", "transformers", "torch")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from esc_agents.config import RunConfig
+from esc_agents.core.types import Case
 from esc_agents.engine import Engine
 from esc_agents.jobs import JobsResult, run_logged
 from esc_agents.provenance import write_run_record
-from esc_agents.types import Case
 from graphs.episode import run_episode
 
 

@@ -20,8 +20,8 @@ from typing import Annotated, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from esc_agents.roles import Critic, EmptyReplyError, Supporter, UserSimulator
-from esc_agents.types import Case, CriticScore, Message, Trajectory
+from esc_agents.core.types import Case, CriticScore, Message, Trajectory
+from esc_agents.roles.llm import Critic, EmptyReplyError, Supporter, UserSimulator
 
 
 class EpisodeState(TypedDict):

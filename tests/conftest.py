@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from esc_agents.config import build_config
-from esc_agents.local_server import LocalServer
+from esc_agents.models.local_server import LocalServer
 
 
 @pytest.fixture(scope="session")

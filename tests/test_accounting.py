@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from esc_agents.cli import _config_from, build_parser
+from esc_agents.cli.main import _config_from, build_parser
 from esc_agents.evaluation.compare import supporter_binding
 from esc_agents.evaluation.metrics import evaluate_run
 from tests.conftest import read_jsonl, rlff_esc

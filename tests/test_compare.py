@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
 from esc_agents.evaluation.compare import compare_runs, supporter_binding
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
 from tests.conftest import read_jsonl, rlff_esc

@@ -1,7 +1,7 @@
 import pytest
 
 from esc_agents.config import build_config
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
 
 
 def write(tmp_path, text):

@@ -6,15 +6,15 @@ import shutil
 import pytest
 
 from esc_agents.config import build_config
+from esc_agents.core.errors import UserError
+from esc_agents.core.types import Case, Message
 from esc_agents.datasets import held_out_check, load_cases
-from esc_agents.errors import UserError
-from esc_agents.types import Case, Message
 from tests.conftest import QUICK_RM, REWARD_FIXTURE, rlff_esc
 from tests.test_graph_logic import SEEKER, SUPPORTER, run
-from training.future_rewards import simulation_run_config
-from training.grpo import check_reward_model, prompt_rows, think_prompt
-from training.grpo_config import load_grpo_config
 from training.contexts import Context
+from training.grpo.config import load_grpo_config
+from training.grpo.future_rewards import simulation_run_config
+from training.grpo.trainer import check_reward_model, prompt_rows, think_prompt
 
 
 def test_the_supporter_sees_only_its_context_window(tmp_path):
@@ -50,8 +50,8 @@ def test_grpo_prompts_simulated_futures_and_the_reward_model_share_one_window(tm
 
 @pytest.mark.training
 def test_the_reward_model_trains_and_scores_with_the_window_of_its_data(tmp_path):
-    from training.reward_model_data import encode
-    from training.scorer import RewardScorer
+    from training.reward_model.data import encode
+    from training.reward_model.scorer import RewardScorer
 
     data = tmp_path / "dr"
     shutil.copytree(REWARD_FIXTURE, data)

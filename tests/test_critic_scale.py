@@ -6,11 +6,11 @@ import json
 import pytest
 
 from esc_agents.config import build_config
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
 from esc_agents.prompts import load_prompt
 from esc_agents.provenance import write_run_record
 from tests.conftest import rlff_esc
-from training.reward_formulas import checked_formula
+from training.futures.formulas import checked_formula
 
 FIVE_POINT_CRITIC = """\
 description: rates the seeker's state from 1 (much worse) to 5 (resolved)

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from esc_agents import datasets
+from esc_agents.core.errors import UserError
 from esc_agents.datasets import load_cases, load_extes
-from esc_agents.errors import UserError
 
 
 def test_esconv_ppdpp_test_has_130_cases_with_fields():

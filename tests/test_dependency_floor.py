@@ -1,12 +1,11 @@
 """The online reward modes rely on TRL features that older releases lack; the declared floor must
 exclude every release without them (found by reading TRL's GRPOTrainer across releases)."""
 
-import tomllib
 from pathlib import Path
 
-from packaging.requirements import Requirement
-
+import tomllib
 import trl
+from packaging.requirements import Requirement
 from trl.trainer import grpo_trainer
 
 FIRST_WITH_ALL = "1.14.0"  # async callable objects (1.14), unscorable rows masked (1.6), log_metric (1.0)

@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from esc_agents.cache import CompletionCache
 from esc_agents.config import EndpointProfile, RunConfig, build_config
-from esc_agents.endpoints import Endpoint, UsageMeter
+from esc_agents.core.errors import OfflineCacheMiss, UserError
+from esc_agents.core.runlog import RunLog
 from esc_agents.engine import Engine
-from esc_agents.errors import OfflineCacheMiss, UserError
 from esc_agents.jobs import run_jobs
-from esc_agents.runlog import RunLog
+from esc_agents.models.cache import CompletionCache
+from esc_agents.models.endpoints import Endpoint, UsageMeter
 from graphs.episode import run_episode
 from tests.conftest import read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel

@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.format_reward import FormatSpec, ends_with_open_tag
+from training.grpo.format_reward import FormatSpec, ends_with_open_tag
 
 PLAIN = FormatSpec()
 

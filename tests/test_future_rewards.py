@@ -9,14 +9,15 @@ import random
 import pytest
 
 from esc_agents.config import build_config
-from esc_agents.errors import UserError
-from esc_agents.types import Case, Message
+from esc_agents.core.errors import UserError
+from esc_agents.core.types import Case, Message
 from tests.conftest import read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel
 from tests.fault_proxy import FaultProxy
 from training.contexts import Context
-from training.format_reward import FormatSpec
-from training.future_rewards import (
+from training.grpo.config import load_grpo_config
+from training.grpo.format_reward import FormatSpec
+from training.grpo.future_rewards import (
     AgreementWindow,
     FormatRewardOfScoredFutures,
     FutureSimulator,
@@ -25,7 +26,6 @@ from training.future_rewards import (
     checked_share,
     simulation_run_config,
 )
-from training.grpo_config import load_grpo_config
 
 ONE_STEP = ["--contexts", "4", "--max-completion-length", "24", "--batch-size", "4",
             "--future-turns", "1", "--critic-samples", "1"]

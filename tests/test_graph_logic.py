@@ -6,8 +6,8 @@ import asyncio
 import pytest
 
 from esc_agents.config import RunConfig
+from esc_agents.core.types import Case, Message
 from esc_agents.engine import Engine
-from esc_agents.types import Case, Message
 from graphs.episode import EPISODE_GRAPH, run_episode
 from tests.fakes import ScriptedChatModel
 

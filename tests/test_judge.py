@@ -6,12 +6,18 @@ import json
 
 import pytest
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
 from esc_agents.evaluation.agreement import cohen_kappa, krippendorff_alpha
-from esc_agents.evaluation.annotation import KEY, SHEET, export_pairs, export_success, import_sheets
+from esc_agents.evaluation.annotation import (
+    KEY,
+    SHEET,
+    export_pairs,
+    export_success,
+    import_sheets,
+)
 from esc_agents.evaluation.judge import combine
 from esc_agents.prompts import load_prompt
-from esc_agents.roles import Judge
+from esc_agents.roles.llm import Judge
 from tests.test_compare import fake_run
 
 CRITERIA = ["fluency", "empathy", "identification", "suggestion", "overall"]

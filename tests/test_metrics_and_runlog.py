@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from esc_agents.core.runlog import RunLog
 from esc_agents.evaluation.metrics import summarize
-from esc_agents.runlog import RunLog
 
 
 def trajectory(case_id, success, turns, final, emotion="sadness"):

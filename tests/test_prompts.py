@@ -1,6 +1,6 @@
 import pytest
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
 from esc_agents.prompts import ROLES, available, load_prompt
 
 

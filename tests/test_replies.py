@@ -1,6 +1,6 @@
 import pytest
 
-from esc_agents.replies import clean_utterance, split_strategy, strip_think
+from esc_agents.roles.replies import clean_utterance, split_strategy, strip_think
 
 
 @pytest.mark.parametrize("raw, speaker, expected", [

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from esc_agents.runlog import read_jsonl
+from esc_agents.core.runlog import read_jsonl
 from tests.conftest import QUICK_RM, REWARD_FIXTURE, kill_when, rlff_esc
-from training.reward_model import train_reward_model
-from training.reward_model_config import load_reward_model_config
-from training.reward_model_data import load_splits
-from training.scorer import RewardScorer
+from training.reward_model.config import load_reward_model_config
+from training.reward_model.data import load_splits
+from training.reward_model.scorer import RewardScorer
+from training.reward_model.train import train_reward_model
 
 pytestmark = pytest.mark.training
 

@@ -6,9 +6,19 @@ import json
 import numpy as np
 import pytest
 
-from esc_agents.errors import UserError
-from training.reward_model_data import check_trainable, encode, load_splits, same_context_pairs
-from training.reward_model_metrics import auc, classification_metrics, expected_calibration_error, ranking_metrics
+from esc_agents.core.errors import UserError
+from training.reward_model.data import (
+    check_trainable,
+    encode,
+    load_splits,
+    same_context_pairs,
+)
+from training.reward_model.metrics import (
+    auc,
+    classification_metrics,
+    expected_calibration_error,
+    ranking_metrics,
+)
 
 
 def row(context_key, r_fut, reply="r", dialogue="d1", label=None):

@@ -6,11 +6,11 @@ import shutil
 import pytest
 
 from esc_agents.config import ContextSampling
+from esc_agents.core.errors import UserError
 from esc_agents.datasets import load_cases
-from esc_agents.errors import UserError
 from training.contexts import eligible_positions, sample_contexts, shard
-from training.reward_data import merge
-from training.reward_formulas import FutureOutcome, check_threshold, get_formula
+from training.futures.formulas import FutureOutcome, check_threshold, get_formula
+from training.futures.generate import merge
 
 
 def test_terminal_efficiency_rewards_early_success():

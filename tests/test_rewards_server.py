@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tests.conftest import kill_after_first_result, read_jsonl, rlff_esc
-from training.reward_formulas import FutureOutcome, get_formula
+from training.futures.formulas import FutureOutcome, get_formula
 
 pytestmark = pytest.mark.server
 

@@ -270,11 +270,11 @@ def test_grpo_stops_after_consecutive_steps_whose_futures_all_gave_no_reward(tmp
     import asyncio
 
     from esc_agents.config import build_config
-    from esc_agents.errors import UserError
-    from esc_agents.types import Case, Message
+    from esc_agents.core.errors import UserError
+    from esc_agents.core.types import Case, Message
     from tests.fakes import ScriptedChatModel
     from training.contexts import Context
-    from training.future_rewards import FutureSimulator
+    from training.grpo.future_rewards import FutureSimulator
 
     case = Case(id="c1", situation="I lost my job.", dialog=[Message(speaker="seeker", content="I lost my job."),
                                                              Message(speaker="supporter", content="I'm sorry.")])
@@ -307,7 +307,7 @@ def test_rewards_takes_formula_parameters(tmp_path):
 
 
 def test_warmup_format_holds_its_work_folder_since_its_output_is_replaced_whole(tmp_path):
-    from esc_agents.runlock import run_lock
+    from esc_agents.core.runlock import run_lock
 
     out = tmp_path / "warm"
     with run_lock(tmp_path / "warm.checkpoints"):

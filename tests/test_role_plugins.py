@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 
 from esc_agents.config import build_config
+from esc_agents.core.errors import UserError
+from esc_agents.core.types import Case, Message
 from esc_agents.engine import Engine
-from esc_agents.errors import UserError
-from esc_agents.known_answer import KnownAnswerCritic, seeker_state, turn_effect
+from esc_agents.roles.known_answer import KnownAnswerCritic, seeker_state, turn_effect
 from esc_agents.simulate import simulate
-from esc_agents.types import Case, Message
 from graphs.episode import run_episode
 from tests.conftest import REWARD_FIXTURE, read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel
-from training.reward_data import relabel
-from training.reward_formulas import checked_formula
+from training.futures.formulas import checked_formula
+from training.futures.generate import relabel
 
 PLUGINS = Path(__file__).parent / "plugin_package"
 CASE = Case(id="c1", situation="I feel anxious about my exams. I cannot sleep.", emotion="anxiety", problem="exams")
@@ -77,7 +77,7 @@ def test_a_role_object_passed_in_is_recorded_by_its_fingerprint_not_as_the_llm_r
                     roles={"critic": KnownAnswerCritic(noise=0.1)})
     asyncio.run(simulate(config, [CASE], tmp_path / "run", dataset="inline", engine=engine, progress=False))
     roles = json.loads((tmp_path / "run" / "run.json").read_text())["fingerprint"]["roles"]
-    assert roles["critic"]["class"] == "esc_agents.known_answer:KnownAnswerCritic"
+    assert roles["critic"]["class"] == "esc_agents.roles.known_answer:KnownAnswerCritic"
     assert roles["critic"]["args"] == {"noise": 0.1} and "prompt" not in roles["critic"]
     assert roles["supporter"]["prompt"] == "vanilla"
     with pytest.raises(UserError, match="roles= names no role of this run: judge"):
@@ -90,7 +90,7 @@ def test_factory_bindings_are_checked_before_any_call():
     with pytest.raises(UserError, match="unknown role factory 'nope'"):
         Engine(build_config(None, {"critic": {"factory": "nope"}}))
     with pytest.raises(UserError, match="made a KnownAnswerSeeker, which lacks what a critic needs"):
-        Engine(build_config(None, {"critic": {"factory": "esc_agents.known_answer:KnownAnswerSeeker"}}))
+        Engine(build_config(None, {"critic": {"factory": "esc_agents.roles.known_answer:KnownAnswerSeeker"}}))
     with pytest.raises(UserError, match="does not take args"):
         Engine(build_config(None, {"critic": {"factory": "known-answer-critic", "args": {"volume": 11}}}))
     with pytest.raises(UserError, match=r"critic 'known-answer-critic' scores verdicts in \[-1, 1\]"):
@@ -100,13 +100,13 @@ def test_factory_bindings_are_checked_before_any_call():
 def test_a_formula_given_as_a_dotted_path_relabels_a_reward_dataset(tmp_path):
     folder = tmp_path / "dr"
     shutil.copytree(REWARD_FIXTURE, folder)
-    report = relabel(folder, "training.reward_formulas:terminal", 0.0)
+    report = relabel(folder, "training.futures.formulas:terminal", 0.0)
     records = read_jsonl(folder / "records.jsonl")
     assert report["records"] == len(records)
     for record in records:
         final = record["turn_scores"][-1]
         assert record["r_fut"] == final and record["label"] == (None if final is None else int(final > 0.0))
-        assert record["formula"] == "training.reward_formulas:terminal"
+        assert record["formula"] == "training.futures.formulas:terminal"
     with pytest.raises(UserError, match="cannot be loaded"):
         checked_formula("no_such_module:f", None, 0.0, 2)
 
@@ -149,8 +149,8 @@ def test_an_installed_plugin_runs_in_simulate_and_rewards_and_a_resume_with_othe
 
 def test_online_futures_run_with_plugin_roles_and_rank_the_known_answer(tmp_path):
     from training.contexts import Context
-    from training.future_rewards import FutureSimulator, simulation_run_config
-    from training.grpo_config import load_grpo_config
+    from training.grpo.config import load_grpo_config
+    from training.grpo.future_rewards import FutureSimulator, simulation_run_config
 
     simulation = tmp_path / "known_answer.yaml"
     simulation.write_text("user_simulator: {factory: known-answer-seeker}\ncritic: {factory: known-answer-critic}\n")

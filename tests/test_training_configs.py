@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.grpo_config import load_grpo_config
-from training.reward_model_config import load_reward_model_config
+from training.grpo.config import load_grpo_config
+from training.reward_model.config import load_reward_model_config
 
 DOCS = Path(__file__).parent.parent / "docs"
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
 
 
 def resolve_backbone(name: str) -> Path:
     if name == "embedded":
-        from esc_agents.local_server import embedded_model_dir
+        from esc_agents.models.local_server import embedded_model_dir
 
         return embedded_model_dir()
     folder = Path(name).expanduser()
@@ -35,3 +35,21 @@ def _cached_snapshot(name: str) -> Path:
     except (LocalEntryNotFoundError, HFValidationError, OSError):
         raise UserError(f"backbone {name}: not a folder and not in the local Hugging Face cache "
                         f"(fetch it once with `hf download {name}` where a network is allowed)") from None
+
+
+def load_backbone(name: str, objective: str, *, dtype: str):
+    """Tokenizer and a sequence-classification model on the backbone: two labels for
+    classification, one output for ranking and regression."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = resolve_backbone(name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    extra = {"problem_type": "regression"} if objective == "regression" else {}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=2 if objective == "classification" else 1, dtype=getattr(torch, dtype), **extra,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model

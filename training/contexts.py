@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass
 
 from esc_agents.config import ContextSampling
-from esc_agents.errors import UserError
-from esc_agents.types import Case, Message
+from esc_agents.core.errors import UserError
+from esc_agents.core.types import Case, Message
 
 
 @dataclass(frozen=True)

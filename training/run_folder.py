@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from esc_agents.errors import UserError
-from esc_agents.jsonfile import write_json
-from esc_agents.plotting import figure_file
+from esc_agents.core.errors import UserError
+from esc_agents.core.jsonfile import write_json
+from esc_agents.core.plotting import figure_file
 from esc_agents.provenance import differing_fields
 
 CHECKPOINTS = "checkpoints"

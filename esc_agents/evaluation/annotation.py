@@ -12,13 +12,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
+from esc_agents.core.jsonfile import write_json
+from esc_agents.core.runlog import read_jsonl
 from esc_agents.evaluation.agreement import cohen_kappa, krippendorff_alpha
 from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.judge import JUDGMENTS, trajectory_messages, win_rates
-from esc_agents.roles import render_transcript
-from esc_agents.runlog import read_jsonl
-from esc_agents.jsonfile import write_json
+from esc_agents.roles.llm import render_transcript
 
 SHEET = "sheet.csv"
 KEY = Path("key") / "key.json"

@@ -20,7 +20,7 @@ from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.metrics import plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import paired_bootstrap
-from esc_agents.jsonfile import write_json
+from esc_agents.core.jsonfile import write_json
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
 from esc_agents.evaluation.metrics import format_interval, plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
 from esc_agents.provenance import differing_fields
-from esc_agents.runlog import read_unique
-from esc_agents.jsonfile import write_json
+from esc_agents.core.runlog import read_unique
+from esc_agents.core.jsonfile import write_json
 
 # What must be equal for two runs to be compared: everything but the supporter.
 SHARED_FIELDS = ("dataset", "episode", "seed", "roles.user_simulator", "roles.critic")
@@ -32,7 +32,7 @@ def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
     """(label, config overrides) for one supporter spec."""
     folder = Path(spec)
     if folder.is_dir():
-        from training.policy_export import POLICY_CARD, export_policy, policy_profile, trained_completion_length
+        from training.grpo.export import POLICY_CARD, export_policy, policy_profile, trained_completion_length
 
         label = folder.name
         if (folder / "adapter" / "adapter_config.json").exists():  # a train-grpo folder

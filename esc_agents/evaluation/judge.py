@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 
 from esc_agents.config import RunConfig
+from esc_agents.core.jsonfile import write_json
+from esc_agents.core.runlog import read_unique
+from esc_agents.core.types import Message
 from esc_agents.engine import Engine
 from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.metrics import bootstrap_ci, format_interval
 from esc_agents.jobs import JobsResult, run_logged
 from esc_agents.provenance import write_run_record
-from esc_agents.runlog import read_unique
-from esc_agents.types import Message
-from esc_agents.jsonfile import write_json
 
 JUDGMENTS = "judgments.jsonl"
 OUTCOME_SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}

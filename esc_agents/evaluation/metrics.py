@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
+from esc_agents.core.types import invalid_verdict_rate
 from esc_agents.jobs import outstanding_failures
-from esc_agents.plotting import figure_file
-from esc_agents.runlog import read_unique
-from esc_agents.jsonfile import write_json
+from esc_agents.core.plotting import figure_file
+from esc_agents.core.runlog import read_unique
+from esc_agents.core.jsonfile import write_json
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -33,15 +34,6 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_R
     means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return [float(low), float(high)]
-
-
-def invalid_verdict_rate(scores: Iterable[dict[str, Any]]) -> float:
-    """The share of critic answers that matched no verdict, over stored `CriticScore`s."""
-    invalid = verdicts = 0
-    for score in scores:
-        invalid += len(score["invalid"])
-        verdicts += len(score["samples"]) + len(score["invalid"])
-    return invalid / verdicts if verdicts else 0.0
 
 
 def format_interval(bounds: list[float | None], digits: int = 2) -> str:

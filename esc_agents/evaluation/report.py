@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
 from esc_agents.evaluation.viewer import load_folder, viewer_parts
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -105,7 +105,7 @@ def _grpo_runs(folders: list[Path]) -> dict[str, dict[str, Any]]:
 
 def _grpo_comparison(runs: dict[str, dict[str, Any]], scratch: Path) -> str:
     """The training runs' curves on shared axes, and what each step cost."""
-    from esc_agents.plotting import figure_file
+    from esc_agents.core.plotting import figure_file
 
     figure = scratch / "grpo_runs.png"
     with figure_file(figure, xlabel="step", ylabel="", panels=len(GRPO_PANELS), shared_legend=True) as axes:

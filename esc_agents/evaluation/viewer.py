@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from esc_agents.errors import UserError
+from esc_agents.core.errors import UserError
+from esc_agents.core.runlog import read_jsonl
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.jobs import outstanding_failures
-from esc_agents.runlog import read_jsonl
 
 DATA_MARK = "/*VIEWER-DATA*/"
 

@@ -2,8 +2,8 @@
 through the `rlff_esc.roles` entry points of its dist-info (as `pip install` would make it), and
 an R_fut formula under `rlff_esc.formulas`."""
 
-from esc_agents.role_plugins import PythonRole, transcript_key
-from esc_agents.types import CriticScore, Message
+from esc_agents.core.types import CriticScore, Message
+from esc_agents.roles.plugins import PythonRole, transcript_key
 
 
 class LengthCritic(PythonRole):

@@ -1,0 +1,5 @@
+import sys
+
+from esc_agents.cli.main import main
+
+sys.exit(main())

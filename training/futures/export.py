@@ -1,0 +1,148 @@
+"""D_r out of its JSONL: a split-by-dialogue export for the reward-model trainer, and the
+summary statistics that say whether the data is worth training on."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esc_agents.core.errors import UserError
+from esc_agents.core.jsonfile import write_json
+from esc_agents.core.plotting import figure_file
+from esc_agents.core.runlog import read_jsonl, read_unique
+from esc_agents.core.types import invalid_verdict_rate
+from esc_agents.jobs import outstanding_failures
+from training.futures.records import RECORDS
+
+SPLITS = ("train", "valid", "test")
+
+
+def scored_records(folder: Path) -> list[dict[str, Any]]:
+    if not (folder / RECORDS).exists():
+        raise UserError(f"{folder} has no {RECORDS}")
+    return [record for record in read_unique(folder / RECORDS, "key") if record["r_fut"] is not None]
+
+
+def split_by_dialogue(records: list[dict], valid: float, test: float, seed: int) -> dict[str, list[dict]]:
+    """Whole dialogues go to one split, so no context leaks across train/valid/test."""
+    if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
+        raise UserError("--valid and --test are fractions with valid + test < 1")
+    dialogues = sorted({record["dialogue_id"] for record in records})
+    random.Random(seed).shuffle(dialogues)
+    n_test, n_valid = round(len(dialogues) * test), round(len(dialogues) * valid)
+    assignment = {d: "test" for d in dialogues[:n_test]}
+    assignment |= {d: "valid" for d in dialogues[n_test:n_test + n_valid]}
+    splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    for record in records:
+        splits[assignment.get(record["dialogue_id"], "train")].append(record)
+    return splits
+
+
+def training_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The columns the reward-model trainer reads; raw parts stay in records.jsonl."""
+    return {
+        "key": record["key"],
+        "context_key": record["context_key"],
+        "dialogue_id": record["dialogue_id"],
+        "context": [{"speaker": m["speaker"], "content": m["content"]} for m in record["context"]],
+        "reply": record["candidate"]["content"],
+        "r_fut": float(record["r_fut"]),
+        "label": int(record["label"]),
+        "success": bool(record["success"]),
+        "K": int(record["K"]),
+    }
+
+
+def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed: int) -> dict[str, int]:
+    records = scored_records(folder)
+    if not records:
+        raise UserError(f"{folder} has no scored records to export")
+    splits = split_by_dialogue(records, valid, test, seed)
+    rows = {name: [training_row(r) for r in members] for name, members in splits.items() if members}
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        for name, members in rows.items():
+            (out / f"{name}.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in members))
+    else:
+        from datasets import Dataset, DatasetDict
+
+        data = DatasetDict({name: Dataset.from_list(members) for name, members in rows.items()})
+        if fmt == "hf":
+            data.save_to_disk(str(out))
+        else:
+            for name, split in data.items():
+                split.to_parquet(str(out / f"{name}.parquet"))
+    write_json(out / "export.json", {
+        "source": str(folder), "format": fmt, "seed": seed, "valid": valid, "test": test,
+        "rows": {name: len(members) for name, members in rows.items()},
+        "run": json.loads((folder / "run.json").read_text())["fingerprint"],
+    })
+    return {name: len(members) for name, members in rows.items()}
+
+
+def stats(folder: Path) -> dict[str, Any]:
+    """Counts, success, K, label balance, spread within contexts, cost; writes stats.json and a histogram."""
+    records = read_unique(folder / RECORDS, "key")
+    scored = [r for r in records if r["r_fut"] is not None]
+    if not scored:
+        raise UserError(f"{folder} has no scored records")
+    by_context: dict[str, list[dict]] = defaultdict(list)
+    for record in scored:
+        by_context[record["context_key"]].append(record)
+    multi = [group for group in by_context.values() if len(group) > 1]
+    usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for line in read_jsonl(folder / "usage.jsonl"):
+        for role, counts in line.items():
+            for name, value in counts.items():
+                usage[role][name] += value
+    failed = {f["key"] for f in outstanding_failures(folder, "key", {r["key"] for r in records})}
+    r_fut = np.array([r["r_fut"] for r in scored])
+    summary = {
+        "records": len(records),
+        "scored": len(scored),
+        "contexts": len(by_context),
+        "failed": sorted(failed),
+        "success_rate": float(np.mean([r["success"] for r in scored])),
+        "mean_K": float(np.mean([r["K"] for r in scored])),
+        "label_balance": float(np.mean([r["label"] for r in scored])),
+        "delta": scored[0]["delta"],
+        "formula": scored[0]["formula"],
+        "r_fut_mean": float(r_fut.mean()),
+        "r_fut_std": float(r_fut.std()),
+        "same_label_context_share": (
+            float(np.mean([len({r["label"] for r in group}) == 1 for group in multi])) if multi else None
+        ),
+        "within_context_r_fut_std": float(np.mean([np.std([r["r_fut"] for r in g]) for g in multi])) if multi else None,
+        "calls": {role: dict(counts) for role, counts in usage.items()},
+        "llm_calls_per_record": sum(c["calls"] for c in usage.values()) / max(len(records), 1),
+        "invalid_critic_rate": invalid_verdict_rate(score for r in records for score in r["critic_scores"]),
+    }
+    write_json(folder / "stats.json", summary)
+    _histogram(r_fut, summary["delta"], folder / "r_fut_hist.png")
+    return summary
+
+
+def _histogram(values: np.ndarray, delta: float, path: Path) -> None:
+    with figure_file(path, xlabel="R_fut", ylabel="records") as axis:
+        axis.hist(values, bins=20, color="#4c72b0")
+        axis.axvline(delta, color="#c44e52", linestyle="--", label=f"δ = {delta:g}")
+
+
+def format_stats(summary: dict[str, Any]) -> str:
+    same = summary["same_label_context_share"]
+    rows = [
+        f"records          {summary['records']} ({summary['scored']} scored, {summary['contexts']} contexts, "
+        f"{len(summary['failed'])} failed)",
+        f"success rate     {summary['success_rate']:.3f}   mean K {summary['mean_K']:.2f}",
+        f"R_fut            mean {summary['r_fut_mean']:.3f} sd {summary['r_fut_std']:.3f} ({summary['formula']})",
+        f"label balance    {summary['label_balance']:.1%} positive at δ = {summary['delta']:g}",
+        "same-label ctx   " + (f"{same:.1%} of multi-candidate contexts" if same is not None else "n/a (m = 1)"),
+        f"LLM calls/record {summary['llm_calls_per_record']:.1f}",
+        f"invalid critic   {summary['invalid_critic_rate']:.1%} of verdicts",
+    ]
+    return "\n".join(rows)

@@ -1,0 +1,213 @@
+"""Stage 1: the future-oriented reward dataset D_r.
+
+For each sampled context, the supporter proposes m candidate replies; each candidate is
+continued by the same episode graph the evaluation uses (user simulator → critic → supporter …,
+stopping at the goal or K = T future turns), and its future is scored with an R_fut formula.
+One record per (context, candidate) is appended to `records.jsonl` as soon as its future ends.
+Records keep every raw part, so `relabel` recomputes R_fut and labels without an LLM call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from esc_agents import __version__
+from esc_agents.config import RunConfig
+from esc_agents.core.errors import UserError
+from esc_agents.core.jsonfile import write_json
+from esc_agents.core.runlog import read_jsonl
+from esc_agents.core.types import Message
+from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
+from esc_agents.engine import Engine
+from esc_agents.jobs import FAILURES, JobsResult, outstanding_failures, run_logged
+from esc_agents.provenance import differing_fields, write_run_record
+from graphs.episode import run_episode
+from training.contexts import Context, sample_contexts, shard
+from training.futures.formulas import (
+    DEFAULT_CRITIC_RANGE,
+    FutureOutcome,
+    checked_formula,
+    get_formula,
+)
+from training.futures.records import RECORDS
+
+
+def record_key(context: Context, candidate: int) -> str:
+    return f"{context.key}#{candidate}"
+
+
+def label(record: dict[str, Any], formula_name: str, params: dict[str, float], delta: float) -> dict[str, Any]:
+    """(Re)compute R_fut and the label from the record's raw parts."""
+    outcome = FutureOutcome(record["turn_scores"], record["K"], record["T"], record["success"])
+    r_fut = get_formula(formula_name)(outcome, params)
+    return {
+        **record,
+        "r_fut": r_fut,
+        "label": None if r_fut is None else int(r_fut > delta),
+        "formula": formula_name,
+        "formula_params": params,
+        "delta": delta,
+    }
+
+
+def _provenance(run: dict[str, Any]) -> dict[str, Any]:
+    roles = run["fingerprint"]["roles"]
+    llm = {role: spec for role, spec in roles.items() if "model" in spec}
+    return {
+        "models": {role: spec["model"] for role, spec in llm.items()},
+        "prompts_sha256": {role: spec["prompt_sha256"] for role, spec in llm.items()},
+        "temperatures": {role: spec["temperature"] for role, spec in llm.items()},
+        "plugins": {role: spec for role, spec in roles.items() if role not in llm},
+        "seed": run["fingerprint"]["seed"],
+        "rlff_esc": __version__,
+    }
+
+
+def reward_contexts(config: RunConfig, dataset: str, shard_spec: str | None = None) -> list[Context]:
+    return shard(sample_contexts(load_cases(dataset), config.rewards.sampling, config.seed), shard_spec)
+
+
+async def generate_rewards(
+    config: RunConfig,
+    out: Path,
+    *,
+    dataset: str,
+    shard_spec: str | None = None,
+    concurrency: int = 8,
+    engine: Engine | None = None,
+    progress: bool = True,
+    eval_split: str | None = DEFAULT_EVAL_SPLIT,
+    allow_eval_overlap: bool = False,
+) -> JobsResult:
+    settings = config.rewards
+    engine = engine or Engine(config)
+    formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
+                                      config.episode.max_turns, engine.critic_range)
+    contexts = reward_contexts(config, dataset, shard_spec)
+    held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
+                              "rewards")
+    provenance: dict[str, Any] = {}
+
+    def record(**check) -> None:
+        run = write_run_record(
+            out, config, engine.prompts, dataset, held_out=held_out, plugins=engine.plugin_fingerprints,
+            critic_range=engine.critic_range, rewards=settings.model_dump(), shard=shard_spec, **check
+        )
+        provenance.update(_provenance(run) if run else {})
+
+    record(dry_run=True)
+    m = settings.candidates
+    proposals: dict[str, asyncio.Future] = {}
+
+    def candidates_of(context: Context) -> asyncio.Future:
+        # The m candidates of a context are one request (with n) shared by its m jobs.
+        if context.key not in proposals:
+            proposals[context.key] = asyncio.ensure_future(
+                engine.supporter.candidates(context.case, context.history, m)
+            )
+        return proposals[context.key]
+
+    def future_of(context: Context, index: int):
+        async def job() -> dict[str, Any]:
+            candidate: Message = (await candidates_of(context))[index]
+            history = context.history
+            trajectory = await run_episode(engine.episode_context(context.case, future=True), [*history, candidate])
+            outcome = FutureOutcome.of(trajectory, config.episode.max_turns)
+            record = {
+                "key": record_key(context, index),
+                "context_key": context.key,
+                "dialogue_id": context.case.id,
+                "position": context.position,
+                "candidate_index": index,
+                "emotion": context.case.emotion,
+                "problem": context.case.problem,
+                "context": [message.model_dump() for message in history],
+                "candidate": candidate.model_dump(),
+                "future": [message.model_dump() for message in trajectory.messages[len(history) + 1:]],
+                "critic_scores": [score.model_dump() for score in trajectory.scores],
+                "turn_scores": outcome.turn_scores,
+                "K": outcome.turns,
+                "T": outcome.max_turns,
+                "success": outcome.success,
+                "provenance": provenance,
+            }
+            return label(record, formula.name, params, settings.delta)
+
+        return job
+
+    jobs = {record_key(context, index): future_of(context, index) for context in contexts for index in range(m)}
+    result = await run_logged(engine, out / RECORDS, "key", jobs, record=record, total=len(jobs),
+                              concurrency=concurrency, desc="futures", progress=progress)
+    if not result.completed and not result.failed:
+        return result
+    with (out / "usage.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(engine.meter.as_dict()) + "\n")
+    return result
+
+
+def _load_run(folder: Path) -> dict[str, Any]:
+    path = folder / "run.json"
+    if not path.exists():
+        raise UserError(f"{folder} is not a rewards folder (no run.json)")
+    run = json.loads(path.read_text())
+    if "rewards" not in run["fingerprint"]:
+        raise UserError(f"{folder} holds a simulate run, not a rewards run")
+    return run
+
+
+def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, float] | None = None) -> dict[str, int]:
+    """Recompute R_fut and labels of every record in place (atomically); no LLM call."""
+    run = _load_run(folder)
+    critic_range = tuple(run.get("critic_range") or DEFAULT_CRITIC_RANGE)  # older runs: the built-in critic's
+    _, resolved = checked_formula(formula_name, params, delta, run["fingerprint"]["episode"]["max_turns"],
+                                  critic_range)
+    records = list(read_jsonl(folder / RECORDS))
+    relabelled = [label(record, formula_name, resolved, delta) for record in records]
+    changed = sum(old["label"] != new["label"] for old, new in zip(records, relabelled))
+    staging = folder / (RECORDS + ".tmp")
+    staging.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in relabelled))
+    os.replace(staging, folder / RECORDS)
+    run["fingerprint"]["rewards"].update(formula=formula_name, formula_params=resolved, delta=delta)
+    write_json(folder / "run.json", run)
+    return {"records": len(records), "labels_changed": changed}
+
+
+def merge(parts: list[Path], out: Path) -> dict[str, Any]:
+    """Merge shard folders into one: same settings required; duplicates and missing keys reported."""
+    runs = [_load_run(part) for part in parts]
+    reference = {**runs[0]["fingerprint"], "shard": None}
+    for part, run in zip(parts[1:], runs[1:]):
+        if diff := differing_fields(reference, {**run["fingerprint"], "shard": None}):
+            raise UserError(f"{part} was made with other settings than {parts[0]}: {', '.join(diff)}")
+    merged: dict[str, dict] = {}
+    seen = Counter()
+    for part in parts:
+        for record in read_jsonl(part / RECORDS):
+            seen[record["key"]] += 1
+            merged.setdefault(record["key"], record)
+    config = RunConfig.model_validate(runs[0]["config"])
+    expected = {
+        record_key(context, index)
+        for context in reward_contexts(config, reference["dataset"])
+        for index in range(reference["rewards"]["candidates"])
+    }
+    failures = [f for part in parts for f in outstanding_failures(part, "key", merged.keys())]
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / RECORDS).exists():
+        raise UserError(f"{out / RECORDS} exists already; merge into a new folder")
+    (out / RECORDS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged.values()))
+    (out / FAILURES).write_text("".join(json.dumps(f) + "\n" for f in failures))
+    usage = [line for part in parts for line in read_jsonl(part / "usage.jsonl")]
+    (out / "usage.jsonl").write_text("".join(json.dumps(u) + "\n" for u in usage))
+    write_json(out / "run.json", {**runs[0], "fingerprint": reference, "merged_from": [str(p) for p in parts]})
+    return {
+        "records": len(merged),
+        "duplicates": sorted(key for key, count in seen.items() if count > 1),
+        "missing": sorted(expected - merged.keys()),
+        "unexpected": sorted(merged.keys() - expected),
+    }

@@ -1,0 +1,245 @@
+"""Stage 3: GRPO with a LoRA adapter on TRL's GRPOTrainer, R = R_fut + alpha * R_fmt.
+
+Prompts are training contexts rendered by the supporter's own message builder with the
+think-format prompt. R_fut is computed on (context, the text inside the response block) by the
+reward model, by simulating the reply's future, or both (`training/grpo/future_rewards.py`); R_fmt
+is `FormatSpec.reward`. Each is logged on its own by TRL (`rewards/r_fut/mean`,
+`rewards/r_fmt/mean`), the total as `reward`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esc_agents.core.errors import UserError
+from esc_agents.core.jsonfile import write_json
+from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
+from esc_agents.prompts import Prompt, load_prompt
+from esc_agents.provenance import versions
+from esc_agents.roles.llm import supporter_messages
+from training.backbones import resolve_backbone
+from training.contexts import Context, sample_contexts
+from training.grpo.config import ADAPTER, RUN_CARD, GrpoRunConfig
+from training.grpo.format_reward import FormatReward, FormatSpec, ends_with_open_tag
+from training.grpo.future_rewards import (
+    FUTURES,
+    FormatRewardOfScoredFutures,
+    FutureSimulator,
+    HybridFutureReward,
+    ModelFutureReward,
+    SimulatedFutureReward,
+    UnscoredCompletions,
+    simulation_run_config,
+)
+from training.reward_model.config import OBJECTIVES
+from training.reward_model.scorer import RANDOM, RewardScorer, read_model_card
+from training.run_folder import CHECKPOINTS, claim, last_checkpoint, plot_log_history
+
+CURVES = {
+    "reward (total)": {"total": "reward"},
+    "R_fut": {"R_fut": "rewards/r_fut/mean"},
+    "R_fmt": {"R_fmt": "rewards/r_fmt/mean"},
+    "KL": {"KL": "kl"},
+    "completion length": {"tokens": "completions/mean_length"},
+}
+
+
+def think_prompt(name: str) -> Prompt:
+    prompt = load_prompt("supporter", name)
+    if prompt.spec.reply_format != "think":
+        raise UserError(f"supporter prompt {name!r} is not think-format (reply_format: think); "
+                        "the format reward needs its tags")
+    return prompt
+
+
+def training_contexts(config: GrpoRunConfig) -> list[Context]:
+    return sample_contexts(load_cases(config.dataset), config.sampling, config.seed)
+
+
+def prompt_rows(config: GrpoRunConfig, prompt: Prompt, contexts: list[Context]) -> list[dict[str, Any]]:
+    rows = [{
+        "prompt": supporter_messages(prompt, context.history, config.context_window),
+        "context": [{"speaker": m.speaker, "content": m.content} for m in context.history],
+        "context_key": context.key,
+    } for context in contexts]
+    if not rows:
+        raise UserError(f"{config.dataset} gave no training prompt")
+    return rows
+
+
+def check_reward_model(config: GrpoRunConfig) -> dict[str, Any] | None:
+    """The reward model is checked before any model loads: present, finished, a known objective."""
+    if config.reward == "simulated":
+        if config.reward_model is not None:
+            print(f"rlff-esc: warning: --reward simulated does not use the reward model {config.reward_model}",
+                  file=sys.stderr)
+        return None
+    if config.reward_model is None:
+        raise UserError(f"train-grpo --reward {config.reward} needs --reward-model DIR (a train-rm folder) or "
+                        "--reward-model random; --reward simulated needs none")
+    if config.reward_model == RANDOM:
+        return {"objective": "classification", "untrained": True}
+    card = read_model_card(Path(config.reward_model))
+    if card.get("objective") not in OBJECTIVES:
+        raise UserError(f"{config.reward_model}: objective {card.get('objective')!r} is not one this version "
+                        f"scores with ({', '.join(OBJECTIVES)})")
+    if card.get("context_window") != config.context_window:
+        raise UserError(f"the reward model {config.reward_model} judges replies seeing the "
+                        f"{_window(card.get('context_window'))} but --context-window gives the policy the "
+                        f"{_window(config.context_window)}; one window for all stages: set --context-window to the "
+                        "reward model's, or make its reward data with the same --context-window")
+    if config.reward == "hybrid" and config.hybrid_use_simulated and card["objective"] == "ranking":
+        raise UserError(f"--use-simulated: the ranking reward model {config.reward_model} scores on no fixed scale, "
+                        "so a simulated R_fut cannot replace its score; use a classification or regression model")
+    return card
+
+
+def _window(size: int | None) -> str:
+    return "whole history" if size is None else f"latest {size} messages"
+
+
+def check_generation_backend(config: GrpoRunConfig) -> None:
+    if config.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise UserError("use_vllm needs vLLM: pip install 'rlff-esc[gpu]' on a GPU machine")
+
+
+def future_simulator(config: GrpoRunConfig, contexts: list[Context], out: Path) -> FutureSimulator | None:
+    """The simulator of `simulated` and `hybrid` runs (None for `model`); entering it opens and
+    checks the endpoints, so do it before the policy loads."""
+    if config.reward == "model":
+        return None
+    return FutureSimulator(simulation_run_config(config), contexts, out / FUTURES, use_cache=config.simulation.cache,
+                           fresh_per_step=config.simulation.fresh_per_step,
+                           max_unscorable_steps=config.simulation.max_unscorable_steps)
+
+
+def reward_functions(config: GrpoRunConfig, spec: FormatSpec, simulator: FutureSimulator | None = None) -> list:
+    """[R_fut, R_fmt], weighted [1, alpha] by `grpo_arguments`; R_fut as `config.reward` says."""
+    if config.reward == "simulated":
+        unscored = UnscoredCompletions()
+        return [SimulatedFutureReward(simulator, spec, unscored), FormatRewardOfScoredFutures(spec, unscored)]
+    scorer = RewardScorer.load(config.reward_model, batch_size=config.scorer_batch_size)
+    if config.reward == "hybrid":
+        return [HybridFutureReward(scorer, simulator, spec, fraction=config.check_fraction,
+                                   use_simulated=config.hybrid_use_simulated, window=config.agreement_window,
+                                   seed=config.seed), FormatReward(spec)]
+    return [ModelFutureReward(scorer, spec), FormatReward(spec)]
+
+
+def grpo_arguments(config: GrpoRunConfig, output_dir: Path):
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(output_dir), reward_weights=[1.0, config.alpha],
+        num_generations=config.num_generations, temperature=config.temperature,
+        max_completion_length=config.max_completion_length, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler, beta=config.beta, max_steps=config.max_steps,
+        logging_steps=config.logging_steps, save_steps=config.save_steps, save_total_limit=2,
+        report_to=config.report_to, seed=config.seed, bf16=config.dtype == "bfloat16",
+        use_cpu=not torch.cuda.is_available(), gradient_checkpointing=config.gradient_checkpointing,
+        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
+    )
+
+
+def lora_config(config: GrpoRunConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
+                      lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules)
+
+
+def format_spec(prompt: Prompt, tokenizer, rows: list[dict[str, Any]]) -> FormatSpec:
+    """The prompt's tags, and whether this tokenizer's chat template pre-fills the think tag."""
+    rendered = tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=False)
+    return FormatSpec(prompt.spec.think_tag, prompt.spec.response_tag,
+                      prefilled=ends_with_open_tag(rendered, prompt.spec.think_tag))
+
+
+def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEFAULT_EVAL_SPLIT,
+               allow_eval_overlap: bool = False) -> dict[str, Any]:
+    prompt = think_prompt(config.prompt)
+    card = check_reward_model(config)
+    check_generation_backend(config)
+    contexts = training_contexts(config)
+    held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
+                              "train-grpo")
+    rows = prompt_rows(config, prompt, contexts)
+    policy = resolve_backbone(config.policy)
+    simulator = future_simulator(config, contexts, out)
+    claim(out, {"config": config.model_dump(), "prompt": prompt.spec.model_dump()})
+    with simulator or contextlib.nullcontext():
+        metrics = _train(config, out, prompt, rows, policy, simulator, card)
+    metrics["held_out"] = held_out
+    if simulator is not None:
+        metrics["simulation"] = simulator.summary()
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str, Any]], policy: Path,
+           simulator: FutureSimulator | None, card: dict[str, Any] | None) -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    spec = format_spec(prompt, tokenizer, rows)
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(policy, dtype=getattr(torch, config.dtype)),
+        reward_funcs=reward_functions(config, spec, simulator),
+        args=grpo_arguments(config, out / CHECKPOINTS),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+    )
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    seconds = time.perf_counter() - started
+
+    trainer.save_model(str(out / ADAPTER))
+    tokenizer.save_pretrained(out / ADAPTER)
+    write_json(out / RUN_CARD, {
+        "policy": str(policy), "prompt": config.prompt, "think_tag": spec.think_tag,
+        "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward": config.reward,
+        "reward_model": card, "config": config.model_dump(),
+    })
+    history = trainer.state.log_history
+    plot_log_history(history, curves(config.reward), out / "curves.png")
+    return {
+        "steps": trainer.state.global_step, "train_seconds": round(seconds, 1), "reward": config.reward,
+        "prompts": len(rows), "prefilled_think": spec.prefilled,
+        **{f"{name}_first": _logged(history, key, 0) for name, key in _SUMMARY.items()},
+        **{f"{name}_last": _logged(history, key, -1) for name, key in _SUMMARY.items()},
+        "history": [entry for entry in history if "reward" in entry],
+        "versions": versions(),
+    }
+
+
+def curves(reward: str) -> dict[str, dict[str, str]]:
+    """The panels of curves.png: the rewards, KL and length, and what the reward mode adds."""
+    panels = dict(CURVES)
+    if reward != "model":
+        panels["LLM calls per step"] = {role: f"cost/{role}/calls" for role in SIMULATION_ROLES}
+    if reward == "hybrid":
+        panels["reward model vs simulated"] = {"Spearman": "hybrid/spearman", "label accuracy": "hybrid/label_accuracy"}
+    return panels
+
+
+SIMULATION_ROLES = ("user_simulator", "critic", "supporter", "future_supporter")
+_SUMMARY = {"reward": "reward", "r_fut": "rewards/r_fut/mean", "r_fmt": "rewards/r_fmt/mean", "kl": "kl",
+            "spearman": "hybrid/spearman"}
+
+
+def _logged(history: list[dict[str, Any]], key: str, index: int) -> float | None:
+    values = [entry[key] for entry in history if key in entry]
+    return values[index] if values else None
