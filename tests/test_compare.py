@@ -2,11 +2,13 @@
 baselines run on the same cases against the real local server."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from esc_agents.core.errors import UserError
-from esc_agents.evaluation.compare import compare_runs, supporter_binding
+from esc_agents.evaluation.compare import compare_runs, format_comparison, supporter_binding
+from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
 from tests.conftest import read_jsonl, rlff_esc
 
@@ -51,6 +53,78 @@ def fake_run(folder, max_turns, cases, critic="default"):
                      {"speaker": "supporter", "content": f"{folder.name} replies to {case}"}]}) + "\n"
         for case in cases))
     return folder
+
+
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "supporter"
+
+
+def format_run(folder, prompt_text, episodes):
+    """A run whose supporter prompt text is recorded as simulate records it; `episodes`: case id ->
+    (emotion, problem, success, raw supporter outputs, one per turn)."""
+    folder.mkdir()
+    fingerprint = {"dataset": "esconv:ppdpp_test", "seed": 0, "episode": {"max_turns": 3},
+                   "roles": {"supporter": {"prompt": folder.name}, "user_simulator": {"prompt": "cooperative"},
+                             "critic": {"prompt": "default"}}}
+    (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint, "prompt_texts": {"supporter": prompt_text}}))
+    lines = []
+    for case, (emotion, problem, success, raws) in episodes.items():
+        messages = [{"speaker": "seeker", "content": f"situation of {case}", "raw": None}]
+        for raw in raws:
+            messages += [{"speaker": "supporter", "content": "a reply", "raw": raw},
+                         {"speaker": "seeker", "content": "an answer", "raw": "an answer"}]
+        lines.append(json.dumps({"case_id": case, "emotion": emotion, "problem": problem, "success": success,
+                                 "turns": len(raws), "final_score": 0.0, "scores": [], "messages": messages}))
+    (folder / "trajectories.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_compare_reports_format_compliance_groups_and_open_sr_intervals(tmp_path):
+    cases = {"c1": ("Sadness ", "job crisis"), "c2": ("sadness", "breakup"), "c3": ("anger", "job crisis"),
+             "c4": ("anger", "job crisis")}
+    think = format_run(tmp_path / "think", (PROMPTS / "think.yaml").read_text(), {
+        "c1": (*cases["c1"], True, ["<think>she lost her job</think><response>That sounds hard.</response>"]),
+        "c2": (*cases["c2"], False, ["<think>plan</think> a reply with no response block",
+                                     # the chat template pre-filled <think>: the output starts inside it
+                                     "a breakup hurts</think>\n<response>I am here.</response>", "no tags at all"]),
+        "c3": (*cases["c3"], False, ["<think></think><response>empty reasoning</response>"]),
+        "c4": (*cases["c4"], False, ["<think>a</think><response>b</response><think>again</think>"])})
+    strategy = format_run(tmp_path / "strategy", (PROMPTS / "strategy.yaml").read_text(), {
+        "c1": (*cases["c1"], False, ["[Question] How long have you worked there?"]),
+        "c2": (*cases["c2"], False, ["[reflection of feelings] You feel let down.", "[Cheering up] Smile!"]),
+        "c3": (*cases["c3"], False, ["I see."]),
+        "c4": (*cases["c4"], False, ["(Strategy: Providing Suggestions) Try a walk."])})
+    tagged = ("reply_format: think\nthink_tag: reasoning\nresponse_tag: answer\nsystem: |-\n  Reason, then answer.\n")
+    custom = format_run(tmp_path / "custom", tagged, {
+        case: (*cases[case], True, ["<reasoning>r</reasoning><answer>a</answer>", "<think>t</think><response>r</response>"])
+        for case in cases})
+    vanilla = format_run(tmp_path / "vanilla", (PROMPTS / "vanilla.yaml").read_text(),
+                         {case: (*cases[case], False, ["Hello."]) for case in cases})
+    report = compare_runs({"think": think, "strategy": strategy, "custom": custom, "vanilla": vanilla}, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert saved["format_compliance"] == report["format_compliance"]
+    compliance = saved["format_compliance"]
+    assert {k: (c["format"], c["followed"], c["replies"]) for k, c in compliance.items() if k != "vanilla"} == {
+        "think": ("think", 2, 6), "strategy": ("strategy", 3, 5), "custom": ("think", 4, 8)}
+    assert compliance["think"]["rate"] == pytest.approx(2 / 6)
+    assert compliance["think"]["rate_ci95"] == pytest.approx(wilson_interval(2, 6))
+    assert compliance["vanilla"]["format"] == "plain" and compliance["vanilla"]["rate"] is None
+
+    # emotions and problems are grouped case-insensitively over the common cases
+    assert set(saved["by_emotion"]) == {"sadness", "anger"} and set(saved["by_problem"]) == {"job crisis", "breakup"}
+    sadness = saved["by_emotion"]["sadness"]
+    assert sadness["cases"] == 2 and sadness["supporters"]["think"]["success_rate"] == 0.5
+    assert sadness["supporters"]["think"]["average_turns"] == (1 + 3) / 2  # the failure counts T = 3
+    assert saved["by_problem"]["job crisis"]["supporters"]["custom"]["success_rate_ci95"] == pytest.approx(
+        wilson_interval(3, 3))
+
+    # SR 0 of 4 and 4 of 4: Wilson intervals, open at the edge (a bootstrap gives [0, 0] and [1, 1])
+    low, high = saved["summaries"]["vanilla"]["success_rate_ci95"]
+    assert saved["summaries"]["vanilla"]["success_rate"] == 0.0 and low == 0.0 and high == pytest.approx(0.49, abs=0.01)
+    low, high = saved["summaries"]["custom"]["success_rate_ci95"]
+    assert high == 1.0 and low == pytest.approx(0.51, abs=0.01)
+    assert saved["intervals"]["success_rate"] == "wilson"
+    printed = format_comparison(report)
+    assert "[0.00, 0.49]" in printed and "think: 2 of 6 replies followed the think format" in printed
 
 
 def test_runs_with_other_settings_or_cases_are_refused_unless_allowed(tmp_path):

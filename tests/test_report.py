@@ -30,7 +30,12 @@ def report(tmp_path):
 
 def test_the_report_is_self_contained(report):
     html = report.read_text()
-    assert html.count("<table>") == 3  # compare summary, pairs, reward-model metrics
+    # compare summary, pairs, the think supporter's format compliance, by emotion, by problem; reward-model metrics
+    assert html.count("<table>") == 6
+    assert "<th>SR 95% CI (Wilson)</th>" in html and "<h4>by emotion</h4>" in html and "<h4>by problem</h4>" in html
+    by_emotion = html.split("<h4>by emotion</h4>", 1)[1].split("</table>", 1)[0]
+    assert "<th>SR vanilla</th><th>SR think</th>" in by_emotion
+    assert "<tr><td>sad</td><td>2</td><td>0.500 [0.09, 0.91]</td><td>0.500 [0.09, 0.91]</td>" in by_emotion
     assert re.search(r'<img alt="success_by_turn.png" src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"', html)
     assert not re.search(r'(src|href)="(https?:|file:|/)', html)
 
@@ -46,7 +51,7 @@ def test_the_report_renders_its_tables_and_images_in_headless_chromium(report, t
          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout
-    assert 'data-check="1/1 3"' in dom, dom[-500:]
+    assert 'data-check="1/1 6"' in dom, dom[-500:]
 
 
 def grpo_folder(folder, reward: str, r_fut: list[float], simulation: dict | None = None):

@@ -7,6 +7,8 @@ reference the shifts are measured against.
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import product
@@ -14,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from scipy import stats
 
+from esc_agents.core.jsonfile import write_json
 from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.intervals import wilson_interval
-from esc_agents.evaluation.metrics import plot_success_by_turn, summarize
+from esc_agents.evaluation.metrics import format_interval, plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import paired_bootstrap
-from esc_agents.core.jsonfile import write_json
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,23 @@ class Condition:
     seed: int
 
     @property
-    def label(self) -> str:
-        """A folder name: a persona given as a file is named by its stem, not its path."""
+    def persona_label(self) -> str:
+        """A persona given as a file is named by its stem, not its path."""
         persona = self.persona
         if persona.endswith((".yaml", ".yml")) or "/" in persona:
             persona = Path(persona).stem
-        parts = [persona]
+        return persona
+
+    def level(self, factor: str) -> str:
+        """This condition's level of one factor, as tables name it."""
+        if factor == "persona":
+            return self.persona_label
+        return getattr(self, factor) or "default"
+
+    @property
+    def label(self) -> str:
+        """A folder name: the persona's short label, the models, the seed."""
+        parts = [self.persona_label]
         if self.user_model:
             parts.append(f"user-{self.user_model}")
         if self.critic_model:
@@ -85,23 +99,116 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
             "ks_p_value": float(stats.ks_2samp(a, b).pvalue) if len(a) and len(b) else None,
             "success_by_turn": summary["success_by_turn"],
         }
-    seeds: dict[tuple, list[float]] = defaultdict(list)
-    pooled: dict[tuple, list[float]] = defaultdict(list)
+    seeds: dict[str, dict[str, float]] = defaultdict(dict)
+    pooled: dict[str, list[float]] = defaultdict(list)
     for condition in runs:
         rate = rows[condition.label]["success_rate"]
-        seeds[(condition.persona, condition.user_model, condition.critic_model)].append(rate)
-        pooled[(condition.persona, condition.critic_model)].append(rate)
+        persona, user, critic = (condition.level(factor) for factor in FACTORS)
+        seeds[f"{persona}|{user}|{critic}"][str(condition.seed)] = rate
+        pooled[f"{persona}|{critic}"].append(rate)
     report = {
         "cases": len(common), "max_turns": max_turns, "reference": reference, "conditions": rows,
-        "seed_spread": {"|".join(map(str, key)): {"runs": len(v), "sr_mean": float(np.mean(v)),
-                                                   "sr_std": float(np.std(v, ddof=1)) if len(v) > 1 else None}
-                        for key, v in seeds.items()},
-        "pooled_over_user_models": {"|".join(map(str, key)): float(np.mean(v)) for key, v in pooled.items()},
+        "seed_spread": {key: {"runs": len(rates), "sr_mean": float(np.mean(list(rates.values()))),
+                              "sr_std": float(np.std(list(rates.values()), ddof=1)) if len(rates) > 1 else None,
+                              "sr_min": min(rates.values()), "sr_max": max(rates.values()), "sr_by_seed": rates}
+                        for key, rates in seeds.items()},
+        "pooled_over_user_models": {key: float(np.mean(v)) for key, v in pooled.items()},
+        "factors": pooled_effects(list(runs), episodes, max_turns),
+        "personas": personas(runs),
+        "examples": example_dialogues(list(runs), episodes, common),
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "bias.json", report)
     plot_success_by_turn({label: row["success_by_turn"] for label, row in rows.items()}, out / "success_by_turn.png")
     return report
+
+
+FACTORS = ("persona", "user_model", "critic_model")
+
+
+def pooled_effects(conditions_: list[Condition], episodes: dict[str, list[dict]],
+                   max_turns: int) -> dict[str, dict[str, Any]]:
+    """Each factor that varies (persona, user model, critic model), pooled over seeds and the
+    other factors: per level its SR with a Wilson interval over the pooled episodes, AT, and the
+    SR shift against the first level with a paired bootstrap over cases (a case's success rate
+    over the level's runs, so repeated runs of one case are not counted as independent) and its
+    p-value; with three or more levels, Friedman's test on the same per-case rates."""
+    effects = {}
+    for factor in FACTORS:
+        levels: dict[str, list[Condition]] = {}
+        for condition in conditions_:
+            levels.setdefault(condition.level(factor), []).append(condition)
+        if len(levels) < 2:
+            continue
+        case_rates = {level: np.mean([[float(t["success"]) for t in episodes[c.label]] for c in members], axis=0)
+                      for level, members in levels.items()}
+        reference = next(iter(levels))
+        table = {}
+        for level, members in levels.items():
+            pooled = [t for c in members for t in episodes[c.label]]
+            wins = sum(bool(t["success"]) for t in pooled)
+            shift = paired_bootstrap(case_rates[level], case_rates[reference])
+            table[level] = {
+                "runs": len(members), "episodes": len(pooled), "success_rate": wins / len(pooled),
+                "success_rate_wilson95": wilson_interval(wins, len(pooled)),
+                "average_turns": float(np.mean([t["turns"] if t["success"] else max_turns for t in pooled])),
+                "sr_shift": shift["mean_difference"], "sr_shift_ci95": shift["ci95"], "sr_shift_p": shift["p_value"]}
+        friedman = None
+        rates = list(case_rates.values())
+        if len(rates) >= 3 and len(rates[0]) >= 2:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                p_value = stats.friedmanchisquare(*rates).pvalue
+            friedman = 1.0 if np.isnan(p_value) else float(p_value)  # NaN: every level scored every case alike
+        effects[factor] = {"reference": reference, "levels": table, "friedman_p": friedman}
+    return effects
+
+
+def _prompt_file(folder: Path, role: str) -> dict[str, Any]:
+    run_file = folder / "run.json"
+    text = (json.loads(run_file.read_text()).get("prompt_texts") or {}).get(role) if run_file.exists() else None
+    try:
+        spec = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError:
+        spec = {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def personas(runs: dict[Condition, Path]) -> dict[str, dict[str, Any]]:
+    """Each persona by its short label: what was given (a name or a file), its description and
+    its axes (e.g. trust: low), from the prompt text the run recorded."""
+    table: dict[str, dict[str, Any]] = {}
+    for condition, folder in runs.items():
+        if condition.persona_label not in table:
+            spec = _prompt_file(folder, "user_simulator")
+            table[condition.persona_label] = {"given": condition.persona, "description": spec.get("description", ""),
+                                              "axes": {str(k): str(v) for k, v in (spec.get("axes") or {}).items()}}
+    return table
+
+
+def example_dialogues(conditions_: list[Condition], episodes: dict[str, list[dict]],
+                      common: list[str]) -> dict[str, dict[str, Any]]:
+    """One dialogue per persona, all on the same case: the first case whose outcome differs
+    between personas (else the first case), under each persona's first condition."""
+    first = {}
+    for condition in conditions_:
+        first.setdefault(condition.persona_label, condition.label)
+    outcomes = {persona: [bool(t["success"]) for t in episodes[label]] for persona, label in first.items()}
+    index = next((i for i in range(len(common)) if len({o[i] for o in outcomes.values()}) > 1), 0)
+    examples = {}
+    for persona, label in first.items():
+        episode = episodes[label][index]
+        examples[persona] = {
+            "condition": label, "case_id": common[index], "success": episode["success"], "turns": episode["turns"],
+            "final_score": episode.get("final_score"),
+            "critic_means": [score.get("mean") for score in episode.get("scores", [])],
+            "messages": [{"speaker": m["speaker"], "content": m["content"]} for m in episode["messages"]]}
+    return examples
+
+
+def format_p(p_value: float) -> str:
+    """`= 0.034`, or `< 0.001` (a bootstrap p of 0 means none of its resamples crossed zero)."""
+    return "< 0.001" if p_value < 0.001 else f"= {p_value:.3f}"
 
 
 def format_bias(report: dict[str, Any]) -> str:
@@ -119,7 +226,18 @@ def format_bias(report: dict[str, Any]) -> str:
                      f"{f'[{low:+.2f}, {high:+.2f}]':>15s} {w1:>6s} {ks:>6s}")
     for key, spread in report["seed_spread"].items():
         if spread["sr_std"] is not None:
-            lines.append(f"seed spread {key}: SR {spread['sr_mean']:.3f} ± {spread['sr_std']:.3f} over {spread['runs']} runs")
+            extremes = f" (min {spread['sr_min']:.3f}, max {spread['sr_max']:.3f})" if "sr_min" in spread else ""
+            lines.append(f"seed spread {key}: SR {spread['sr_mean']:.3f} ± {spread['sr_std']:.3f} "
+                         f"over {spread['runs']} runs{extremes}")
     for key, value in report["pooled_over_user_models"].items():
         lines.append(f"pooled over user models {key}: SR {value:.3f}")
+    for factor, effect in report.get("factors", {}).items():
+        lines.append(f"{factor.replace('_', ' ')} pooled over seeds and the other factors "
+                     f"(shift against {effect['reference']}, paired bootstrap over cases):")
+        for level, row in effect["levels"].items():
+            lines.append(f"  {level:30s} SR {row['success_rate']:.3f} {format_interval(row['success_rate_wilson95'])} "
+                         f"over {row['episodes']} episodes; shift {row['sr_shift']:+.3f} "
+                         f"{format_interval(row['sr_shift_ci95'])}, p {format_p(row['sr_shift_p'])}")
+        if effect["friedman_p"] is not None:
+            lines.append(f"  Friedman test over the levels: p {format_p(effect['friedman_p'])}")
     return "\n".join(lines)

@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from esc_agents.core.errors import UserError
+from esc_agents.core.jsonfile import write_json
+from esc_agents.core.runlog import read_unique
+from esc_agents.datasets import ESCONV_STRATEGIES
+from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.metrics import format_interval, plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
 from esc_agents.provenance import differing_fields
-from esc_agents.core.runlog import read_unique
-from esc_agents.core.jsonfile import write_json
+from esc_agents.roles.replies import split_strategy
 
 # What must be equal for two runs to be compared: everything but the supporter.
 SHARED_FIELDS = ("dataset", "episode", "seed", "roles.user_simulator", "roles.critic")
@@ -32,7 +36,12 @@ def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
     """(label, config overrides) for one supporter spec."""
     folder = Path(spec)
     if folder.is_dir():
-        from training.grpo.export import POLICY_CARD, export_policy, policy_profile, trained_completion_length
+        from training.grpo.export import (
+            POLICY_CARD,
+            export_policy,
+            policy_profile,
+            trained_completion_length,
+        )
 
         label = folder.name
         if (folder / "adapter" / "adapter_config.json").exists():  # a train-grpo folder
@@ -113,16 +122,90 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
                                 "turns": paired_bootstrap(a_turns, b_turns)}
     out.mkdir(parents=True, exist_ok=True)
     report = {"cases": len(common), "max_turns": max_turns, "runs": {k: str(v) for k, v in runs.items()},
-              "summaries": summaries, "pairs": pairs, "warnings": loaded.warnings}
+              "intervals": INTERVALS, "summaries": summaries, "pairs": pairs,
+              "by_emotion": by_group(trajectories, common, "emotion", max_turns),
+              "by_problem": by_group(trajectories, common, "problem", max_turns),
+              "format_compliance": {label: format_compliance([trajectories[label][c] for c in common],
+                                                             reply_format(folder))
+                                    for label, folder in runs.items()},
+              "warnings": loaded.warnings}
     write_json(out / "compare.json", report)
     plot_success_by_turn({label: s["success_by_turn"] for label, s in summaries.items()},
                          out / "success_by_turn.png")
     return report
 
 
+INTERVALS = {"success_rate": "wilson", "average_turns": "bootstrap", "mean_final_score": "bootstrap"}
+
+
+def by_group(trajectories: dict[str, dict[str, dict]], common: list[str], key: str,
+             max_turns: int) -> dict[str, dict[str, Any]]:
+    """Per emotion (or problem) of the common cases, each supporter's SR with its Wilson interval
+    and AT: {group: {"cases": n, "supporters": {label: {...}}}}."""
+    first = next(iter(trajectories.values()))
+    groups: dict[str, list[str]] = {}
+    for case in common:
+        groups.setdefault(str(first[case].get(key, "")).strip().lower(), []).append(case)
+    table = {}
+    for name, cases in sorted(groups.items()):
+        supporters = {}
+        for label, by_case in trajectories.items():
+            episodes = [by_case[c] for c in cases]
+            wins = sum(bool(t["success"]) for t in episodes)
+            supporters[label] = {
+                "success_rate": wins / len(episodes), "success_rate_ci95": wilson_interval(wins, len(episodes)),
+                "average_turns": float(np.mean([t["turns"] if t["success"] else max_turns for t in episodes]))}
+        table[name] = {"cases": len(cases), "supporters": supporters}
+    return table
+
+
+def reply_format(folder: Path) -> dict[str, str]:
+    """The supporter prompt's reply format and tags, from the prompt text the run recorded."""
+    run = json.loads((folder / "run.json").read_text())
+    text = (run.get("prompt_texts") or {}).get("supporter")
+    spec = {}
+    if text:
+        try:
+            spec = yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            spec = {}
+    elif (name := run["fingerprint"].get("roles", {}).get("supporter", {}).get("prompt")) in ("think", "strategy"):
+        spec = {"reply_format": name}  # a bundled prompt named only
+    spec = spec if isinstance(spec, dict) else {}
+    return {"reply_format": spec.get("reply_format", "plain"), "think_tag": spec.get("think_tag", "think"),
+            "response_tag": spec.get("response_tag", "response")}
+
+
+def followed_format(raw: str, spec: dict[str, str]) -> bool | None:
+    """Whether one supporter output followed its prompt's format (None for a plain prompt): a think
+    reply is exactly one non-empty think block and one non-empty response block (R_fmt = 1, the
+    opening tag may have been pre-filled by the chat template); a strategy reply opens with one of
+    ESConv's 8 strategies in brackets."""
+    if spec["reply_format"] == "think":
+        from training.grpo.format_reward import FormatSpec
+
+        return any(FormatSpec(spec["think_tag"], spec["response_tag"], prefilled).reward(raw) == 1.0
+                   for prefilled in (False, True))
+    if spec["reply_format"] == "strategy":
+        return split_strategy(raw)[0] in ESCONV_STRATEGIES
+    return None
+
+
+def format_compliance(episodes: list[dict[str, Any]], spec: dict[str, str]) -> dict[str, Any]:
+    """The share of a think or strategy supporter's replies (over every supporter turn of the
+    episodes, the model's raw output) that followed its format, with a Wilson interval."""
+    if spec["reply_format"] not in ("think", "strategy"):
+        return {"format": spec["reply_format"], "replies": None, "followed": None, "rate": None, "rate_ci95": None}
+    outputs = [message.get("raw") or message["content"] for episode in episodes for message in episode["messages"]
+               if message["speaker"] == "supporter"]
+    followed = sum(bool(followed_format(raw, spec)) for raw in outputs)
+    return {"format": spec["reply_format"], "replies": len(outputs), "followed": followed,
+            "rate": followed / len(outputs) if outputs else None, "rate_ci95": wilson_interval(followed, len(outputs))}
+
+
 def format_comparison(report: dict[str, Any]) -> str:
     lines = [f"{report['cases']} cases, T = {report['max_turns']}",
-             f"{'supporter':22s} {'SR':>6s} {'95% CI':>15s} {'AT':>6s} {'95% CI':>15s} {'final':>7s}"]
+             f"{'supporter':22s} {'SR':>6s} {'Wilson 95%':>15s} {'AT':>6s} {'95% CI':>15s} {'final':>7s}"]
     for label, s in report["summaries"].items():
         final = "-" if s["mean_final_score"] is None else f"{s['mean_final_score']:.3f}"
         lines.append(f"{label:22s} {s['success_rate']:6.3f} {format_interval(s['success_rate_ci95']):>15s} "
@@ -132,5 +215,10 @@ def format_comparison(report: dict[str, Any]) -> str:
         lines.append(f"{pair}: McNemar {success['a_only']}/{success['b_only']} discordant, p = {success['p_value']:.3f}; "
                      f"turns difference {turns['mean_difference']:+.2f} {format_interval(turns['ci95'])}, "
                      f"p = {turns['p_value']:.3f}")
+    for label, compliance in report.get("format_compliance", {}).items():
+        if compliance["rate"] is not None:
+            lines.append(f"{label}: {compliance['followed']} of {compliance['replies']} replies followed the "
+                         f"{compliance['format']} format ({compliance['rate']:.1%}, 95% CI "
+                         f"{format_interval(compliance['rate_ci95'])})")
     lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)

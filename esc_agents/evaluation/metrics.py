@@ -1,28 +1,30 @@
-"""SR / AT and friends over a run's trajectories (PPDPP protocol), with bootstrap intervals.
+"""SR / AT and friends over a run's trajectories (PPDPP protocol), with 95% intervals.
 
-130 test cases is a small sample, so every headline number carries a 95% percentile
-bootstrap interval. Failures count T turns in AT; an episode whose supporter gave no usable
-reply (`no_reply`) is a failure like any other. A case that did not run at all (the endpoint
-failed after its retries) is no supporter outcome: it is listed, and the summary says
-`complete: false` until a rerun finishes it.
+130 test cases is a small sample, so every headline number carries a 95% interval: a Wilson
+score interval for SR (a bootstrap of a 0/1 outcome collapses to [0, 0] or [1, 1] when every
+case failed or succeeded) and a percentile bootstrap for AT and the final score. Failures count
+T turns in AT; an episode whose supporter gave no usable reply (`no_reply`) is a failure like
+any other. A case that did not run at all (the endpoint failed after its retries) is no
+supporter outcome: it is listed, and the summary says `complete: false` until a rerun finishes
+it.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from esc_agents.core.errors import UserError
-from esc_agents.core.types import invalid_verdict_rate
-from esc_agents.jobs import outstanding_failures
+from esc_agents.core.jsonfile import write_json
 from esc_agents.core.plotting import figure_file
 from esc_agents.core.runlog import read_unique
-from esc_agents.core.jsonfile import write_json
+from esc_agents.core.types import invalid_verdict_rate
+from esc_agents.evaluation.intervals import wilson_interval
+from esc_agents.jobs import outstanding_failures
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -36,9 +38,9 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_R
     return [float(low), float(high)]
 
 
-def format_interval(bounds: list[float | None], digits: int = 2) -> str:
+def format_interval(bounds: list[float | None] | None, digits: int = 2) -> str:
     """`[low, high]`, or `-` where there was nothing to resample."""
-    if None in bounds:
+    if bounds is None or None in bounds:
         return "-"
     return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
@@ -67,7 +69,7 @@ def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, A
         "cases": len(trajectories),
         "max_turns": max_turns,
         "success_rate": float(success.mean()),
-        "success_rate_ci95": bootstrap_ci(success),
+        "success_rate_ci95": wilson_interval(int(success.sum()), len(success)),
         "average_turns": float(turns.mean()),
         "average_turns_ci95": bootstrap_ci(turns),
         "mean_final_score": float(finals.mean()) if len(finals) else None,
@@ -119,7 +121,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     final = summary["mean_final_score"]
     rows = [
         f"cases            {summary['cases']}  (T = {summary['max_turns']}, dataset {summary.get('dataset', '?')})",
-        f"SR               {summary['success_rate']:.3f}  95% CI {ci('success_rate')}",
+        f"SR               {summary['success_rate']:.3f}  95% CI {ci('success_rate')} (Wilson)",
         f"AT               {summary['average_turns']:.2f}   95% CI {ci('average_turns')}",
         f"final score      {final:.3f}  95% CI {ci('mean_final_score')}" if final is not None else "final score      n/a",
         f"invalid critic   {summary['invalid_critic_rate']:.1%} of verdicts",

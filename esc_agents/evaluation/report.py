@@ -18,7 +18,10 @@ from esc_agents.evaluation.viewer import load_folder, viewer_parts
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
-pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}section{border-top:2px solid #444;margin-top:2em}"""
+pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}section{border-top:2px solid #444;margin-top:2em}
+td:not(:first-child){white-space:nowrap}.bias-example{margin:.4em 0 .8em;max-width:760px}
+.bias-example p{margin:.25em 0;padding:.3em .6em;border-radius:.6em}.bias-seeker{background:#eef3fb;margin-right:4em}
+.bias-supporter{background:#eef8ee;margin-left:4em}.bias-vote{color:#666;font-size:.85em}"""
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -51,22 +54,115 @@ def _summary_section(summary: dict[str, Any]) -> str:
     return html
 
 
+def _interval_text(bounds: list[float] | None, digits: int = 2) -> str:
+    return "-" if bounds is None or None in bounds else f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+
+def _rate_with_interval(rate: float | None, bounds: list[float] | None) -> str:
+    return "-" if rate is None else f"{rate:.3f} {_interval_text(bounds)}"
+
+
+def _compare_section(data: dict[str, Any]) -> str:
+    """Supporters' SR / AT, paired tests, format compliance, and SR / AT per emotion and problem."""
+    sr_interval = "Wilson" if data.get("intervals", {}).get("success_rate") == "wilson" else "bootstrap"
+    html = _table(["supporter", "SR", f"SR 95% CI ({sr_interval})", "AT", "AT 95% CI (bootstrap)", "final score"], [
+        [label, s["success_rate"], s["success_rate_ci95"], s["average_turns"], s["average_turns_ci95"],
+         s["mean_final_score"]] for label, s in data["summaries"].items()])
+    html += _table(["pair", "A only", "B only", "McNemar p", "turns A-B", "95% CI", "p"], [
+        [pair, t["success"]["a_only"], t["success"]["b_only"], t["success"]["p_value"],
+         t["turns"]["mean_difference"], t["turns"]["ci95"], t["turns"]["p_value"]]
+        for pair, t in data["pairs"].items()])
+    compliance = {label: c for label, c in data.get("format_compliance", {}).items() if c.get("rate") is not None}
+    if compliance:
+        html += ("<h4>format compliance</h4><p>The share of each think or strategy supporter's replies that followed "
+                 "its format: a think block then a response block (R<sub>fmt</sub> = 1), or one of ESConv's "
+                 "strategies named in brackets first.</p>")
+        html += _table(["supporter", "format", "replies", "followed", "rate", "95% CI (Wilson)"], [
+            [label, c["format"], c["replies"], c["followed"], c["rate"], c["rate_ci95"]]
+            for label, c in compliance.items()])
+    labels = list(data["summaries"])
+    for group in ("by_emotion", "by_problem"):
+        if rows := data.get(group):
+            html += f"<h4>{group.replace('_', ' ')}</h4><p>SR with its Wilson 95% interval, and AT, per supporter.</p>"
+            html += _table([group.removeprefix("by_"), "cases"] + [f"SR {label}" for label in labels]
+                           + [f"AT {label}" for label in labels], [
+                [name, row["cases"]]
+                + [_rate_with_interval(row["supporters"][label]["success_rate"],
+                                       row["supporters"][label]["success_rate_ci95"]) for label in labels]
+                + [row["supporters"][label]["average_turns"] for label in labels] for name, row in rows.items()])
+    html += "".join(f"<p>warning: {escape(w)}</p>" for w in data["warnings"])
+    return html
+
+
+def _p_text(p_value: float | None) -> str:
+    return "-" if p_value is None else "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def _transcript(example: dict[str, Any]) -> str:
+    outcome = "success" if example["success"] else "failure"
+    final = "-" if example.get("final_score") is None else f"{example['final_score']:.2f}"
+    turns = f"{example['turns']} turn{'' if example['turns'] == 1 else 's'}"
+    head = (f"{escape(example['condition'])}, case {escape(str(example['case_id']))}: {outcome} after {turns}, "
+            f"final critic score {final}")
+    means = iter(example.get("critic_means", []))
+    lines = []
+    for index, message in enumerate(example["messages"]):
+        vote = ""
+        if message["speaker"] == "seeker" and index > 0:
+            mean = next(means, None)
+            vote = "" if mean is None else f' <span class="bias-vote">critic mean {mean:.2f}</span>'
+        lines.append(f'<p class="bias-{escape(message["speaker"])}"><b>{escape(message["speaker"])}</b> '
+                     f"{escape(message['content'])}{vote}</p>")
+    return f"<p><i>{head}</i></p>{''.join(lines)}"
+
+
+def _bias_section(data: dict[str, Any]) -> str:
+    """Conditions, each factor's effect pooled over seeds with its test, the spread over seeds,
+    the personas' axes, and one example dialogue per persona."""
+    html = _table(["condition", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI", "Wasserstein", "KS p"], [
+        [label, r["success_rate"], r.get("success_rate_wilson95"), r["average_turns"], r["sr_shift"],
+         r["sr_shift_ci95"], r["wasserstein"], r["ks_p_value"]] for label, r in data["conditions"].items()])
+    for factor, effect in data.get("factors", {}).items():
+        name = factor.replace("_", " ")
+        html += (f"<h4>{name} effect, pooled over seeds</h4><p>SR over every episode of a level (Wilson 95% interval); "
+                 f"the shift against {escape(effect['reference'])} is the mean over cases of the difference in each "
+                 "case's success rate, with a paired bootstrap 95% interval and p-value (cases resampled, so a "
+                 "case's repeated runs are not counted as independent).")
+        if effect.get("friedman_p") is not None:
+            html += f" Friedman test over the {len(effect['levels'])} levels: p = {_p_text(effect['friedman_p'])}."
+        header = [name, "runs", "episodes", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI", "p"]
+        html += "</p>" + _table(header, [
+            [level, r["runs"], r["episodes"], r["success_rate"], r["success_rate_wilson95"], r["average_turns"],
+             *(["reference", "-", "-"] if level == effect["reference"] else
+               [r["sr_shift"], r["sr_shift_ci95"], _p_text(r["sr_shift_p"])])]
+            for level, r in effect["levels"].items()])
+    spread = data.get("seed_spread", {})
+    if any(s.get("sr_by_seed") for s in spread.values()):
+        html += "<h4>spread over seeds</h4>" + _table(
+            ["persona", "user model", "critic model", "runs", "SR by seed", "mean", "std", "min", "max"], [
+                key.split("|") + [s["runs"], ", ".join(f"{seed}: {rate:.3f}" for seed, rate in s["sr_by_seed"].items()),
+                                  s["sr_mean"], s["sr_std"], s["sr_min"], s["sr_max"]]
+                for key, s in spread.items()])
+    if personas := data.get("personas"):
+        axes = sorted({axis for persona in personas.values() for axis in persona["axes"]})
+        header = ["persona", *(axis.replace("_", " ") for axis in axes), "given as", "description"]
+        html += "<h4>personas</h4>" + _table(header, [
+            [label, *(p["axes"].get(axis) for axis in axes), p["given"], p["description"]]
+            for label, p in personas.items()])
+    if examples := data.get("examples"):
+        html += "<h4>one dialogue per persona</h4>" + "".join(
+            f'<details class="bias-example" open><summary>{escape(persona)}</summary>{_transcript(example)}</details>'
+            for persona, example in examples.items())
+    return html
+
+
 def _section(folder: Path, viewer_index: int | None) -> str:
     parts = []
     if (folder / "compare.json").exists():
         data = json.loads((folder / "compare.json").read_text())
-        parts.append(_table(["supporter", "SR", "SR 95% CI", "AT", "AT 95% CI", "final score"], [
-            [label, s["success_rate"], s["success_rate_ci95"], s["average_turns"], s["average_turns_ci95"],
-             s["mean_final_score"]] for label, s in data["summaries"].items()]))
-        parts.append(_table(["pair", "A only", "B only", "McNemar p", "turns A-B", "95% CI", "p"], [
-            [pair, t["success"]["a_only"], t["success"]["b_only"], t["success"]["p_value"],
-             t["turns"]["mean_difference"], t["turns"]["ci95"], t["turns"]["p_value"]] for pair, t in data["pairs"].items()]))
-        parts += [f"<p>warning: {escape(w)}</p>" for w in data["warnings"]]
+        parts.append(_compare_section(data))
     if (folder / "bias.json").exists():
-        data = json.loads((folder / "bias.json").read_text())
-        parts.append(_table(["condition", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI", "Wasserstein", "KS p"], [
-            [label, r["success_rate"], r.get("success_rate_wilson95"), r["average_turns"], r["sr_shift"],
-             r["sr_shift_ci95"], r["wasserstein"], r["ks_p_value"]] for label, r in data["conditions"].items()]))
+        parts.append(_bias_section(json.loads((folder / "bias.json").read_text())))
     if (folder / "judge.json").exists():
         data = json.loads((folder / "judge.json").read_text())
         parts.append(_table(["criterion", "win", "tie", "loss", "win rate 95% CI"], [

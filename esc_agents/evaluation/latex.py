@@ -1,0 +1,155 @@
+"""LaTeX tables (booktabs) of the SR / AT numbers with their 95% intervals, since that is where
+they end up: one `.tex` file per table, each a `table` environment to `\\input` into a paper
+(needs `\\usepackage{booktabs}`).
+
+  compare folder   NAME-sr-at.tex (SR, Wilson interval, AT, bootstrap interval, final score),
+                   NAME-pairs.tex (McNemar on success, paired bootstrap on turns),
+                   NAME-format.tex (format compliance of think / strategy supporters, if any)
+  bias folder      NAME-conditions.tex (SR, Wilson interval, AT, SR shift against the reference),
+                   NAME-persona.tex, NAME-user_model.tex, NAME-critic_model.tex (each factor that
+                   varies, pooled over seeds, with its paired-bootstrap shift and p-value)
+  simulate run     NAME-sr-at.tex (one row, from summary.json as `evaluate` wrote it)
+
+Numbers are rounded as printed elsewhere: rates and scores to 3 decimals, turns to 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from esc_agents.core.errors import UserError
+
+_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def escape(text: Any) -> str:
+    """Text as LaTeX prints it literally."""
+    return re.sub(r"[\\&%$#_{}~^]", lambda match: _SPECIAL[match.group()], str(text))
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "--" if value is None else f"{value:.{digits}f}"
+
+
+def interval(bounds: list[float | None] | None, digits: int = 3) -> str:
+    if bounds is None or None in bounds:
+        return "--"
+    return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+
+def p_value(value: float | None) -> str:
+    if value is None:
+        return "--"
+    return "$<$0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _minus(cell: str) -> str:
+    """A negative number's sign as a minus, not a hyphen."""
+    return re.sub(r"(?<![\w$-])-(?=\d)", "$-$", cell)
+
+
+def table(header: list[str], rows: list[list[str]], caption: str, label: str, source: Path) -> str:
+    """A booktabs table: the first column left-aligned, the rest right-aligned. Header and
+    caption are escaped here; cells are passed already formatted."""
+    columns = "l" + "r" * (len(header) - 1)
+    lines = [f"% rlff-esc: from {escape(source)}; needs \\usepackage{{booktabs}}",
+             "\\begin{table}[t]", "\\centering", "\\small",
+             f"\\begin{{tabular}}{{{columns}}}", "\\toprule",
+             " & ".join(escape(h) for h in header) + " \\\\", "\\midrule"]
+    lines += [" & ".join(_minus(cell) for cell in row) + " \\\\" for row in rows]
+    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{escape(caption)}}}", f"\\label{{{label}}}",
+              "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _label(name: str, kind: str) -> str:
+    return "tab:" + re.sub(r"[^A-Za-z0-9]+", "-", f"{name}-{kind}").strip("-")
+
+
+def compare_tables(data: dict[str, Any], name: str, source: Path) -> dict[str, str]:
+    sr_interval = "Wilson" if data.get("intervals", {}).get("success_rate") == "wilson" else "bootstrap"
+    tables = {"sr-at": table(
+        ["supporter", "SR", f"SR 95% CI ({sr_interval})", "AT", "AT 95% CI", "final score"],
+        [[escape(label), number(s["success_rate"]), interval(s["success_rate_ci95"]), number(s["average_turns"], 2),
+          interval(s["average_turns_ci95"], 2), number(s["mean_final_score"])]
+         for label, s in data["summaries"].items()],
+        f"Success rate (SR) and average turns (AT) on {data['cases']} cases, T = {data['max_turns']}, with 95% "
+        f"intervals ({sr_interval} for SR, bootstrap for AT; failures count T turns).", _label(name, "sr-at"), source)}
+    if data.get("pairs"):
+        tables["pairs"] = table(
+            ["pair", "A only", "B only", "McNemar p", "turns A-B", "95% CI", "p"],
+            [[escape(pair), str(t["success"]["a_only"]), str(t["success"]["b_only"]), p_value(t["success"]["p_value"]),
+              f"{t['turns']['mean_difference']:+.2f}", interval(t["turns"]["ci95"], 2), p_value(t["turns"]["p_value"])]
+             for pair, t in data["pairs"].items()],
+            "Paired tests on the same cases: exact McNemar on success (discordant cases won by A only and B only) "
+            "and a paired bootstrap on turns.", _label(name, "pairs"), source)
+    compliance = {label: c for label, c in data.get("format_compliance", {}).items() if c.get("rate") is not None}
+    if compliance:
+        tables["format"] = table(
+            ["supporter", "format", "replies", "followed", "rate", "95% CI (Wilson)"],
+            [[escape(label), escape(c["format"]), str(c["replies"]), str(c["followed"]), number(c["rate"]),
+              interval(c["rate_ci95"])] for label, c in compliance.items()],
+            "Share of supporter replies that followed their format (think: a think block then a response block; "
+            "strategy: an ESConv strategy named first).", _label(name, "format"), source)
+    return tables
+
+
+def bias_tables(data: dict[str, Any], name: str, source: Path) -> dict[str, str]:
+    tables = {"conditions": table(
+        ["condition", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI"],
+        [[escape(label), number(r["success_rate"]), interval(r.get("success_rate_wilson95")),
+          number(r["average_turns"], 2), f"{r['sr_shift']:+.3f}", interval(r["sr_shift_ci95"])]
+         for label, r in data["conditions"].items()],
+        f"SR and AT per condition on {data['cases']} cases, T = {data['max_turns']}; SR shift against "
+        f"{data['reference']} with a paired bootstrap 95% interval.", _label(name, "conditions"), source)}
+    for factor, effect in data.get("factors", {}).items():
+        title = factor.replace("_", " ")
+        friedman = (f" Friedman test over the levels: p = {p_value(effect['friedman_p'])}."
+                    if effect.get("friedman_p") is not None else "")
+        tables[factor] = table(
+            [title, "runs", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI", "p"],
+            [[escape(level), str(r["runs"]), number(r["success_rate"]), interval(r["success_rate_wilson95"]),
+              number(r["average_turns"], 2)]
+             + (["reference", "--", "--"] if level == effect["reference"] else
+                [f"{r['sr_shift']:+.3f}", interval(r["sr_shift_ci95"]), p_value(r["sr_shift_p"])])
+             for level, r in effect["levels"].items()],
+            f"The {title} effect pooled over seeds and the other factors: SR over all episodes of a level (Wilson "
+            f"interval) and the shift against {effect['reference']} (paired bootstrap over cases).{friedman}",
+            _label(name, factor), source)
+    return tables
+
+
+def summary_tables(data: dict[str, Any], name: str, source: Path) -> dict[str, str]:
+    return {"sr-at": table(
+        ["run", "cases", "SR", "SR 95% CI", "AT", "AT 95% CI", "final score"],
+        [[escape(name), str(data["cases"]), number(data["success_rate"]), interval(data["success_rate_ci95"]),
+          number(data["average_turns"], 2), interval(data["average_turns_ci95"], 2),
+          number(data["mean_final_score"])]],
+        f"SR and AT with 95% intervals, T = {data['max_turns']}.", _label(name, "sr-at"), source)}
+
+
+def write_latex(folders: Path | list[Path], out_dir: Path) -> list[Path]:
+    """One `.tex` file per table of each compare, bias or evaluated simulate folder, written into
+    `out_dir` (created) as `<folder name>-<table>.tex`; returns the files written."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    makers = (("compare.json", compare_tables), ("bias.json", bias_tables), ("summary.json", summary_tables))
+    written: list[Path] = []
+    for folder in folders:
+        found = [(folder / file, make) for file, make in makers if (folder / file).exists()]
+        if not found:
+            raise UserError(f"{folder} holds no compare.json, bias.json or summary.json to make LaTeX tables from "
+                            "(run `rlff-esc evaluate` on a simulate run first)")
+        for source, make in found[:1]:  # a compare or bias folder's own summary.json, if any, is not its result
+            for kind, text in make(json.loads(source.read_text()), folder.name, source).items():
+                out_dir.mkdir(parents=True, exist_ok=True)
+                path = out_dir / f"{folder.name}-{kind}.tex"
+                if path in written:
+                    raise UserError(f"two folders are named {folder.name}: their LaTeX tables would overwrite each "
+                                    "other (give one folder another name)")
+                path.write_text(text)
+                written.append(path)
+    return written
