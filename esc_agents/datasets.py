@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import site
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,23 @@ ESCONV_STRATEGIES = (
     "Others",
 )
 
-DATA_DIR = Path(os.environ.get("RLFF_ESC_DATA", Path(__file__).resolve().parent.parent / "data"))
+
+def _data_dir() -> Path:
+    """$RLFF_ESC_DATA, else the checkout's `data/` (source tree, editable install), else the copy a
+    wheel installs as data files under `<prefix>/share/rlff-esc/data` (venv or system, or --user)."""
+    if "RLFF_ESC_DATA" in os.environ:
+        return Path(os.environ["RLFF_ESC_DATA"])
+    checkout = Path(__file__).resolve().parent.parent / "data"
+    if (checkout / "esconv").is_dir():
+        return checkout
+    for prefix in (sys.prefix, site.getuserbase()):
+        installed = Path(prefix) / "share" / "rlff-esc" / "data"
+        if installed.is_dir():
+            return installed
+    return checkout
+
+
+DATA_DIR = _data_dir()
 ESCONV_SPLITS = ("ppdpp_train", "ppdpp_valid", "ppdpp_test", "train", "valid", "test")
 EXTES_SPLITS = ("train", "valid", "test")
 EXTES_SPLIT_SEED = 13
