@@ -39,8 +39,8 @@ print(json.dumps({
 
 
 def run(args: list, cwd: Path, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run([str(a) for a in args], check=False, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
     assert done.returncode == 0, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
 
