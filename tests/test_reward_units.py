@@ -8,9 +8,11 @@ import pytest
 from esc_agents.config import ContextSampling
 from esc_agents.core.errors import UserError
 from esc_agents.datasets import load_cases
+from tests.conftest import REWARD_FIXTURE
 from training.contexts import eligible_positions, sample_contexts, shard
 from training.futures.formulas import FutureOutcome, check_threshold, get_formula
 from training.futures.generate import merge
+from training.futures.records import RECORDS, jsonl, read_records
 
 
 def test_terminal_efficiency_rewards_early_success():
@@ -77,7 +79,9 @@ def fake_part(folder, fingerprint_changes, keys):
                    "rewards": {"candidates": 2, "sampling": {"dialogues": 2}}, "shard": None}
     fingerprint.update(fingerprint_changes)
     (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint, "config": config}))
-    (folder / "records.jsonl").write_text("".join(json.dumps({"key": k, "r_fut": 0.0}) + "\n" for k in keys))
+    template = read_records(REWARD_FIXTURE / RECORDS)[0]
+    records = [template.model_copy(update={"key": key, "context_key": key.rpartition("#")[0]}) for key in keys]
+    (folder / RECORDS).write_text(jsonl(records))
     return folder
 
 

@@ -21,6 +21,8 @@ from esc_agents.core.errors import UserError
 from esc_agents.core.runlog import read_jsonl
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.jobs import outstanding_failures
+from training.futures.records import RECORDS, read_records
+from training.grpo.records import FUTURES, read_futures
 
 DATA_MARK = "/*VIEWER-DATA*/"
 
@@ -154,16 +156,17 @@ def _rewards_folder(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
     """D_r: each context with its m candidates, their R_fut, label and simulated future."""
     contexts: dict[str, dict[str, Any]] = {}
     names = _critic_scale(run)
-    for record in read_jsonl(folder / "records.jsonl"):
-        _verdict_names(record["critic_scores"], names)
-        context = contexts.setdefault(record["context_key"], {
-            "key": record["context_key"], "dialogue_id": record.get("dialogue_id"), "emotion": record.get("emotion"),
-            "problem": record.get("problem"), "context": [_message(m) for m in record["context"]], "candidates": []})
+    for record in read_records(folder / RECORDS, unique=False):
+        scores = [score.model_dump() for score in record.critic_scores]
+        _verdict_names(scores, names)
+        context = contexts.setdefault(record.context_key, {
+            "key": record.context_key, "dialogue_id": record.dialogue_id, "emotion": record.emotion,
+            "problem": record.problem, "context": [_message(m.model_dump()) for m in record.context],
+            "candidates": []})
         context["candidates"].append({
-            "index": record.get("candidate_index"), "reply": _message(record["candidate"]),
-            "future": [_message(m) for m in record["future"]], "scores": [_score(s) for s in record["critic_scores"]],
-            "r_fut": record.get("r_fut"), "label": record.get("label"), "turns": record.get("K"),
-            "success": record.get("success")})
+            "index": record.candidate_index, "reply": _message(record.candidate.model_dump()),
+            "future": [_message(m.model_dump()) for m in record.future], "scores": [_score(s) for s in scores],
+            "r_fut": record.r_fut, "label": record.label, "turns": record.K, "success": record.success})
     for context in contexts.values():
         context["candidates"].sort(key=lambda c: (c["index"] is None, c["index"]))
         values = [c["r_fut"] for c in context["candidates"] if c["r_fut"] is not None]
@@ -179,13 +182,13 @@ def _rewards_folder(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
 def _futures_folder(folder: Path) -> dict[str, Any]:
     """train-grpo's simulated futures: per step, each context's group of completions."""
     groups: dict[tuple[int, str], dict[str, Any]] = {}
-    for future in read_jsonl(folder / "futures.jsonl"):
-        group = groups.setdefault((future["step"], future["context_key"]),
-                                  {"step": future["step"], "key": future["context_key"], "completions": []})
+    for future in read_futures(folder / FUTURES):
+        group = groups.setdefault((future.step, future.context_key),
+                                  {"step": future.step, "key": future.context_key, "completions": []})
         group["completions"].append({
-            "reply": future["reply"], "r_fut": future.get("r_fut"), "error": future.get("error"),
-            "turn_scores": future.get("turn_scores", []), "turns": future.get("K"), "success": future.get("success"),
-            "future": [_message(m) for m in future.get("future", [])]})
+            "reply": future.reply, "r_fut": future.r_fut, "error": future.error,
+            "turn_scores": future.turn_scores or [], "turns": future.K, "success": future.success,
+            "future": [_message(m.model_dump()) for m in future.future or []]})
     for group in groups.values():
         values = [c["r_fut"] for c in group["completions"] if c["r_fut"] is not None]
         group["spread"] = max(values) - min(values) if values else None
@@ -204,9 +207,9 @@ def load_folder(folder: Path) -> dict[str, Any] | None:
         return _episodes_folder(folder.name, "bias", _run_folders(folder, labels, {}),
                                 {"reference": report.get("reference")})
     run = _run_json(folder)
-    if (folder / "records.jsonl").exists() and "rewards" in run.get("fingerprint", {}):
+    if (folder / RECORDS).exists() and "rewards" in run.get("fingerprint", {}):
         return _rewards_folder(folder, run)
-    if (folder / "futures.jsonl").exists():
+    if (folder / FUTURES).exists():
         return _futures_folder(folder)
     if (folder / "trajectories.jsonl").exists() or (folder / "failures.jsonl").exists():
         return _episodes_folder(folder.name, "simulate", {folder.name: folder})

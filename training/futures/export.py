@@ -14,56 +14,56 @@ import numpy as np
 from esc_agents.core.errors import UserError
 from esc_agents.core.jsonfile import write_json
 from esc_agents.core.plotting import figure_file
-from esc_agents.core.runlog import read_jsonl, read_unique
+from esc_agents.core.runlog import read_jsonl
 from esc_agents.core.types import invalid_verdict_rate
 from esc_agents.jobs import outstanding_failures
-from training.futures.records import RECORDS
+from training.futures.records import RECORDS, RewardRecord, read_records
 
 SPLITS = ("train", "valid", "test")
 
 
-def scored_records(folder: Path) -> list[dict[str, Any]]:
+def training_rows(folder: Path) -> list[dict[str, Any]]:
+    """The trainer's row of every record with an R_fut (a future with no verdict trains nothing)."""
     if not (folder / RECORDS).exists():
         raise UserError(f"{folder} has no {RECORDS}")
-    return [record for record in read_unique(folder / RECORDS, "key") if record["r_fut"] is not None]
+    return [training_row(record) for record in read_records(folder / RECORDS) if record.r_fut is not None]
 
 
-def split_by_dialogue(records: list[dict], valid: float, test: float, seed: int) -> dict[str, list[dict]]:
+def split_by_dialogue(rows: list[dict], valid: float, test: float, seed: int) -> dict[str, list[dict]]:
     """Whole dialogues go to one split, so no context leaks across train/valid/test."""
     if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
         raise UserError("--valid and --test are fractions with valid + test < 1")
-    dialogues = sorted({record["dialogue_id"] for record in records})
+    dialogues = sorted({row["dialogue_id"] for row in rows})
     random.Random(seed).shuffle(dialogues)
     n_test, n_valid = round(len(dialogues) * test), round(len(dialogues) * valid)
     assignment = {d: "test" for d in dialogues[:n_test]}
     assignment |= {d: "valid" for d in dialogues[n_test:n_test + n_valid]}
     splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    for record in records:
-        splits[assignment.get(record["dialogue_id"], "train")].append(record)
+    for row in rows:
+        splits[assignment.get(row["dialogue_id"], "train")].append(row)
     return splits
 
 
-def training_row(record: dict[str, Any]) -> dict[str, Any]:
+def training_row(record: RewardRecord) -> dict[str, Any]:
     """The columns the reward-model trainer reads; raw parts stay in records.jsonl."""
     return {
-        "key": record["key"],
-        "context_key": record["context_key"],
-        "dialogue_id": record["dialogue_id"],
-        "context": [{"speaker": m["speaker"], "content": m["content"]} for m in record["context"]],
-        "reply": record["candidate"]["content"],
-        "r_fut": float(record["r_fut"]),
-        "label": int(record["label"]),
-        "success": bool(record["success"]),
-        "K": int(record["K"]),
+        "key": record.key,
+        "context_key": record.context_key,
+        "dialogue_id": record.dialogue_id,
+        "context": [{"speaker": m.speaker, "content": m.content} for m in record.context],
+        "reply": record.candidate.content,
+        "r_fut": float(record.r_fut),
+        "label": int(record.label),
+        "success": record.success,
+        "K": record.K,
     }
 
 
 def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed: int) -> dict[str, int]:
-    records = scored_records(folder)
-    if not records:
+    scored = training_rows(folder)
+    if not scored:
         raise UserError(f"{folder} has no scored records to export")
-    splits = split_by_dialogue(records, valid, test, seed)
-    rows = {name: [training_row(r) for r in members] for name, members in splits.items() if members}
+    rows = {name: members for name, members in split_by_dialogue(scored, valid, test, seed).items() if members}
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         for name, members in rows.items():
@@ -87,40 +87,40 @@ def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed
 
 def stats(folder: Path) -> dict[str, Any]:
     """Counts, success, K, label balance, spread within contexts, cost; writes stats.json and a histogram."""
-    records = read_unique(folder / RECORDS, "key")
-    scored = [r for r in records if r["r_fut"] is not None]
+    records = read_records(folder / RECORDS)
+    scored = [r for r in records if r.r_fut is not None]
     if not scored:
         raise UserError(f"{folder} has no scored records")
-    by_context: dict[str, list[dict]] = defaultdict(list)
+    by_context: dict[str, list[RewardRecord]] = defaultdict(list)
     for record in scored:
-        by_context[record["context_key"]].append(record)
+        by_context[record.context_key].append(record)
     multi = [group for group in by_context.values() if len(group) > 1]
     usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for line in read_jsonl(folder / "usage.jsonl"):
         for role, counts in line.items():
             for name, value in counts.items():
                 usage[role][name] += value
-    failed = {f["key"] for f in outstanding_failures(folder, "key", {r["key"] for r in records})}
-    r_fut = np.array([r["r_fut"] for r in scored])
+    failed = {f["key"] for f in outstanding_failures(folder, "key", {r.key for r in records})}
+    r_fut = np.array([r.r_fut for r in scored])
     summary = {
         "records": len(records),
         "scored": len(scored),
         "contexts": len(by_context),
         "failed": sorted(failed),
-        "success_rate": float(np.mean([r["success"] for r in scored])),
-        "mean_K": float(np.mean([r["K"] for r in scored])),
-        "label_balance": float(np.mean([r["label"] for r in scored])),
-        "delta": scored[0]["delta"],
-        "formula": scored[0]["formula"],
+        "success_rate": float(np.mean([r.success for r in scored])),
+        "mean_K": float(np.mean([r.K for r in scored])),
+        "label_balance": float(np.mean([r.label for r in scored])),
+        "delta": scored[0].delta,
+        "formula": scored[0].formula,
         "r_fut_mean": float(r_fut.mean()),
         "r_fut_std": float(r_fut.std()),
         "same_label_context_share": (
-            float(np.mean([len({r["label"] for r in group}) == 1 for group in multi])) if multi else None
+            float(np.mean([len({r.label for r in group}) == 1 for group in multi])) if multi else None
         ),
-        "within_context_r_fut_std": float(np.mean([np.std([r["r_fut"] for r in g]) for g in multi])) if multi else None,
+        "within_context_r_fut_std": float(np.mean([np.std([r.r_fut for r in g]) for g in multi])) if multi else None,
         "calls": {role: dict(counts) for role, counts in usage.items()},
         "llm_calls_per_record": sum(c["calls"] for c in usage.values()) / max(len(records), 1),
-        "invalid_critic_rate": invalid_verdict_rate(score for r in records for score in r["critic_scores"]),
+        "invalid_critic_rate": invalid_verdict_rate(score.model_dump() for r in records for score in r.critic_scores),
     }
     write_json(folder / "stats.json", summary)
     _histogram(r_fut, summary["delta"], folder / "r_fut_hist.png")

@@ -34,25 +34,29 @@ from training.futures.formulas import (
     checked_formula,
     get_formula,
 )
-from training.futures.records import RECORDS
+from training.futures.records import RECORDS, RewardRecord, jsonl, read_records
 
 
 def record_key(context: Context, candidate: int) -> str:
     return f"{context.key}#{candidate}"
 
 
-def label(record: dict[str, Any], formula_name: str, params: dict[str, float], delta: float) -> dict[str, Any]:
-    """(Re)compute R_fut and the label from the record's raw parts."""
-    outcome = FutureOutcome(record["turn_scores"], record["K"], record["T"], record["success"])
+def labels(outcome: FutureOutcome, formula_name: str, params: dict[str, float], delta: float) -> dict[str, Any]:
+    """R_fut of a future's raw parts and its label, with the formula and threshold that made them."""
     r_fut = get_formula(formula_name)(outcome, params)
     return {
-        **record,
         "r_fut": r_fut,
         "label": None if r_fut is None else int(r_fut > delta),
         "formula": formula_name,
         "formula_params": params,
         "delta": delta,
     }
+
+
+def relabelled(record: RewardRecord, formula_name: str, params: dict[str, float], delta: float) -> RewardRecord:
+    """The record with R_fut and its label recomputed from its raw parts."""
+    outcome = FutureOutcome(record.turn_scores, record.K, record.T, record.success)
+    return record.model_copy(update=labels(outcome, formula_name, params, delta))
 
 
 def _provenance(run: dict[str, Any]) -> dict[str, Any]:
@@ -118,25 +122,25 @@ async def generate_rewards(
             history = context.history
             trajectory = await run_episode(engine.episode_context(context.case, future=True), [*history, candidate])
             outcome = FutureOutcome.of(trajectory, config.episode.max_turns)
-            record = {
-                "key": record_key(context, index),
-                "context_key": context.key,
-                "dialogue_id": context.case.id,
-                "position": context.position,
-                "candidate_index": index,
-                "emotion": context.case.emotion,
-                "problem": context.case.problem,
-                "context": [message.model_dump() for message in history],
-                "candidate": candidate.model_dump(),
-                "future": [message.model_dump() for message in trajectory.messages[len(history) + 1:]],
-                "critic_scores": [score.model_dump() for score in trajectory.scores],
-                "turn_scores": outcome.turn_scores,
-                "K": outcome.turns,
-                "T": outcome.max_turns,
-                "success": outcome.success,
-                "provenance": provenance,
-            }
-            return label(record, formula.name, params, settings.delta)
+            return RewardRecord(
+                key=record_key(context, index),
+                context_key=context.key,
+                dialogue_id=context.case.id,
+                position=context.position,
+                candidate_index=index,
+                emotion=context.case.emotion,
+                problem=context.case.problem,
+                context=history,
+                candidate=candidate,
+                future=trajectory.messages[len(history) + 1:],
+                critic_scores=trajectory.scores,
+                turn_scores=outcome.turn_scores,
+                K=outcome.turns,
+                T=outcome.max_turns,
+                success=outcome.success,
+                provenance=provenance,
+                **labels(outcome, formula.name, params, settings.delta),
+            ).model_dump()
 
         return job
 
@@ -166,11 +170,11 @@ def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, flo
     critic_range = tuple(run.get("critic_range") or DEFAULT_CRITIC_RANGE)  # older runs: the built-in critic's
     _, resolved = checked_formula(formula_name, params, delta, run["fingerprint"]["episode"]["max_turns"],
                                   critic_range)
-    records = list(read_jsonl(folder / RECORDS))
-    relabelled = [label(record, formula_name, resolved, delta) for record in records]
-    changed = sum(old["label"] != new["label"] for old, new in zip(records, relabelled))
+    records = read_records(folder / RECORDS, unique=False)
+    updated = [relabelled(record, formula_name, resolved, delta) for record in records]
+    changed = sum(old.label != new.label for old, new in zip(records, updated))
     staging = folder / (RECORDS + ".tmp")
-    staging.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in relabelled))
+    staging.write_text(jsonl(updated))
     os.replace(staging, folder / RECORDS)
     run["fingerprint"]["rewards"].update(formula=formula_name, formula_params=resolved, delta=delta)
     write_json(folder / "run.json", run)
@@ -184,12 +188,12 @@ def merge(parts: list[Path], out: Path) -> dict[str, Any]:
     for part, run in zip(parts[1:], runs[1:]):
         if diff := differing_fields(reference, {**run["fingerprint"], "shard": None}):
             raise UserError(f"{part} was made with other settings than {parts[0]}: {', '.join(diff)}")
-    merged: dict[str, dict] = {}
+    merged: dict[str, RewardRecord] = {}
     seen = Counter()
     for part in parts:
-        for record in read_jsonl(part / RECORDS):
-            seen[record["key"]] += 1
-            merged.setdefault(record["key"], record)
+        for record in read_records(part / RECORDS, unique=False):
+            seen[record.key] += 1
+            merged.setdefault(record.key, record)
     config = RunConfig.model_validate(runs[0]["config"])
     expected = {
         record_key(context, index)
@@ -200,7 +204,7 @@ def merge(parts: list[Path], out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if (out / RECORDS).exists():
         raise UserError(f"{out / RECORDS} exists already; merge into a new folder")
-    (out / RECORDS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged.values()))
+    (out / RECORDS).write_text(jsonl(merged.values()))
     (out / FAILURES).write_text("".join(json.dumps(f) + "\n" for f in failures))
     usage = [line for part in parts for line in read_jsonl(part / "usage.jsonl")]
     (out / "usage.jsonl").write_text("".join(json.dumps(u) + "\n" for u in usage))

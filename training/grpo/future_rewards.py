@@ -11,7 +11,6 @@ to that one loop; TRL's async reward call only awaits work submitted there.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -33,11 +32,11 @@ from esc_agents.models.cache import cache_scope
 from graphs.episode import run_episode
 from training.contexts import Context
 from training.futures.formulas import FutureOutcome, checked_formula
+from training.futures.records import jsonl
 from training.grpo.config import GrpoRunConfig
 from training.grpo.format_reward import FormatReward, FormatSpec, completion_text
+from training.grpo.records import RewardUsed, SimulatedFuture
 from training.reward_model.scorer import RewardScorer
-
-FUTURES = "futures.jsonl"
 
 
 def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
@@ -121,11 +120,11 @@ class FutureSimulator:
                       slots: Sequence[int] | None = None) -> list[float | None]:
         """R_fut per (context key, reply); each future is appended to the run folder."""
         futures = await self.simulate(pairs, step=step, log_metric=log_metric, slots=slots)
-        self.record(step, futures)
-        return [future["r_fut"] for future in futures]
+        self.record(futures)
+        return [future.r_fut for future in futures]
 
     async def simulate(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric,
-                       slots: Sequence[int] | None = None) -> list[dict[str, Any]]:
+                       slots: Sequence[int] | None = None) -> list[SimulatedFuture]:
         """The future of each (context key, reply), all at once, with its R_fut (None: failed);
         cost and failures are logged for this step. `slots` are the pairs' places in the batch
         (default 0..n-1): with the step, they make each future's samples its own."""
@@ -133,10 +132,10 @@ class FutureSimulator:
         started = time.perf_counter()
         scopes = [f"grpo step {step} completion {slot}" if self.fresh_per_step else None
                   for slot in (slots if slots is not None else range(len(pairs)))]
-        futures = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._futures(pairs, scopes), self._loop))
+        futures = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._futures(pairs, step, scopes), self._loop))
         waited = time.perf_counter() - started
         cost = usage_delta(before, self.engine.meter.as_dict())
-        failed = [f for f in futures if f["r_fut"] is None]
+        failed = [f for f in futures if f.r_fut is None]
         self.totals["futures"] += len(futures)
         self.totals["failed"] += len(failed)
         self.totals["endpoint_wait_seconds"] += waited
@@ -148,40 +147,41 @@ class FutureSimulator:
                 log_metric(f"cost/{role}/{field}", counts[field])
         if failed:
             print(f"rlff-esc: warning: {len(failed)} of {len(futures)} futures at step {step} gave no reward "
-                  f"({failed[0]['error']})", file=sys.stderr)
+                  f"({failed[0].error})", file=sys.stderr)
         if futures:
             self.unscorable_steps = self.unscorable_steps + 1 if len(failed) == len(futures) else 0
         if self.unscorable_steps >= self.max_unscorable_steps:
             raise UserError(f"no simulated future gave a reward in {self.unscorable_steps} steps in a row (last error: "
-                            f"{failed[0]['error']}); check the critic prompt's verdict patterns and the endpoints "
+                            f"{failed[0].error}); check the critic prompt's verdict patterns and the endpoints "
                             "(simulation.max_unscorable_steps sets this limit)")
         return futures
 
-    def record(self, step: int, futures: Sequence[dict[str, Any]]) -> None:
+    def record(self, futures: Sequence[SimulatedFuture]) -> None:
         with self.log_path.open("a", encoding="utf-8") as handle:
-            for future in futures:
-                handle.write(json.dumps({"step": step, **future}, ensure_ascii=False) + "\n")
+            handle.write(jsonl(futures))
 
-    async def _futures(self, pairs: Sequence[tuple[str, str]], scopes: Sequence[str | None]) -> list[dict[str, Any]]:
-        return await asyncio.gather(*(self._future(key, reply, scope) for (key, reply), scope in zip(pairs, scopes)))
+    async def _futures(self, pairs: Sequence[tuple[str, str]], step: int,
+                       scopes: Sequence[str | None]) -> list[SimulatedFuture]:
+        return await asyncio.gather(*(self._future(key, reply, step, scope)
+                                      for (key, reply), scope in zip(pairs, scopes)))
 
-    async def _future(self, key: str, reply: str, scope: str | None) -> dict[str, Any]:
+    async def _future(self, key: str, reply: str, step: int, scope: str | None) -> SimulatedFuture:
         cache_scope.set(scope)  # this future's own task: its calls alone are keyed under the scope
         context = self.contexts[key]
-        record: dict[str, Any] = {"context_key": key, "reply": reply, "r_fut": None, "error": None}
         candidate = Message(speaker="supporter", content=reply)
         try:
             trajectory = await run_episode(self.engine.episode_context(context.case, future=True),
                                            [*context.history, candidate])
         except JobFailure as exc:
-            return {**record, "error": str(exc)}
+            return SimulatedFuture(step=step, context_key=key, reply=reply, error=str(exc))
         outcome = FutureOutcome.of(trajectory, self.run_config.episode.max_turns)
         r_fut = self.formula(outcome, self.params)
-        return {
-            **record, "r_fut": r_fut, "error": None if r_fut is not None else "no parsable critic verdict",
-            "turn_scores": outcome.turn_scores, "K": outcome.turns, "success": outcome.success,
-            "future": [m.model_dump(exclude_none=True) for m in trajectory.messages[len(context.history) + 1:]],
-        }
+        return SimulatedFuture(
+            step=step, context_key=key, reply=reply, r_fut=r_fut,
+            error=None if r_fut is not None else "no parsable critic verdict",
+            turn_scores=outcome.turn_scores, K=outcome.turns, success=outcome.success,
+            future=trajectory.messages[len(context.history) + 1:],
+        )
 
     def summary(self) -> dict[str, Any]:
         return {**self.totals, "endpoint_wait_seconds": round(self.totals["endpoint_wait_seconds"], 1),
@@ -371,14 +371,14 @@ class HybridFutureReward:
         futures = await simulation
         compared, replaced = [], 0
         for i, future in zip(checked, futures):
-            future["reward_model_score"], future["reward_used"] = rewards[i], "reward_model"
-            if future["r_fut"] is None:
+            future.reward_model_score, future.reward_used = rewards[i], "reward_model"
+            if future.r_fut is None:
                 continue
-            compared.append((rewards[i], future["r_fut"]))
+            compared.append((rewards[i], future.r_fut))
             if self.use_simulated:
-                rewards[i], future["reward_used"] = self.on_model_scale(future["r_fut"])
+                rewards[i], future.reward_used = self.on_model_scale(future.r_fut)
                 replaced += 1
-        self.simulator.record(step, futures)
+        self.simulator.record(futures)
         self.agreement.add([score for score, _ in compared], [value for _, value in compared])
         log_metric("hybrid/checked", len(compared))
         log_metric("hybrid/rewarded_by_simulation", replaced)
@@ -386,7 +386,7 @@ class HybridFutureReward:
             log_metric(f"hybrid/{name}", value)
         return rewards
 
-    def on_model_scale(self, r_fut: float) -> tuple[float, str]:
+    def on_model_scale(self, r_fut: float) -> tuple[float, RewardUsed]:
         """A simulated R_fut as the reward model's kind of value, and the name of that mapping."""
         if self.scorer.objective == "classification":
             return float(r_fut > self.simulator.delta), "simulated_label"

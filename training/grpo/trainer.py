@@ -29,7 +29,6 @@ from training.contexts import Context, sample_contexts
 from training.grpo.config import ADAPTER, RUN_CARD, GrpoRunConfig
 from training.grpo.format_reward import FormatReward, FormatSpec, ends_with_open_tag
 from training.grpo.future_rewards import (
-    FUTURES,
     FormatRewardOfScoredFutures,
     FutureSimulator,
     HybridFutureReward,
@@ -38,6 +37,7 @@ from training.grpo.future_rewards import (
     UnscoredCompletions,
     simulation_run_config,
 )
+from training.grpo.records import FUTURES
 from training.reward_model.config import OBJECTIVES
 from training.reward_model.scorer import RANDOM, RewardScorer, read_model_card
 from training.run_folder import CHECKPOINTS, claim, last_checkpoint, plot_log_history

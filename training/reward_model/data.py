@@ -15,12 +15,7 @@ from typing import Any
 from esc_agents.core.errors import UserError
 from esc_agents.core.runlog import read_jsonl
 from esc_agents.core.types import windowed
-from training.futures.export import (
-    SPLITS,
-    scored_records,
-    split_by_dialogue,
-    training_row,
-)
+from training.futures.export import SPLITS, split_by_dialogue, training_rows
 from training.futures.records import RECORDS
 
 REQUIRED_COLUMNS = ("context_key", "dialogue_id", "context", "reply", "r_fut", "label")
@@ -52,7 +47,7 @@ def load_splits(folder: Path, *, valid: float = 0.15, test: float = 0.15, seed: 
     if not folder.is_dir():
         raise UserError(f"reward data folder not found: {folder}")
     if (folder / RECORDS).exists():
-        splits = split_by_dialogue([training_row(r) for r in scored_records(folder)], valid, test, seed)
+        splits = split_by_dialogue(training_rows(folder), valid, test, seed)
     elif (folder / "export.json").exists():
         splits = _read_export(folder)
     else:
