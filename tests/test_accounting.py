@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from esc_agents.cli.main import _config_from, build_parser
+from esc_agents.cli import build_parser
+from esc_agents.cli.options import config_from as _config_from
 from esc_agents.evaluation.compare import supporter_binding
 from esc_agents.evaluation.metrics import evaluate_run
 from tests.conftest import read_jsonl, rlff_esc

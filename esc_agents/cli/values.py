@@ -22,7 +22,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def number(kind: type = int, *, minimum: float | None = None, above: float | None = None,
-           maximum: float | None = None) -> Callable[[str], float]:
+           maximum: float | None = None, below: float | None = None) -> Callable[[str], float]:
     """An argparse type: `kind` within the bounds, named in the error when it is not."""
     def parse(text: str):
         try:
@@ -38,6 +38,8 @@ def number(kind: type = int, *, minimum: float | None = None, above: float | Non
             raise argparse.ArgumentTypeError(f"must be above {above:g}, got {text}")
         if maximum is not None and value > maximum:
             raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {text}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be below {below:g}, got {text}")
         return value
 
     parse.checked = True  # the option sweep in the tests looks for this

@@ -57,11 +57,6 @@ class Condition:
             parts.append(f"critic-{self.critic_model}")
         return "_".join(parts + [f"seed{self.seed}"])
 
-    def options(self) -> dict[str, Any]:
-        """The command-line options this condition sets on top of the shared ones."""
-        return {"persona": self.persona, "user_endpoint": self.user_model, "critic_endpoint": self.critic_model,
-                "seed": self.seed}
-
 
 def conditions(personas: list[str], user_models: list[str | None], critic_models: list[str | None],
                seeds: int, first_seed: int = 0) -> list[Condition]:

@@ -33,26 +33,18 @@ SHARED_FIELDS = ("dataset", "episode", "seed", "roles.user_simulator", "roles.cr
 
 
 def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
-    """(label, config overrides) for one supporter spec."""
+    """(label, config overrides) for one supporter spec: a prompt, PROMPT@PROFILE, or a servable
+    model folder. Reads only: the command line merges a train-grpo folder into one first."""
     folder = Path(spec)
     if folder.is_dir():
-        from training.grpo.export import (
-            POLICY_CARD,
-            export_policy,
-            policy_profile,
-            trained_completion_length,
-        )
+        from training.grpo.export import POLICY_CARD, policy_profile, trained_completion_length
 
-        label = folder.name
-        if (folder / "adapter" / "adapter_config.json").exists():  # a train-grpo folder
-            merged = folder / "merged"
-            folder = merged if (merged / POLICY_CARD).exists() else export_policy(folder, merged)
         card = json.loads((folder / POLICY_CARD).read_text()) if (folder / POLICY_CARD).exists() else {}
         supporter = {"endpoint": "policy", "prompt": card.get("prompt", "think")}
         # A policy trained to write up to N tokens (think block first) is cut off with fewer.
         if (budget := trained_completion_length(card)) is not None:
             supporter["max_tokens"] = budget
-        return label, {"endpoints": {"policy": policy_profile(folder)}, "supporter": supporter}
+        return folder.name, {"endpoints": {"policy": policy_profile(folder)}, "supporter": supporter}
     prompt, _, profile = spec.partition("@")
     label = spec.replace("@", "-").replace("/", "_").removesuffix(".yaml")
     return label, {"supporter": {"prompt": prompt, **({"endpoint": profile} if profile else {})}}

@@ -1,0 +1,48 @@
+"""`rlff-esc compare`: several supporters on the same cases, with paired tests."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from esc_agents.cli import options
+from esc_agents.cli.outcome import critic_trust
+from esc_agents.cli.studies import simulate_parts, unique_labels
+from esc_agents.core.errors import UserError
+
+HELP = "several supporters on the same cases, with paired tests"
+DESCRIPTION = """Run each supporter on the same cases with the same user simulator and critic (one
+simulate run per supporter under DIR/<label>, sharing the completion cache), or read existing runs, and
+report SR / AT / final score with 95% intervals, McNemar on success and a paired bootstrap on turns per
+pair, and SR-by-turn curves in one PNG. A supporter is a prompt name or file (vanilla, think, strategy),
+PROMPT@PROFILE for another endpoint, or a model folder from `rlff-esc export`."""
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("compare", help=HELP, description=DESCRIPTION)
+    options.add_run_options(parser)
+    parser.add_argument("--supporters", metavar="A,B,...", help="supporter specs to run and compare")
+    parser.add_argument("--runs", type=Path, nargs="+", metavar="DIR", help="compare existing simulate runs instead")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="compare runs whose cases or settings differ (a warning is kept in the report)")
+    parser.set_defaults(func=run, writes="out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.compare import compare_runs, format_comparison
+
+    if not args.runs and not args.supporters:
+        raise UserError("compare needs --supporters A,B[,...] or --runs DIR DIR ...")
+    specs = [spec.strip() for spec in args.supporters.split(",")] if not args.runs else []
+    labels = unique_labels([folder.name for folder in args.runs] if args.runs else
+                           [options.supporter(spec)[0] for spec in specs])
+    if len(labels) < 2:
+        raise UserError("compare needs at least two supporters or runs")
+    if args.runs:
+        runs = dict(zip(labels, args.runs))
+    else:
+        runs = simulate_parts(args, {label: options.config_from(args, supporter_spec=spec)
+                                     for label, spec in zip(labels, specs)}, options.load_cases(args))
+    print(format_comparison(compare_runs(runs, args.out, allow_mismatch=args.allow_mismatch)))
+    print(f"wrote {args.out / 'compare.json'} and {args.out / 'success_by_turn.png'}")
+    return critic_trust(runs.values(), args.max_invalid_rate)

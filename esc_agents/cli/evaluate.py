@@ -1,0 +1,34 @@
+"""`rlff-esc evaluate`: the SR / AT summary of a simulate run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from esc_agents.cli.options import add_max_invalid_rate
+from esc_agents.cli.outcome import critic_trust
+
+HELP = "SR / AT summary of a simulate run"
+DESCRIPTION = """Write DIR/summary.json and DIR/success_by_turn.png; print a table."""
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("evaluate", help=HELP, description=DESCRIPTION)
+    parser.add_argument("run", type=Path, metavar="DIR")
+    add_max_invalid_rate(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.metrics import evaluate_run, format_summary
+
+    summary = evaluate_run(args.run)
+    print(format_summary(summary))
+    print(f"wrote {args.run / 'summary.json'} and {args.run / 'success_by_turn.png'}")
+    if not summary["complete"]:
+        left = len(summary["failed_cases"]) + len(summary["missing_cases"])
+        print(f"rlff-esc: error: the run is incomplete ({left} cases did not run); rerun its simulate command",
+              file=sys.stderr)
+        return 2
+    return critic_trust([args.run], args.max_invalid_rate)

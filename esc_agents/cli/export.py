@@ -1,0 +1,26 @@
+"""`rlff-esc export`: a GRPO adapter merged into a model folder the local server can serve."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "merge a GRPO adapter into a model folder the local server can serve"
+DESCRIPTION = """Merge DIR/adapter into its base model and save a full model folder; `simulate
+--supporter-model OUT` then serves and evaluates it."""
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("export", help=HELP, description=DESCRIPTION)
+    parser.add_argument("--adapter", type=Path, required=True, metavar="DIR", help="a train-grpo folder")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parser.set_defaults(func=run, writes=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.grpo.export import export_policy
+
+    folder = export_policy(args.adapter, args.out)
+    print(f"merged policy -> {folder}; evaluate it with `rlff-esc simulate --supporter-model {folder} "
+          "--supporter-prompt think ...`")
+    return 0

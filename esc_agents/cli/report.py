@@ -1,0 +1,26 @@
+"""`rlff-esc report`: one self-contained HTML file for any mix of run folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "one self-contained HTML file for any mix of run folders"
+DESCRIPTION = """Tables, embedded PNG plots, resolved configs and the dialogues (the `view` viewer,
+embedded) of simulate, compare, bias, judge, rewards, train-rm and train-grpo folders, in one HTML file
+with no external asset. Two or more train-grpo folders (e.g. one per --reward mode) also get their
+curves on shared axes and a cost table."""
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("report", help=HELP, description=DESCRIPTION)
+    parser.add_argument("folders", type=Path, nargs="+", metavar="DIR")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.html")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from esc_agents.evaluation.report import write_report
+
+    print(f"wrote {write_report(args.folders, args.out)}")
+    return 0

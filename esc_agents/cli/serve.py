@@ -1,0 +1,38 @@
+"""`rlff-esc serve`: the embedded local server in the foreground, for other tools."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from esc_agents.core.errors import UserError
+
+HELP = "run the embedded local server in the foreground"
+DESCRIPTION = """Serve SmolLM2-135M-Instruct with `transformers serve` on loopback."""
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("serve", help=HELP, description=DESCRIPTION)
+    parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--profile", default="local", help="embedded endpoint profile (default: %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from esc_agents.config import build_config
+    from esc_agents.models.local_server import (
+        OFFLINE_ENV,
+        LocalServer,
+        embedded_model_dir,
+        serve_command,
+    )
+
+    profile = build_config(args.config).endpoints[args.profile]
+    if not profile.embedded:
+        raise UserError(f"profile {args.profile!r} is not the embedded server")
+    server = LocalServer(profile)
+    command = serve_command(server.model_path or embedded_model_dir(), server.host, server.port,
+                            profile.embedded_dtype, profile.embedded_kv_tokens)
+    print(f"serving {command[2]} on {server.root}/v1 (model name: {command[2]}); Ctrl-C to stop", file=sys.stderr)
+    os.execve(command[0], command, {**os.environ, **OFFLINE_ENV})
