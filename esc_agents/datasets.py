@@ -223,7 +223,11 @@ def held_out_check(training: list[Case], eval_split: str | None, allow_overlap: 
     `allow_overlap` warn and return them for the provenance record."""
     if not eval_split:
         return {"eval_split": None, "eval_overlap": []}
-    held_out = {dialogue_key(case) for case in load_cases(eval_split)}
+    try:
+        evaluation = load_cases(eval_split)
+    except UserError as exc:
+        raise UserError(f"{command}: --eval-split {eval_split}: {exc} ('none': no check)") from None
+    held_out = {dialogue_key(case) for case in evaluation}
     leaked = sorted({case.id for case in training if dialogue_key(case) in held_out})
     if leaked:
         named = f"{len(leaked)} training dialogues ({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''})"
