@@ -4,7 +4,10 @@ before any model loads."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
+from typing import Any
 
 from esc_agents.core.errors import UserError
 
@@ -24,6 +27,60 @@ def resolve_backbone(name: str) -> Path:
     if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
         raise UserError(f"backbone {name}: {folder} has no weights (*.safetensors or *.bin)")
     return folder
+
+
+def backbone_record(name: str, folder: Path, run: Path) -> dict[str, Any]:
+    """How a run folder names its backbone so that it survives a move to another directory or
+    machine: the embedded model by its bundled weights, a hub id by its id and snapshot, a folder
+    by its path relative to the run folder (it moves with a run folder or a tree that holds both),
+    its path when the run was made and a SHA-256 of its weights."""
+    if name == "embedded":
+        from esc_agents.models.local_server import bundled_weights_id
+
+        return {"embedded": bundled_weights_id()}
+    if not Path(name).expanduser().exists():
+        return {"hub_id": name, "revision": folder.name}
+    return {"folder": str(folder.resolve()), "relative": os.path.relpath(folder.resolve(), run.resolve()),
+            "sha256": weights_digest(folder)}
+
+
+def resolve_recorded_backbone(record: dict[str, Any], run: Path) -> Path:
+    """The folder of a backbone named by `backbone_record`, wherever the run folder is now; what
+    cannot be found is named in one line."""
+    if "embedded" in record:
+        from esc_agents.models.local_server import (
+            bundled_weights_id,
+            embedded_model_dir,
+        )
+
+        if (installed := bundled_weights_id()) != record["embedded"]:
+            raise UserError(f"{run} was trained on the embedded weights {record['embedded']}, but {installed} is "
+                            "installed; install that version of the weights")
+        return embedded_model_dir()
+    if "hub_id" in record:
+        folder = resolve_backbone(record["hub_id"])
+        if folder.name != record["revision"]:
+            raise UserError(f"{run} was trained on {record['hub_id']} at revision {record['revision']}, but the local "
+                            f"Hugging Face cache holds {folder.name}; fetch that revision")
+        return folder
+    places = [Path(os.path.normpath(run / record["relative"])), Path(record["folder"])]
+    for place in places:
+        if (place / "config.json").exists() and weights_digest(place) == record["sha256"]:
+            return place
+    raise UserError(f"the base model of {run} is missing: no folder with its weights (sha256 {record['sha256'][:12]}) "
+                    f"at {places[0]} (its place relative to the run folder) or at {places[1]}; put it back there")
+
+
+def weights_digest(folder: Path) -> str:
+    """SHA-256 of a model folder's config.json and weight files."""
+    digest = hashlib.sha256()
+    files = sorted(path for pattern in WEIGHT_PATTERNS for path in folder.glob(pattern)) + [folder / "config.json"]
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _cached_snapshot(name: str) -> Path:

@@ -17,16 +17,36 @@ CHECKPOINTS = "checkpoints"
 RUN_SETTINGS = "train_config.json"
 
 
-def claim(out: Path, settings: dict[str, Any]) -> None:
-    """A folder belongs to one configuration and one dataset; a rerun with others is refused."""
+def claim(out: Path, settings: dict[str, Any], *, may_grow: tuple[str, ...] = ()) -> None:
+    """A folder belongs to one configuration and one dataset; a rerun with others is refused.
+    A setting named in `may_grow` (flattened, e.g. `config.max_steps`) may be raised: the run
+    then continues from its last checkpoint, and the folder records the new value."""
     out.mkdir(parents=True, exist_ok=True)
     saved = out / RUN_SETTINGS
-    if saved.exists():
-        differ = differing_fields(json.loads(saved.read_text()), settings)
-        if differ:
-            raise UserError(f"{out} was trained with other settings ({', '.join(differ)}); use another --out")
-    else:
+    if not saved.exists():
         write_json(saved, settings)
+        return
+    previous = json.loads(saved.read_text())
+    differ = differing_fields(previous, settings)
+    grown = [name for name in differ if name in may_grow and _grows(_field(previous, name), _field(settings, name))]
+    refused = [name for name in differ if name not in grown]
+    if refused:
+        hint = "".join(f"; {name} may only grow" for name in refused if name in may_grow)
+        raise UserError(f"{out} was trained with other settings ({', '.join(refused)}){hint}; use another --out")
+    if grown:
+        print(f"rlff-esc: extending {out}: " + ", ".join(
+            f"{name} {_field(previous, name)} -> {_field(settings, name)}" for name in grown), file=sys.stderr)
+        write_json(saved, settings)
+
+
+def _field(settings: dict[str, Any], dotted: str) -> Any:
+    for key in dotted.split("."):
+        settings = settings.get(key) if isinstance(settings, dict) else None
+    return settings
+
+
+def _grows(before: Any, after: Any) -> bool:
+    return isinstance(before, int) and isinstance(after, int) and after > before
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -37,6 +57,13 @@ def last_checkpoint(out: Path) -> str | None:
     if found:
         print(f"rlff-esc: resuming from {found}", file=sys.stderr)
     return found
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    """The optimizer steps a checkpoint holds (0: none, the run starts from scratch)."""
+    if checkpoint is None:
+        return 0
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
 
 
 def plot_log_history(history: list[dict[str, Any]], panels: dict[str, dict[str, str]], path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from esc_agents.core.errors import UserError
 from esc_agents.models.cache import POLICY_CARD
+from training.backbones import resolve_recorded_backbone
 from training.grpo.config import ADAPTER, RUN_CARD
 
 
@@ -20,18 +21,31 @@ def export_policy(run: Path, out: Path) -> Path:
     if not (adapter / "adapter_config.json").exists() or not (run / RUN_CARD).exists():
         raise UserError(f"{run} has no finished GRPO adapter ({ADAPTER}/adapter_config.json and {RUN_CARD})")
     card = json.loads((run / RUN_CARD).read_text())
+    base_folder = base_of(run, card)
 
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(card["policy"], dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     return save_servable(merged, AutoTokenizer.from_pretrained(adapter), out, {
-        "id": adapter_fingerprint(adapter), "source": str(run), "base": card["policy"], "prompt": card["prompt"],
-        "think_tag": card["think_tag"], "response_tag": card["response_tag"],
+        "id": adapter_fingerprint(adapter), "source": str(run), "base": card.get("base", card["policy"]),
+        "prompt": card["prompt"], "think_tag": card["think_tag"], "response_tag": card["response_tag"],
         "max_completion_length": card["config"]["max_completion_length"],
     })
+
+
+def base_of(run: Path, card: dict[str, Any]) -> Path:
+    """The base model a run's adapter was trained on, found wherever the run folder is now (a run
+    card of an older version names it by the absolute path it had then)."""
+    if "base" in card:
+        return resolve_recorded_backbone(card["base"], run)
+    folder = Path(card["policy"])
+    if not (folder / "config.json").exists():
+        raise UserError(f"the base model of {run} is missing: {folder} (recorded in its {RUN_CARD}) "
+                        "is not a model folder")
+    return folder
 
 
 def save_servable(model, tokenizer, out: Path, card: dict[str, Any]) -> Path:

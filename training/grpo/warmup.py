@@ -10,16 +10,18 @@ Larger backbones follow the prompt and skip this.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from esc_agents.config import ContextSampling
 from esc_agents.core.errors import UserError
 from esc_agents.roles.llm import supporter_messages
-from training.backbones import resolve_backbone
+from training.backbones import backbone_record, resolve_backbone
 from training.contexts import sample_contexts
 from training.grpo.export import save_servable
 from training.grpo.trainer import think_prompt
+from training.run_folder import CHECKPOINTS, RUN_SETTINGS, claim, last_checkpoint
 
 READING = "They feel {emotion} about {problem}."
 MAX_REPLY_WORDS = 30  # short demonstrations keep well-formed answers within a small completion budget
@@ -48,9 +50,17 @@ def demonstrations(dataset: str, prompt_name: str, contexts: int, context_window
     return rows
 
 
+def work_folder(out: Path) -> Path:
+    """Where a warm-up into `out` keeps its settings and checkpoints: beside `out`, which is
+    replaced whole at the end. A killed warm-up resumes from its last checkpoint there; a finished
+    one leaves nothing in it."""
+    return out.with_name(out.name + ".checkpoints")
+
+
 def warm_up_format(out: Path, *, policy: str = "embedded", dataset: str = "esconv:ppdpp_train",
                    prompt: str = "think", steps: int = 20, contexts: int = 200, context_window: int | None = None,
-                   learning_rate: float = 2e-4, seed: int = 0) -> Path:
+                   learning_rate: float = 2e-4, seed: int = 0, save_steps: int | None = None) -> Path:
+    """`save_steps`: steps between checkpoints (default: a quarter of the run)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -61,17 +71,27 @@ def warm_up_format(out: Path, *, policy: str = "embedded", dataset: str = "escon
 
     rows = demonstrations(dataset, prompt, contexts, context_window, seed)
     base = resolve_backbone(policy)
+    work = work_folder(out)
+    claim(work, {"policy": policy, "dataset": dataset, "prompt": prompt, "steps": steps, "contexts": contexts,
+                 "context_window": context_window, "learning_rate": learning_rate, "seed": seed}, may_grow=("steps",))
     tokenizer = AutoTokenizer.from_pretrained(base)
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-        args=SFTConfig(output_dir=str(out.with_name(out.name + ".checkpoints")), max_steps=steps,
+        args=SFTConfig(output_dir=str(work / CHECKPOINTS), max_steps=steps,
                        per_device_train_batch_size=4, learning_rate=learning_rate, logging_steps=5,
-                       save_strategy="no", report_to=[], seed=seed, use_cpu=not torch.cuda.is_available()),
+                       save_steps=save_steps or max(1, steps // 4), save_total_limit=2, report_to=[], seed=seed,
+                       use_cpu=not torch.cuda.is_available()),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM", r=16, lora_alpha=32, target_modules=PROJECTIONS),
     )
-    trainer.train()
-    return save_servable(trainer.model.merge_and_unload(), tokenizer, out, {
-        "base": str(base), "warmup": {"steps": steps, "contexts": contexts, "dataset": dataset, "prompt": prompt},
+    trainer.train(resume_from_checkpoint=last_checkpoint(work))
+    folder = save_servable(trainer.model.merge_and_unload(), tokenizer, out, {
+        "base": backbone_record(policy, base, out), "warmup": {"steps": steps, "contexts": contexts,
+                                                               "dataset": dataset, "prompt": prompt},
     })
+    shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)  # done: a rerun starts afresh, with any settings
+    (work / RUN_SETTINGS).unlink(missing_ok=True)
+    if not any(work.iterdir()):  # the command line's lock, when it holds one, removes the folder itself
+        work.rmdir()
+    return folder
