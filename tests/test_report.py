@@ -80,3 +80,20 @@ def test_grpo_runs_of_different_reward_modes_are_compared_on_shared_axes(tmp_pat
     cells = {label: re.findall(r"<td>([^<]*)</td>", rest) for label, rest in rows}
     assert cells["rm (model)"][:2] == ["3", "10.000"] and cells["rm (model)"][5] == "-"
     assert cells["sim (simulated)"][5:7] == ["24.000", "1"]  # (12 + 36) calls over 2 steps; one failed future
+
+
+def test_a_rewards_folder_shows_its_stats_and_out_may_name_a_missing_folder(tmp_path):
+    rewards = tmp_path / "dr"
+    rewards.mkdir()
+    stats = {"records": 480, "scored": 478, "contexts": 120, "failed": ["k1", "k2"], "success_rate": 0.027,
+             "mean_K": 1.0, "label_balance": 0.317, "delta": -0.6, "formula": "terminal_efficiency", "r_fut_mean": -0.594,
+             "r_fut_std": 0.424, "same_label_context_share": None, "within_context_r_fut_std": None,
+             "calls": {"critic": {"calls": 480}}, "llm_calls_per_record": 2.5, "invalid_critic_rate": 0.0}
+    (rewards / "stats.json").write_text(json.dumps(stats))
+    out = tmp_path / "not" / "yet" / "report.html"
+    result = rlff_esc("report", str(rewards), "--out", str(out), timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = out.read_text().split("<th>D_r</th>", 1)[1].split("</table>", 1)[0]
+    cells = dict(re.findall(r"<tr><td>([^<]+)</td><td>([^<]*)</td></tr>", table))
+    assert cells["label balance"] == "0.317" and cells["llm calls per record"] == "2.500"
+    assert cells["records"] == "480" and cells["failed records"] == "2" and cells["same label context share"] == "-"

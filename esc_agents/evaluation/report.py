@@ -169,6 +169,11 @@ def _section(folder: Path, viewer_index: int | None) -> str:
             [name, c["win"], c["tie"], c["loss"], c["win_rate_ci95"]] for name, c in data["criteria"].items()]))
     if (folder / "summary.json").exists():
         parts.append(_summary_section(json.loads((folder / "summary.json").read_text())))
+    if (folder / "stats.json").exists():  # a rewards folder after `rewards stats`
+        stats = json.loads((folder / "stats.json").read_text())
+        parts.append(_table(["D_r", "value"], [
+            [key.replace("_", " "), stats.get(key)] for key in REWARD_STATS if key in stats]
+            + [["failed records", len(stats.get("failed", []))]]))
     if (folder / "metrics.json").exists():
         metrics = json.loads((folder / "metrics.json").read_text())
         parts.append(_table(["metric", "value"], [[k, v] for k, v in metrics.items()
@@ -227,8 +232,11 @@ def _grpo_comparison(runs: dict[str, dict[str, Any]], scratch: Path) -> str:
     return f"<section><h2>GRPO runs compared</h2>{table}{note}{_images(scratch)}</section>"
 
 
-KNOWN_OUTPUTS = ("compare.json", "bias.json", "judge.json", "summary.json", "metrics.json", "trajectories.jsonl",
-                 "records.jsonl")
+REWARD_STATS = ("records", "scored", "contexts", "formula", "delta", "label_balance", "r_fut_mean", "r_fut_std",
+                "success_rate", "mean_K", "same_label_context_share", "within_context_r_fut_std",
+                "llm_calls_per_record", "invalid_critic_rate")
+KNOWN_OUTPUTS = ("compare.json", "bias.json", "judge.json", "summary.json", "metrics.json", "stats.json",
+                 "trajectories.jsonl", "records.jsonl")
 
 
 def write_report(folders: list[Path], out: Path) -> Path:
