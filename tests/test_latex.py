@@ -108,3 +108,18 @@ def test_bias_tables_carry_bias_json_numbers_and_a_run_its_summary(tmp_path):
 def test_a_folder_without_results_is_refused(tmp_path):
     with pytest.raises(UserError, match="no compare.json, bias.json or summary.json"):
         write_latex([tmp_path], tmp_path / "tex")
+
+
+def test_folders_without_tables_are_passed_over_when_asked(tmp_path):
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "metrics.json").write_text("{}")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({
+        "cases": 4, "max_turns": 3, "success_rate": 0.0, "success_rate_ci95": [0.0, 0.49], "average_turns": 3.0,
+        "average_turns_ci95": [3.0, 3.0], "mean_final_score": -0.5, "mean_final_score_ci95": [-0.6, -0.4]}))
+    written = write_latex([tmp_path / "rm", run], tmp_path / "tex", skip_others=True)
+    assert [p.name for p in written] == ["run-sr-at.tex"]
+    assert rows(written[0].read_text()) == [["run", "4", "0.000", "[0.000, 0.490]", "3.00", "[3.00, 3.00]", "-0.500"]]
+    with pytest.raises(UserError, match="none of the folders"):
+        write_latex([tmp_path / "rm"], tmp_path / "tex", skip_others=True)

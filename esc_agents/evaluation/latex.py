@@ -132,14 +132,18 @@ def summary_tables(data: dict[str, Any], name: str, source: Path) -> dict[str, s
         f"SR and AT with 95% intervals, T = {data['max_turns']}.", _label(name, "sr-at"), source)}
 
 
-def write_latex(folders: Path | list[Path], out_dir: Path) -> list[Path]:
+def write_latex(folders: Path | list[Path], out_dir: Path, *, skip_others: bool = False) -> list[Path]:
     """One `.tex` file per table of each compare, bias or evaluated simulate folder, written into
-    `out_dir` (created) as `<folder name>-<table>.tex`; returns the files written."""
+    `out_dir` (created) as `<folder name>-<table>.tex`; returns the files written. A folder with
+    none of these is refused, or with `skip_others` passed over (`report` takes training folders
+    too), as long as some folder had tables."""
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     makers = (("compare.json", compare_tables), ("bias.json", bias_tables), ("summary.json", summary_tables))
     written: list[Path] = []
     for folder in folders:
         found = [(folder / file, make) for file, make in makers if (folder / file).exists()]
+        if not found and skip_others:
+            continue
         if not found:
             raise UserError(f"{folder} holds no compare.json, bias.json or summary.json to make LaTeX tables from "
                             "(run `rlff-esc evaluate` on a simulate run first)")
@@ -152,4 +156,6 @@ def write_latex(folders: Path | list[Path], out_dir: Path) -> list[Path]:
                                     "other (give one folder another name)")
                 path.write_text(text)
                 written.append(path)
+    if not written:
+        raise UserError("none of the folders holds compare.json, bias.json or summary.json to make LaTeX tables from")
     return written
