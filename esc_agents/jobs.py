@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,14 @@ FAILURES = "failures.jsonl"
 def outstanding_failures(folder: Path, key: str, done: set[str]) -> list[dict[str, Any]]:
     """Failures recorded in `folder` whose key has not completed since (a rerun may have)."""
     return [failure for failure in read_jsonl(folder / FAILURES) if failure[key] not in done]
+
+
+def append_failure(path: Path, failure: dict[str, Any]) -> None:
+    """One failure line, flushed and fsynced like every result line (see RunLog.append)."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(failure) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @dataclass
@@ -77,8 +86,7 @@ async def run_jobs(
                 record = await job()
             except JobFailure as exc:
                 result.failed[key] = str(exc)
-                with (log.path.parent / FAILURES).open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({log.key: key, "error": str(exc)}) + "\n")
+                append_failure(log.path.parent / FAILURES, {log.key: key, "error": str(exc)})
             else:
                 log.append(record)
                 result.completed += 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from esc_agents.core.errors import UserError
+from esc_agents.core.runlog import read_unique
 from esc_agents.evaluation.viewer import load_folder, viewer_parts
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -243,6 +244,9 @@ def write_report(folders: list[Path], out: Path) -> Path:
     for folder in folders:
         if not folder.is_dir() or not any((folder / name).exists() for name in KNOWN_OUTPUTS):
             raise UserError(f"{folder} holds no simulate, compare, bias, judge, rewards or training output")
+        for name, key in (("trajectories.jsonl", "case_id"), ("records.jsonl", "key")):
+            if (folder / name).exists():
+                read_unique(folder / name, key)  # a key held twice is refused, as evaluate and stats refuse it
     viewable, sections = [], []
     for folder in folders:
         try:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from esc_agents.core.errors import UserError
-from esc_agents.core.runlog import read_jsonl
+from esc_agents.core.runlog import read_unique
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.jobs import outstanding_failures
 from training.futures.records import RECORDS, read_records
@@ -100,7 +100,7 @@ def _episodes_folder(name: str, kind: str, columns: dict[str, Path], extra: dict
         for value, verdict in _critic_scale(run).items():
             names.setdefault(value, verdict)
         episode = fingerprint.get("episode", {})
-        trajectories = list(read_jsonl(folder / "trajectories.jsonl"))
+        trajectories = read_unique(folder / "trajectories.jsonl", "case_id")
         failures = outstanding_failures(folder, "case_id", {t["case_id"] for t in trajectories})
         known = _known_cases(fingerprint.get("dataset")) if failures else {}
         for trajectory in trajectories:
@@ -156,7 +156,7 @@ def _rewards_folder(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
     """D_r: each context with its m candidates, their R_fut, label and simulated future."""
     contexts: dict[str, dict[str, Any]] = {}
     names = _critic_scale(run)
-    for record in read_records(folder / RECORDS, unique=False):
+    for record in read_records(folder / RECORDS):
         scores = [score.model_dump() for score in record.critic_scores]
         _verdict_names(scores, names)
         context = contexts.setdefault(record.context_key, {
