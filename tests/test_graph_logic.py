@@ -4,21 +4,24 @@ role sees. The same code paths run against the real local server in test_local_s
 import asyncio
 
 import pytest
+import yaml
+from langchain_core.messages import SystemMessage
 
 from esc_agents.config import RunConfig
 from esc_agents.core.types import Case, Message
 from esc_agents.engine import Engine
+from esc_agents.prompts import load_prompt
 from graphs.episode import EPISODE_GRAPH, run_episode
-from tests.fakes import ScriptedChatModel
+from tests.fakes import ScriptedChatModel, role_of
 
 CASE = Case(id="c1", situation="I lost my job last week.", emotion="anxiety", problem="job crisis")
 SUPPORTER = ["That sounds really hard. How are you holding up?"]
 SEEKER = ["I am scared about paying rent."]
 
 
-def run(script, tmp_path, *, max_turns=3, samples=2, history=None, honour_n=False, **overrides):
+def run(script, tmp_path, *, max_turns=3, samples=2, history=None, honour_n=False, prompts=None, **overrides):
     config = RunConfig.model_validate({"episode": {"max_turns": max_turns, "critic_samples": samples}, **overrides})
-    model = ScriptedChatModel(script=script, honour_n=honour_n)
+    model = ScriptedChatModel(script=script, honour_n=honour_n, prompts=prompts or {})
 
     async def go():
         async with Engine(config, cache_path=tmp_path / "cache.sqlite", chat_models={"local": model}) as engine:
@@ -131,7 +134,30 @@ def test_critic_uses_n_when_honoured_else_one_request_per_sample(tmp_path, honou
     assert engine.endpoints["local"].supports_n is honour_n
 
 
-def test_mermaid_diagram_shows_the_protocol():
-    mermaid = EPISODE_GRAPH.get_graph().draw_mermaid()
-    for node in ("supporter", "user_simulator", "critic", "__end__"):
-        assert node in mermaid
+def test_the_graph_is_the_protocol_its_module_docstring_draws():
+    # `rlff-esc graph` draws these same nodes and edges as a Mermaid diagram
+    graph = EPISODE_GRAPH.get_graph()
+    assert set(graph.nodes) == {"__start__", "supporter", "user_simulator", "critic", "__end__"}
+    assert {(edge.source, edge.target, edge.data, edge.conditional) for edge in graph.edges} == {
+        ("__start__", "supporter", "episode", True),  # the seeker spoke last
+        ("__start__", "user_simulator", "future", True),  # a candidate reply opens a future
+        ("supporter", "user_simulator", "replied", True),
+        ("supporter", "__end__", "finished", True),  # no usable reply
+        ("user_simulator", "critic", None, False),  # every seeker turn is scored
+        ("critic", "supporter", "next_turn", True),
+        ("critic", "__end__", "finished", True),  # goal reached or turn == T
+    }
+
+
+def test_the_scripted_model_knows_a_role_by_its_prompt_template_not_by_its_wording(tmp_path):
+    reworded = yaml.safe_load(load_prompt("critic", "default").text)
+    reworded["system"] = "Entirely new words: rate how a person with {emotion} about {problem} feels."
+    path = tmp_path / "critic.yaml"
+    path.write_text(yaml.safe_dump(reworded))
+    trajectory, model, _ = run({"supporter": SUPPORTER, "user_simulator": SEEKER, "critic": ["D"]}, tmp_path,
+                               max_turns=1, critic={"prompt": str(path)}, prompts={"critic": str(path)})
+    assert trajectory.success and model.calls("critic") == 2
+    unbound = [SystemMessage(reworded["system"].format(emotion="anxiety", problem="job crisis"))]
+    with pytest.raises(AssertionError, match="which role sent this"):
+        role_of(unbound, {"supporter": SUPPORTER, "critic": ["D"]})
+    assert role_of(unbound, {"critic": ["D"]}) == "critic"  # a one-role script answers whatever asks

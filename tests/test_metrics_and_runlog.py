@@ -20,8 +20,8 @@ def test_sr_at_and_success_by_turn():
     assert summary["average_turns"] == (1 + 3 + 4 + 4) / 4  # failures count T, even if stopped early
     assert summary["mean_final_score"] == pytest.approx(0.3125)
     assert summary["success_by_turn"] == {"1": 0.25, "2": 0.25, "3": 0.5, "4": 0.5}
-    low, high = summary["success_rate_ci95"]
-    assert 0 <= low <= 0.5 <= high <= 1
+    # Wilson at z = 1.96 for 2 of 4: centre (p + z²/2n) / (1 + z²/n) = 0.5, half-width 0.349964
+    assert summary["success_rate_ci95"] == pytest.approx([0.150036, 0.849964], abs=1e-6)
     assert summary["by_emotion"]["anger"] == {"cases": 1, "success_rate": 0.0, "average_turns": 4.0}
 
 

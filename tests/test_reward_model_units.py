@@ -60,7 +60,8 @@ def test_ranking_metrics_count_a_tie_as_half_and_report_spearman():
     metrics = ranking_metrics([0.1, 0.5, 0.3, 0.3], rows)
     assert metrics["pairs"] == 2
     assert metrics["pairwise_accuracy"] == pytest.approx(0.75)
-    assert -1 <= metrics["spearman"] <= 1
+    # ranks of the scores 1, 4, 2.5, 2.5 against R_fut's 2, 4, 1, 3: covariance 3 over sqrt(4.5 * 5)
+    assert metrics["spearman"] == pytest.approx(3 / 22.5**0.5)
 
 
 def test_untrainable_data_is_refused_per_objective(tmp_path):
