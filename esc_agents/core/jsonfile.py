@@ -29,8 +29,12 @@ def write_json(path: str | Path, value: Any) -> None:
     """Write-then-rename, fsynced: the file is either the old one or the complete new one."""
     path = Path(path)
     staging = path.with_name(path.name + ".tmp")
-    with staging.open("w", encoding="utf-8") as handle:
-        handle.write(dumps(value, indent=2, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
+    try:
+        with staging.open("w", encoding="utf-8") as handle:
+            handle.write(dumps(value, indent=2, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+    except BaseException:  # a full disk or a signal mid-write: the old file stays, no staging file is left
+        staging.unlink(missing_ok=True)
+        raise

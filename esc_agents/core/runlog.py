@@ -1,8 +1,9 @@
 """Append-only JSONL results with resume.
 
-Each finished result is written as one line and flushed to disk at once, so a killed run loses
-at most the line being written. On reopen, a torn last line is cut off and the keys already
-present are skipped: no duplicate, no loss.
+Each finished result is written as one line and fsynced at once. A line is written whole or not
+at all: a write that fails part-way (a full disk, a file-size limit, a signal) is cut back before
+the error goes on, and a line torn by a kill is cut off on reopen (readers skip it). The keys
+already present are skipped on resume: no duplicate, no loss.
 """
 
 from __future__ import annotations
@@ -18,13 +19,44 @@ from esc_agents.core.errors import UserError
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSONL file. A last line without its newline that does not parse is a line
+    torn by a kill, not a record: it is skipped (the writer cuts it off when the run resumes)."""
     path = Path(path)
     if not path.exists():
         return
     with path.open(encoding="utf-8") as handle:
         for line in handle:
-            if line.strip():
+            if not line.strip():
+                continue
+            try:
                 yield json.loads(line)
+            except json.JSONDecodeError:
+                if line.endswith("\n"):
+                    raise
+                return
+
+
+def append_line(fd: int, data: bytes) -> None:
+    """Append `data` to the O_APPEND file `fd` and fsync it, or leave the file as it was: a write
+    that fails part-way is truncated back before the error is raised."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.ftruncate(fd, start)
+        raise
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """One record appended to a JSONL file, fsynced, whole or not at all."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        append_line(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
 
 
 def logged_keys(path: str | Path, key: str) -> set[str]:
@@ -54,7 +86,7 @@ class RunLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
         self.done: set[str] = {record[key] for record in self.records()}
-        self._handle = self.path.open("a", encoding="utf-8")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _repair(self) -> None:
         """Drop a partial last line left by a kill mid-write."""
@@ -69,13 +101,11 @@ class RunLog:
         return read_jsonl(self.path)
 
     def append(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        append_line(self._fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
         self.done.add(record[self.key])
 
     def close(self) -> None:
-        self._handle.close()
+        os.close(self._fd)
 
     def __enter__(self) -> RunLog:
         return self
