@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+from scipy import stats
 
 from esc_agents.config import build_config
 from esc_agents.core.errors import UserError
@@ -15,6 +16,7 @@ from tests.conftest import read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel
 from tests.fault_proxy import FaultProxy
 from training.contexts import Context
+from training.futures.formulas import FutureOutcome, get_formula
 from training.grpo.config import load_grpo_config
 from training.grpo.format_reward import FormatSpec
 from training.grpo.future_rewards import (
@@ -26,6 +28,7 @@ from training.grpo.future_rewards import (
     checked_share,
     simulation_run_config,
 )
+from training.grpo.records import FUTURES, read_futures
 
 ONE_STEP = ["--contexts", "4", "--max-completion-length", "24", "--batch-size", "4",
             "--future-turns", "1", "--critic-samples", "1"]
@@ -57,19 +60,26 @@ def test_one_simulated_grpo_step_with_a_failed_future(local_server, tmp_path):
     assert "All reward functions returned None" not in result.stderr  # counted in one line, not a row dump
     metrics = json.loads((out / "metrics.json").read_text())
     simulation_summary = metrics["simulation"]
-    assert simulation_summary["futures"] == 4 and simulation_summary["failed"] >= 1
     assert simulation_summary["max_turns"] == 1 and simulation_summary["critic_samples"] == 1
     assert simulation_summary["usage"]["user_simulator"]["calls"] >= 3
-    futures = read_jsonl(out / "futures.jsonl")
-    assert len(futures) == 4 and {f["step"] for f in futures} == {0}
-    assert any("HTTP 500" in (f["error"] or "") for f in futures)
-    for future in futures:
-        if future["r_fut"] is not None:
-            assert -1.0 <= future["r_fut"] <= 1.5 and future["K"] == 1 and len(future["future"]) == 1
+    futures = read_futures(out / FUTURES)
+    assert len(futures) == 4 and {f.step for f in futures} == {0}
+    assert sum("HTTP 500" in (f.error or "") for f in futures) == 1  # the one failed request, no other
+    scored = [f for f in futures if f.r_fut is not None]
+    assert scored, "every future failed: the step trained on nothing"
+    assert all(f.error == "no parsable critic verdict" for f in futures if f.r_fut is None and "HTTP" not in f.error)
+    formula = get_formula("terminal_efficiency")
+    for future in scored:
+        assert future.K == 1 and len(future.future) == 1 and future.error is None
+        expected = formula(FutureOutcome(future.turn_scores, future.K, 1, future.success), formula.params())
+        assert future.r_fut == expected
+    assert simulation_summary["futures"] == 4 and simulation_summary["failed"] == 4 - len(scored)
     (entry,) = metrics["history"]
-    assert entry["futures/simulated"] == 4 and entry["futures/failed"] == simulation_summary["failed"]
-    assert entry["cost/user_simulator/calls"] >= 3 and entry["cost/endpoint_wait_s"] > 0
-    assert "cost/critic/prompt_tokens" in entry
+    assert entry["futures/simulated"] == 4 and entry["futures/failed"] == 4 - len(scored)
+    for role, counts in simulation_summary["usage"].items():  # one step: its cost is the run's
+        assert entry[f"cost/{role}/calls"] == counts["calls"]
+        assert entry[f"cost/{role}/prompt_tokens"] == counts["prompt_tokens"]
+    assert entry["cost/endpoint_wait_s"] > 0
     card = json.loads((out / "grpo.json").read_text())
     assert card["reward"] == "simulated" and card["reward_model"] is None
 
@@ -87,17 +97,28 @@ def test_hybrid_grpo_logs_the_agreement_of_the_reward_model_with_simulation(loca
     metrics = json.loads((out / "metrics.json").read_text())
     history = metrics["history"]
     assert len(history) == 2
-    for entry in history:
+    futures = read_futures(out / FUTURES)
+    assert [f.step for f in futures] == [0, 0, 1, 1] and metrics["simulation"]["futures"] == 4
+    assert all(f.reward_used == "reward_model" and 0.0 <= f.reward_model_score <= 1.0 for f in futures)
+    assert any(f.r_fut is not None for f in futures), "every future failed: nothing was compared"
+    delta = simulation_run_config(load_grpo_config(None)).rewards.delta
+    for step, entry in enumerate(history):
         assert 0.0 <= entry["rewards/r_fut/mean"] <= 1.0  # the reward model's P(label 1) is the reward
         assert entry["futures/simulated"] == 2  # half of the 4 completions
         assert entry["hybrid/checked"] == 2 - entry["futures/failed"]
-        assert -1.0 <= entry.get("hybrid/spearman", 0.0) <= 1.0
-    futures = read_jsonl(out / "futures.jsonl")
-    assert [f["step"] for f in futures] == [0, 0, 1, 1]
-    scored = [f for f in futures if f["r_fut"] is not None]
-    assert scored and metrics["simulation"]["futures"] == 4
-    # The window holds every scored check so far: its accuracy is the share of agreeing labels.
-    assert history[-1]["hybrid/label_accuracy"] in {k / len(scored) for k in range(len(scored) + 1)}
+        # The window (64) holds every scored check so far, each with the score it was compared on.
+        compared = [(f.reward_model_score, f.r_fut) for f in futures if f.step <= step and f.r_fut is not None]
+        if not compared:
+            assert "hybrid/spearman" not in entry and "hybrid/label_accuracy" not in entry
+            continue
+        # TRL averages logged metrics through float32 tensors, hence approx
+        accuracy = sum((s > 0.5) == (r > delta) for s, r in compared) / len(compared)
+        assert entry["hybrid/label_accuracy"] == pytest.approx(accuracy, rel=1e-6)
+        scores, simulated = zip(*compared)
+        ranked = len(compared) >= 3 and len(set(scores)) > 1 and len(set(simulated)) > 1  # Spearman defined
+        assert ("hybrid/spearman" in entry) == ranked
+        if ranked:
+            assert entry["hybrid/spearman"] == pytest.approx(stats.spearmanr(scores, simulated).statistic, rel=1e-6)
 
 
 def test_reward_modes_and_their_inputs_are_checked_before_any_model_loads(tmp_path):
