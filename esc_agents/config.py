@@ -80,7 +80,7 @@ class ContextSampling(Strict):
     """Which dialogue prefixes become reward contexts (stage 1)."""
 
     dialogues: int | None = Field(None, ge=1)  # use the first N dialogues; None: all
-    contexts: int | None = Field(None, ge=1)  # None: every selected context
+    contexts: int | None = Field(None, ge=1, description="contexts to sample; unset: every selected context")
     positions: Literal["all", "random", "first"] = "random"
     per_dialogue: int = Field(1, ge=1)  # k for `random` and `first`
     min_history: int = Field(1, ge=1)  # messages before the supporter's turn

@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import get_args
 
 from esc_agents.cli import options
-from esc_agents.cli.values import COUNT, POSITIVE, SEED, SHARE, WEIGHT
+from esc_agents.cli.config_flags import ConfigFlags, Flag
 from esc_agents.core.errors import UserError
-from training.grpo.config import RewardMode
+from training.grpo.config import GrpoRunConfig
+
+# The GrpoRunConfig fields the command line sets; name, type, bounds, help and default come from the field.
+FLAGS = ConfigFlags(GrpoRunConfig, [
+    "reward",
+    Flag("reward_model", metavar="DIR|random"),
+    Flag("check_fraction", metavar="P"),
+    Flag("hybrid_use_simulated", "--use-simulated"),
+    Flag("simulation.config", "--simulation-config", metavar="FILE"),
+    Flag("simulation.max_turns", "--future-turns", metavar="T"),
+    Flag("simulation.critic_samples", "--critic-samples", metavar="L"),
+    Flag("simulation.formula", "--formula", metavar="NAME"),
+    Flag("dataset", metavar="SPEC"),
+    Flag("sampling.contexts", "--contexts"),
+    "context_window",
+    Flag("policy", metavar="NAME|DIR"),
+    "max_steps",
+    "alpha",
+    Flag("num_generations", metavar="G"),
+    "temperature",
+    Flag("learning_rate", metavar="LR"),
+    Flag("batch_size", metavar="B"),
+    Flag("max_completion_length", metavar="TOKENS"),
+    Flag("report_to", metavar="TRACKER"),
+    Flag("seed", metavar="SEED"),
+])
 
 HELP = "train the supporter policy with GRPO + LoRA (stage 3)"
 DESCRIPTION = """GRPO on TRL with a LoRA adapter: G samples per training context with the think-format
@@ -23,58 +47,20 @@ field (--config FILE); the flags below override the file."""
 
 def add_parser(commands) -> None:
     grpo = commands.add_parser("train-grpo", help=HELP, description=DESCRIPTION)
-    grpo.add_argument("--reward", choices=get_args(RewardMode), help="where R_fut comes from (default model)")
-    grpo.add_argument("--reward-model", metavar="DIR|random",
-                      help="a train-rm folder, or 'random' (untrained head); for --reward model and hybrid")
-    grpo.add_argument("--check-fraction", type=SHARE, metavar="P",
-                      help="hybrid: share of completions also simulated (default 0.25)")
-    grpo.add_argument("--use-simulated", action="store_true",
-                      help="hybrid: reward the simulated completions with their simulated R_fut")
-    grpo.add_argument("--simulation-config", metavar="FILE",
-                      help="run config for simulated futures (endpoints, user simulator, critic, formula, delta); "
-                      "default: the embedded model")
-    grpo.add_argument("--future-turns", type=COUNT, metavar="T", help="turns per simulated future (default: the run config's, 8)")
-    grpo.add_argument("--critic-samples", type=COUNT, metavar="L", help="critic samples per future turn (default: the run config's, 10)")
-    grpo.add_argument("--formula", help="R_fut formula of simulated futures (default: the run config's, terminal_efficiency)")
-    grpo.add_argument("--out", type=Path, metavar="DIR")
+    grpo.add_argument("--out", type=Path, metavar="DIR", help="run folder (created, or resumed from its last "
+                      "checkpoint)")
     grpo.add_argument("--config", metavar="FILE", help="YAML with any GrpoRunConfig field")
-    grpo.add_argument("--dataset", help="training dialogues (default esconv:ppdpp_train)")
-    grpo.add_argument("--contexts", type=COUNT, metavar="N", help="training contexts to sample (default all)")
-    grpo.add_argument("--context-window", type=COUNT, metavar="N",
-                      help="the latest N messages of a context in the prompt (default: all); must be the reward "
-                      "model's, and is the simulated futures' supporter's")
     options.add_held_out_options(grpo)
-    grpo.add_argument("--policy", help="'embedded' (default), a model folder, or a cached hub id")
-    grpo.add_argument("--max-steps", type=COUNT, metavar="N", help="default 100")
-    grpo.add_argument("--alpha", type=WEIGHT, help="weight of R_fmt (default 0.5)")
-    grpo.add_argument("--num-generations", type=COUNT, metavar="G", help="group size (default 4)")
-    grpo.add_argument("--temperature", type=POSITIVE, help="sampling temperature (default 1.1)")
-    grpo.add_argument("--learning-rate", type=POSITIVE, metavar="LR")
-    grpo.add_argument("--batch-size", type=COUNT, metavar="B", help="completions per device per step (multiple of G)")
-    grpo.add_argument("--max-completion-length", type=COUNT, metavar="TOKENS")
-    grpo.add_argument("--report-to", metavar="TRACKER", help="tensorboard, wandb, ... (default none)")
-    grpo.add_argument("--seed", type=SEED)
+    FLAGS.add_to(grpo)
     grpo.set_defaults(func=run, writes="out")
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.grpo.config import load_grpo_config
     from training.grpo.trainer import train_grpo
 
     if args.out is None:
         raise UserError("train-grpo needs --out DIR")
-    config = load_grpo_config(
-        args.config, reward=args.reward, reward_model=args.reward_model, check_fraction=args.check_fraction,
-        hybrid_use_simulated=args.use_simulated or None,
-        simulation={"config": args.simulation_config, "max_turns": args.future_turns,
-                    "critic_samples": args.critic_samples, "formula": args.formula},
-        policy=args.policy, dataset=args.dataset,
-        max_steps=args.max_steps, alpha=args.alpha, num_generations=args.num_generations,
-        learning_rate=args.learning_rate, temperature=args.temperature, seed=args.seed,
-        max_completion_length=args.max_completion_length, batch_size=args.batch_size,
-        report_to=[args.report_to] if args.report_to else None,
-        sampling={"contexts": args.contexts}, context_window=args.context_window,
-    )
+    config = FLAGS.load(args, args.config)
     metrics = train_grpo(config, args.out, **options.held_out_options(args))
     print(f"{metrics['steps']} GRPO steps in {metrics['train_seconds']:.0f} s "
           f"({metrics['train_seconds'] / max(metrics['steps'], 1):.1f} s/step) on {metrics['prompts']} prompts")

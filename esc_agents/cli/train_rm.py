@@ -7,8 +7,23 @@ import argparse
 from pathlib import Path
 
 from esc_agents.cli import options
-from esc_agents.cli.values import COUNT, POSITIVE, SEED
+from esc_agents.cli.config_flags import ConfigFlags, Flag
 from esc_agents.core.errors import UserError
+from training.reward_model.config import RewardModelConfig
+
+# The RewardModelConfig fields the command line sets; name, type, bounds, help and default come from the field.
+FLAGS = ConfigFlags(RewardModelConfig, [
+    "objective",
+    Flag("backbone", metavar="NAME|DIR"),
+    "max_steps",
+    Flag("epochs", metavar="E"),
+    Flag("batch_size", metavar="B"),
+    Flag("learning_rate", metavar="LR"),
+    Flag("max_length", metavar="TOKENS"),
+    "lora",
+    Flag("report_to", metavar="TRACKER"),
+    Flag("seed", metavar="SEED"),
+])
 
 HELP = "train the reward model on D_r (stage 2)"
 DESCRIPTION = """Train a reward model on D_r, split by dialogue, with the classification (default),
@@ -32,32 +47,14 @@ def add_options(parser: argparse.ArgumentParser, *, objective: bool) -> None:
                         help="`rewards export` folder (any format) or a `rewards` run folder (split here by dialogue)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="run folder (created, or resumed after a kill)")
     parser.add_argument("--config", metavar="FILE", help="YAML with any RewardModelConfig field")
-    if objective:
-        parser.add_argument("--objective", choices=["classification", "ranking", "regression"],
-                            help="training objective (default classification, the paper's)")
-    parser.add_argument("--backbone", help="'embedded' (default), a model folder, or a cached hub id")
-    parser.add_argument("--max-steps", type=COUNT, metavar="N", help="optimizer steps (overrides --epochs)")
-    parser.add_argument("--epochs", type=POSITIVE, metavar="E", help="passes over the training split (default 1)")
-    parser.add_argument("--batch-size", type=COUNT, metavar="B")
-    parser.add_argument("--learning-rate", type=POSITIVE, metavar="LR")
-    parser.add_argument("--max-length", type=COUNT, metavar="TOKENS", help="context is cut from the left to fit")
-    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (merged into the saved model)")
-    parser.add_argument("--report-to", metavar="TRACKER", help="tensorboard, wandb, ... (default none)")
-    parser.add_argument("--seed", type=SEED)
     options.add_held_out_options(parser)
+    FLAGS.add_to(parser, exclude=() if objective else ("objective",))
 
 
 def config(args: argparse.Namespace):
-    from training.reward_model.config import load_reward_model_config
-
     if args.data is None or args.out is None:
         raise UserError("train-rm needs --data DIR and --out DIR")
-    return load_reward_model_config(
-        args.config, objective=getattr(args, "objective", None), backbone=args.backbone, max_steps=args.max_steps,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_length=args.max_length, lora={} if args.lora else None, seed=args.seed,
-        report_to=[args.report_to] if args.report_to else None,
-    )
+    return FLAGS.load(args, args.config)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,56 +24,71 @@ class FutureSimulation(Strict):
     `simulate` and `rewards` read: endpoints, user simulator, critic, future supporter, formula,
     delta), with T, l and the formula overridable here."""
 
-    config: str | None = None  # run-config YAML; None: the embedded default
-    max_turns: int | None = Field(None, ge=1)  # T of each future; None: the run config's
-    critic_samples: int | None = Field(None, ge=1)  # l; None: the run config's
-    formula: str | None = None  # R_fut formula (reward_formulas registry); None: the run config's
-    cache: bool = True  # replay and record completions in the completion cache
-    # Each step's futures are new samples (the step and completion enter the cache key); False replays
-    # the future of a (context, reply) pair seen before, in any step or in stage 1's shared cache.
-    fresh_per_step: bool = True
+    config: str | None = Field(None, description="run config for simulated futures (endpoints, user simulator, "
+                               "critic, future supporter, formula, delta); unset: the embedded default")
+    max_turns: int | None = Field(None, ge=1, description="turns T of each simulated future; unset: the run "
+                                  "config's episode.max_turns")
+    critic_samples: int | None = Field(None, ge=1, description="critic samples l per future turn; unset: the run "
+                                       "config's episode.critic_samples")
+    formula: str | None = Field(None, description="R_fut formula of simulated futures (an entry of the formula "
+                                "registry); unset: the run config's rewards.formula")
+    cache: bool = Field(True, description="replay and record completions in the completion cache")
+    fresh_per_step: bool = Field(True, description="each step's futures are new samples (the step and completion "
+                                 "enter the cache key); off: replay the future of a (context, reply) pair seen "
+                                 "before, in any step or in stage 1's shared cache")
     # A critic prompt that never yields a parsable verdict leaves every future unscored, and GRPO
-    # would train on R_fmt alone for the whole run: stop after this many such steps in a row.
-    max_unscorable_steps: int = Field(3, ge=1)
+    # would train on R_fmt alone for the whole run.
+    max_unscorable_steps: int = Field(3, ge=1, description="stop after this many steps in a row whose futures "
+                                      "all went unscored")
 
 
 class GrpoRunConfig(Strict):
-    policy: str = "embedded"  # "embedded", a model folder, or a cached hub id
-    reward_model: str | None = None  # a `train-rm` folder, or "random" (untrained head)
-    # R_fut from the reward model, from a simulated future per completion, or both (the model's
-    # score is the reward; a random `check_fraction` is also simulated to watch the model).
-    reward: RewardMode = "model"
-    check_fraction: float = Field(0.25, ge=0, le=1)  # hybrid only
-    hybrid_use_simulated: bool = False  # hybrid: reward checked completions with the simulated R_fut
-    agreement_window: int = Field(64, ge=3)  # hybrid: Spearman/accuracy over the last N checked completions
-    simulation: FutureSimulation = FutureSimulation()
-    alpha: float = Field(0.5, ge=0)  # R = R_fut + alpha * R_fmt
-    dataset: str = "esconv:ppdpp_train"
-    sampling: ContextSampling = ContextSampling(positions="random", per_dialogue=2)
-    prompt: str = "think"  # supporter prompt; its think/response tags are the format reward's
-    # The latest N messages of the context in the prompt (None: all): the supporter's view, which
-    # must be the reward model's (checked) and is the simulated futures' supporter's.
-    context_window: int | None = Field(None, ge=1)
-    num_generations: int = 4  # G
-    temperature: float = Field(1.1, gt=0)
-    max_completion_length: int = Field(96, ge=8)
-    batch_size: int = Field(4, ge=1)  # completions per device per step; a multiple of G
-    gradient_accumulation: int = Field(1, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
-    lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
-    beta: float = Field(0.04, ge=0)  # KL coefficient; 0 skips the reference model
-    max_steps: int = Field(100, ge=1)
-    lora: LoraSettings = LoraSettings(target_modules=PROJECTIONS)
-    scorer_batch_size: int = Field(16, ge=1)
-    logging_steps: int = Field(1, ge=1)
-    save_steps: int = Field(25, ge=1)
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    gradient_checkpointing: bool = False  # saves GPU memory on large policies; slower
-    report_to: list[str] = Field(default_factory=lambda: ["none"])
-    use_vllm: bool = False  # GPU only: pip install 'rlff-esc[gpu]'
-    vllm_mode: Literal["colocate", "server"] = "colocate"
-    vllm_server_base_url: str | None = None
-    seed: int = 0
+    policy: str = Field("embedded", description="the policy to train: 'embedded', a model folder, or a hub id "
+                        "already in the local Hugging Face cache")
+    reward_model: str | None = Field(None, description="a train-rm folder, or 'random' (an untrained head); "
+                                     "for reward model and hybrid")
+    reward: RewardMode = Field("model", description="where R_fut comes from: the reward model, a simulated future "
+                               "per completion, or both (hybrid: the model's score is the reward, and a random "
+                               "check_fraction is also simulated to watch the model)")
+    check_fraction: float = Field(0.25, ge=0, le=1, description="hybrid: the share of completions also simulated")
+    hybrid_use_simulated: bool = Field(False, description="hybrid: reward the checked completions with their "
+                                       "simulated R_fut")
+    agreement_window: int = Field(64, ge=3, description="hybrid: Spearman and accuracy over the last N checked "
+                                  "completions")
+    simulation: FutureSimulation = Field(FutureSimulation(), description="where simulated futures come from")
+    alpha: float = Field(0.5, ge=0, description="weight of R_fmt: R = R_fut + alpha * R_fmt")
+    dataset: str = Field("esconv:ppdpp_train", description="training dialogues: esconv:<split>, extes:<split> "
+                         "or a JSONL file")
+    sampling: ContextSampling = Field(ContextSampling(positions="random", per_dialogue=2),
+                                      description="which dialogue prefixes become training contexts")
+    prompt: str = Field("think", description="supporter prompt; its think and response tags are the format "
+                        "reward's")
+    context_window: int | None = Field(None, ge=1, description="the latest N messages of a context in the prompt; "
+                                       "unset: all. The supporter's view: must be the reward model's (checked), "
+                                       "and is the simulated futures' supporter's")
+    num_generations: int = Field(4, ge=1, description="group size G: completions per context, compared within "
+                                 "the group; at least 2")
+    temperature: float = Field(1.1, gt=0, description="sampling temperature")
+    max_completion_length: int = Field(96, ge=8, description="tokens of one completion at most")
+    batch_size: int = Field(4, ge=1, description="completions per device per step; a multiple of G")
+    gradient_accumulation: int = Field(1, ge=1, description="steps whose gradients add up before an update")
+    learning_rate: float = Field(5e-5, gt=0, description="learning rate of the LoRA weights")
+    lr_scheduler: Literal["linear", "constant", "cosine"] = Field("linear", description="learning-rate schedule")
+    beta: float = Field(0.04, ge=0, description="KL coefficient; 0 skips the reference model")
+    max_steps: int = Field(100, ge=1, description="optimizer steps")
+    lora: LoraSettings = Field(LoraSettings(target_modules=PROJECTIONS), description="the LoRA adapter")
+    scorer_batch_size: int = Field(16, ge=1, description="completions per forward pass of the reward model")
+    logging_steps: int = Field(1, ge=1, description="log every N steps")
+    save_steps: int = Field(25, ge=1, description="checkpoint every N steps (a rerun resumes from the last)")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="weights' dtype")
+    gradient_checkpointing: bool = Field(False, description="saves GPU memory on large policies; slower")
+    report_to: list[str] = Field(default_factory=lambda: ["none"], description="trackers: tensorboard, wandb, ... "
+                                 "(repeat the option for several); none: no tracker")
+    use_vllm: bool = Field(False, description="generate with vLLM (GPU only: pip install 'rlff-esc[gpu]')")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM in the training process or "
+                                                     "as a server")
+    vllm_server_base_url: str | None = Field(None, description="vLLM server mode: its URL")
+    seed: int = Field(0, description="seed of context sampling, generation and training")
 
     @model_validator(mode="after")
     def _group_fits(self) -> GrpoRunConfig:
