@@ -29,6 +29,9 @@ from esc_agents.core.errors import UserError
 BOUNDS = {annotated_types.Ge: ("minimum", "ge"), annotated_types.Gt: ("above", "gt"),
           annotated_types.Le: ("maximum", "le"), annotated_types.Lt: ("below", "lt")}
 METAVARS = {int: "N", float: "X", str: "TEXT", Path: "PATH"}
+# How the help names the value of fields that recur across configs, unless a Flag names it.
+NAMED = {"learning_rate": "LR", "batch_size": "B", "num_generations": "G", "epochs": "E", "seed": "SEED",
+         "report_to": "TRACKER", "max_length": "TOKENS", "max_completion_length": "TOKENS"}
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,9 @@ def _argument(flag: Flag, info: FieldInfo, default: Any) -> dict[str, Any]:
         argument = {"action": "append", "metavar": "TEXT"}
     else:
         raise TypeError(f"{flag.field}: no command-line form for {info.annotation!r}")
-    if flag.metavar and "metavar" in argument:
-        argument["metavar"] = flag.metavar
+    leaf = flag.field.rpartition(".")[2]
+    if "metavar" in argument and (flag.metavar or leaf in NAMED):
+        argument["metavar"] = flag.metavar or NAMED[leaf]
     text = f"{info.description} (default: {shown(default)})"
     return {**argument, "default": None, "dest": flag.dest, "help": text.replace("%", "%%")}
 

@@ -12,27 +12,20 @@ from training.grpo.config import GrpoRunConfig
 
 # The GrpoRunConfig fields the command line sets; name, type, bounds, help and default come from the field.
 FLAGS = ConfigFlags(GrpoRunConfig, [
-    "reward",
-    Flag("reward_model", metavar="DIR|random"),
-    Flag("check_fraction", metavar="P"),
+    # where R_fut comes from
+    "reward", Flag("reward_model", metavar="DIR|random"), Flag("check_fraction", metavar="P"),
     Flag("hybrid_use_simulated", "--use-simulated"),
+    # simulated futures (--reward simulated or hybrid)
     Flag("simulation.config", "--simulation-config", metavar="FILE"),
     Flag("simulation.max_turns", "--future-turns", metavar="T"),
     Flag("simulation.critic_samples", "--critic-samples", metavar="L"),
     Flag("simulation.formula", "--formula", metavar="NAME"),
-    Flag("dataset", metavar="SPEC"),
-    Flag("sampling.contexts", "--contexts"),
-    "context_window",
+    # the training contexts and the policy
+    Flag("dataset", metavar="SPEC"), Flag("sampling.contexts", "--contexts"), "context_window",
     Flag("policy", metavar="NAME|DIR"),
-    "max_steps",
-    "alpha",
-    Flag("num_generations", metavar="G"),
-    "temperature",
-    Flag("learning_rate", metavar="LR"),
-    Flag("batch_size", metavar="B"),
-    Flag("max_completion_length", metavar="TOKENS"),
-    Flag("report_to", metavar="TRACKER"),
-    Flag("seed", metavar="SEED"),
+    # the optimisation
+    "max_steps", "alpha", "num_generations", "temperature", "learning_rate", "batch_size", "max_completion_length",
+    "report_to", "seed",
 ])
 
 HELP = "train the supporter policy with GRPO + LoRA (stage 3)"

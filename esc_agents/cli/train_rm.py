@@ -13,16 +13,8 @@ from training.reward_model.config import RewardModelConfig
 
 # The RewardModelConfig fields the command line sets; name, type, bounds, help and default come from the field.
 FLAGS = ConfigFlags(RewardModelConfig, [
-    "objective",
-    Flag("backbone", metavar="NAME|DIR"),
-    "max_steps",
-    Flag("epochs", metavar="E"),
-    Flag("batch_size", metavar="B"),
-    Flag("learning_rate", metavar="LR"),
-    Flag("max_length", metavar="TOKENS"),
-    "lora",
-    Flag("report_to", metavar="TRACKER"),
-    Flag("seed", metavar="SEED"),
+    "objective", Flag("backbone", metavar="NAME|DIR"), "max_steps", "epochs", "batch_size", "learning_rate",
+    "max_length", "lora", "report_to", "seed",
 ])
 
 HELP = "train the reward model on D_r (stage 2)"
