@@ -11,8 +11,10 @@ to that one loop; TRL's async reward call only awaits work submitted there.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+import os
 import random
 import sys
 import threading
@@ -64,6 +66,38 @@ def usage_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, in
             for role, counts in after.items()}
 
 
+def usage_sum(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {role: {field: a.get(role, {}).get(field, 0) + b.get(role, {}).get(field, 0)
+                   for field in {**a.get(role, {}), **b.get(role, {})}} for role in {**a, **b}}
+
+
+def drop_futures_from(path: Path, step: int) -> list[dict[str, Any]]:
+    """Keep in the futures file only the futures of steps before `step` (those of later steps
+    are run again by a run resumed at `step`; a line torn by a kill goes too) and return them.
+    The file is rewritten aside and renamed, so a kill leaves the old one or the new one."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["step"] < step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+            rows.append(row)
+    if kept != lines:
+        staging = path.with_name(path.name + ".tmp")
+        with staging.open("w", encoding="utf-8") as handle:
+            handle.write("".join(kept))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+    return rows
+
+
 class FutureSimulator:
     """R_fut of (context, reply) pairs by running their futures; `None` for a future that failed
     after the endpoint's retries or ended without a parsable critic verdict."""
@@ -86,6 +120,7 @@ class FutureSimulator:
         self.contexts = {context.key: context for context in contexts}
         self.log_path = log_path
         self.totals = {"futures": 0, "failed": 0, "endpoint_wait_seconds": 0.0}
+        self.prior_usage: dict[str, dict[str, int]] = {}  # calls of the steps before a resumed checkpoint
 
     def __enter__(self) -> FutureSimulator:
         self._loop = asyncio.new_event_loop()
@@ -183,9 +218,31 @@ class FutureSimulator:
             future=trajectory.messages[len(context.history) + 1:],
         )
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the simulator: its totals so far, calls included."""
+        return {**self.totals, "usage": self.usage(), "unscorable_steps": self.unscorable_steps}
+
+    def resume_at(self, step: int, state: dict[str, Any] | None) -> None:
+        """Continue a run from its checkpoint after `step` steps: the futures of later steps, which
+        run again, leave the futures file, and the totals are those saved with the checkpoint (for
+        a checkpoint of an older version, futures and failures are counted from the file)."""
+        kept = drop_futures_from(self.log_path, step)
+        if state is not None:
+            self.totals = {name: state[name] for name in self.totals}
+            self.prior_usage = state["usage"]
+            self.unscorable_steps = state.get("unscorable_steps", 0)
+        elif kept:
+            self.totals.update(futures=len(kept), failed=sum(row["r_fut"] is None for row in kept))
+            print(f"rlff-esc: warning: the checkpoint at step {step} holds no simulation totals (an older version); "
+                  "futures and failures before it are counted from the futures file, their calls and waiting "
+                  "are not", file=sys.stderr)
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        return usage_sum(self.prior_usage, self.engine.meter.as_dict())
+
     def summary(self) -> dict[str, Any]:
         return {**self.totals, "endpoint_wait_seconds": round(self.totals["endpoint_wait_seconds"], 1),
-                "usage": self.engine.meter.as_dict(), "formula": self.formula.name, "formula_params": self.params,
+                "usage": self.usage(), "formula": self.formula.name, "formula_params": self.params,
                 "max_turns": self.run_config.episode.max_turns,
                 "critic_samples": self.run_config.episode.critic_samples}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.prompts import Prompt, load_prompt
 from esc_agents.provenance import versions
 from esc_agents.roles.llm import supporter_messages
-from training.backbones import resolve_backbone
+from training.backbones import backbone_record, resolve_backbone
 from training.contexts import Context, sample_contexts
 from training.grpo.config import ADAPTER, RUN_CARD, GrpoRunConfig
 from training.grpo.format_reward import FormatReward, FormatSpec, ends_with_open_tag
@@ -40,7 +41,17 @@ from training.grpo.future_rewards import (
 from training.grpo.records import FUTURES
 from training.reward_model.config import OBJECTIVES
 from training.reward_model.scorer import RANDOM, RewardScorer, read_model_card
-from training.run_folder import CHECKPOINTS, claim, last_checkpoint, plot_log_history
+from training.run_folder import (
+    CHECKPOINTS,
+    checkpoint_step,
+    claim,
+    last_checkpoint,
+    plot_log_history,
+)
+
+# Beside each checkpoint, what its trainer state does not hold: the training seconds and the
+# simulated futures' totals up to it, so that a resumed or extended run's metrics cover all steps.
+RUN_TOTALS = "run_totals.json"
 
 CURVES = {
     "reward (total)": {"total": "reward"},
@@ -174,9 +185,14 @@ def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEF
     rows = prompt_rows(config, prompt, contexts)
     policy = resolve_backbone(config.policy)
     simulator = future_simulator(config, contexts, out)
-    claim(out, {"config": config.model_dump(), "prompt": prompt.spec.model_dump()})
+    # A finished run extended with a larger max_steps continues from its last checkpoint.
+    claim(out, {"config": config.model_dump(), "prompt": prompt.spec.model_dump()}, may_grow=("config.max_steps",))
+    resume = last_checkpoint(out)
+    totals = checkpoint_totals(resume)
+    if simulator is not None:
+        simulator.resume_at(checkpoint_step(resume), totals.get("simulation"))
     with simulator or contextlib.nullcontext():
-        metrics = _train(config, out, prompt, rows, policy, simulator, card)
+        metrics = _train(config, out, prompt, rows, policy, simulator, card, resume, totals.get("train_seconds", 0.0))
     metrics["held_out"] = held_out
     if simulator is not None:
         metrics["simulation"] = simulator.summary()
@@ -184,8 +200,54 @@ def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEF
     return metrics
 
 
+def checkpoint_totals(checkpoint: str | None) -> dict[str, Any]:
+    """The totals saved beside a checkpoint ({} without a checkpoint, or for one of an older version)."""
+    path = Path(checkpoint) / RUN_TOTALS if checkpoint else None
+    return json.loads(path.read_text()) if path is not None and path.exists() else {}
+
+
+def totals_callback(simulator: FutureSimulator | None, prior_seconds: float):
+    """A trainer callback that writes RUN_TOTALS into each checkpoint as it is saved."""
+    from transformers import TrainerCallback
+
+    class RunTotals(TrainerCallback):
+        def __init__(self):
+            self.started = time.perf_counter()
+
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+            self.started = time.perf_counter()
+            if state.global_step:
+                schedule_from_checkpoint(optimizer, lr_scheduler)
+
+        def seconds(self) -> float:
+            return prior_seconds + time.perf_counter() - self.started
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_json(folder / RUN_TOTALS, {
+                    "step": state.global_step, "train_seconds": self.seconds(),
+                    "simulation": simulator.checkpoint_state() if simulator is not None else None,
+                })
+
+    return RunTotals()
+
+
+def schedule_from_checkpoint(optimizer, lr_scheduler) -> None:
+    """A resumed optimizer holds the learning rate its checkpoint's schedule set for the next step;
+    the schedule itself is rebuilt from this run's max_steps. When a finished run is extended they
+    differ (a linear schedule had reached 0, and the first extended step would not move): the
+    next step takes the rate of the schedule this run trains under."""
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate may wrap it
+    if optimizer is None or not hasattr(scheduler, "lr_lambdas"):
+        return
+    for group, base, rate in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * rate(scheduler.last_epoch)
+
+
 def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str, Any]], policy: Path,
-           simulator: FutureSimulator | None, card: dict[str, Any] | None) -> dict[str, Any]:
+           simulator: FutureSimulator | None, card: dict[str, Any] | None, resume: str | None,
+           prior_seconds: float) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
@@ -194,6 +256,7 @@ def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     spec = format_spec(prompt, tokenizer, rows)
+    totals = totals_callback(simulator, prior_seconds)
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(policy, dtype=getattr(torch, config.dtype)),
         reward_funcs=reward_functions(config, spec, simulator),
@@ -201,16 +264,16 @@ def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(config),
+        callbacks=[totals],
     )
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last_checkpoint(out))
-    seconds = time.perf_counter() - started
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = totals.seconds()  # of the whole run, resumed parts included
 
     trainer.save_model(str(out / ADAPTER))
     tokenizer.save_pretrained(out / ADAPTER)
     write_json(out / RUN_CARD, {
-        "policy": str(policy), "prompt": config.prompt, "think_tag": spec.think_tag,
-        "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward": config.reward,
+        "policy": str(policy), "base": backbone_record(config.policy, policy, out), "prompt": config.prompt,
+        "think_tag": spec.think_tag, "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward": config.reward,
         "reward_model": card, "config": config.model_dump(),
     })
     history = trainer.state.log_history
