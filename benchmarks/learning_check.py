@@ -96,7 +96,8 @@ def main() -> None:
                      COMPLETION, "--context-window", WINDOW, "--dataset", "esconv:ppdpp_train", "--contexts",
                      str(args.contexts), "--candidates", "4", "--max-turns", "1", "--concurrency", "16",
                      "--out", str(dr))
-        if json.loads((dr / "run.json").read_text())["fingerprint"]["rewards"]["delta"] != DELTA:
+        run = json.loads((dr / "run.json").read_text())
+        if run.get("labels", run["fingerprint"]["rewards"])["delta"] != DELTA:  # labels: as relabelled
             rlff_esc(out, "rewards", "relabel", str(dr), "--formula", "terminal_efficiency", "--delta", str(DELTA))
         if not (out / "rm" / "reward_model.json").exists():
             rlff_esc(out, "train-rm", "--data", str(out / "dr"), "--out", str(out / "rm"), "--max-steps", "60",

@@ -14,6 +14,7 @@ import string
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esc_agents.config import describe_validation_error
@@ -153,6 +154,20 @@ def load_prompt(role: str, name_or_path: str) -> Prompt:
                 f"unknown {role} prompt {name_or_path!r} (available: {', '.join(available(role))}; or give a file path)"
             )
     text, data = load_yaml(path)
+    return _checked(role, name, path, text, data)
+
+
+def prompt_from_text(role: str, name: str, text: str, source: Path) -> Prompt:
+    """A prompt from its recorded text (run.json keeps each run's), validated as a file would be;
+    `source` names where the text came from in errors."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source}: the recorded {role} prompt {name!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    return _checked(role, name, source, text, data)
+
+
+def _checked(role: str, name: str, path: Path, text: str, data: object) -> Prompt:
     try:
         spec = PromptFile.model_validate(data or {})
     except ValidationError as exc:

@@ -39,8 +39,14 @@ def eligible_positions(case: Case, min_history: int) -> list[int]:
     ]
 
 
-def sample_contexts(cases: list[Case], sampling: ContextSampling, seed: int) -> list[Context]:
-    """Seeded: the same cases, settings and seed give the same contexts in the same order."""
+def sample_contexts(cases: list[Case], sampling: ContextSampling, seed: int, *,
+                    prefix_stable: bool = False) -> list[Context]:
+    """Seeded: the same cases, settings and seed give the same contexts in the same order.
+
+    `prefix_stable`: `contexts = N` keeps the first N of one seeded permutation of the selected
+    contexts, in that order, so a larger N keeps every context of a smaller one, at the same place
+    (a reward dataset grows by the new contexts only, and shard i/N keeps its contexts). Without
+    it, the order reward datasets made before could grow keep (a seeded sample, in dialogue order)."""
     rng = random.Random(seed)
     chosen: list[Context] = []
     for case in cases[: sampling.dialogues]:
@@ -55,6 +61,10 @@ def sample_contexts(cases: list[Case], sampling: ContextSampling, seed: int) -> 
             f"no eligible context (a seeker turn followed by a supporter turn, at least "
             f"{sampling.min_history} messages in) in {len(cases)} dialogues"
         )
+    if sampling.contexts is not None and prefix_stable:
+        order = list(range(len(chosen)))
+        rng.shuffle(order)
+        return [chosen[index] for index in order[: sampling.contexts]]
     if sampling.contexts is not None and sampling.contexts < len(chosen):
         keep = set(rng.sample(range(len(chosen)), sampling.contexts))
         chosen = [context for index, context in enumerate(chosen) if index in keep]

@@ -46,7 +46,9 @@ def add_parser(commands) -> None:
     relabel.add_argument("--formula", required=True, help=formulas)
     relabel.add_argument("--delta", type=SCORE, default=0.5, help="default: %(default)s")
     add_param_option(relabel, "formula parameter, e.g. lambda=0.5 or gamma=0.8")
-    relabel.set_defaults(func=run_relabel, writes="folder")
+    relabel.add_argument("--out", type=Path, metavar="DIR",
+                         help="write a relabelled copy here and leave DIR as it is (default: relabel DIR in place)")
+    relabel.set_defaults(func=run_relabel, writes=lambda args: args.out or args.folder)
 
     merge = actions.add_parser("merge", help="validate and merge shard folders")
     merge.add_argument("parts", type=Path, nargs="+", metavar="PART")
@@ -119,10 +121,11 @@ def run_relabel(args: argparse.Namespace) -> int:
     from training.futures.export import format_stats, stats
     from training.futures.generate import relabel
 
-    report = relabel(args.folder, args.formula, args.delta, formula_params(args.param))
+    report = relabel(args.folder, args.formula, args.delta, formula_params(args.param), out=args.out)
+    target = args.out or args.folder
     print(f"relabelled {report['records']} records with {args.formula} (δ = {args.delta:g}); "
-          f"{report['labels_changed']} labels changed; no LLM call")
-    print(format_stats(stats(args.folder)))
+          f"{report['labels_changed']} labels changed; no LLM call -> {target}")
+    print(format_stats(stats(target)))
     return 0
 
 

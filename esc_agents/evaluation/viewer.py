@@ -172,7 +172,7 @@ def _rewards_folder(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
         values = [c["r_fut"] for c in context["candidates"] if c["r_fut"] is not None]
         context["spread"] = max(values) - min(values) if values else None
     fingerprint = run.get("fingerprint", {})
-    rewards = fingerprint.get("rewards", {})
+    rewards = run.get("labels") or fingerprint.get("rewards", {})  # relabelled: its labels' formula and delta
     return {"kind": "rewards", "name": folder.name, "threshold": fingerprint.get("episode", {}).get("success_threshold", 0.5),
             "critic_samples": fingerprint.get("episode", {}).get("critic_samples"),
             "formula": rewards.get("formula"), "delta": rewards.get("delta"), "verdict_names": names,

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from esc_agents import __version__
-from esc_agents.config import RunConfig
+from esc_agents.config import ContextSampling, RunConfig
 from esc_agents.core.errors import UserError
 from esc_agents.core.jsonfile import write_json
 from esc_agents.core.runlog import read_jsonl
@@ -72,8 +74,34 @@ def _provenance(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def reward_contexts(config: RunConfig, dataset: str, shard_spec: str | None = None) -> list[Context]:
-    return shard(sample_contexts(load_cases(dataset), config.rewards.sampling, config.seed), shard_spec)
+# run.json of a reward dataset made with the prefix-stable context order (see `sample_contexts`):
+# such a dataset grows by the new contexts only. Without it (older datasets), the order they were made in.
+CONTEXT_ORDER = {"context_order": "prefix"}
+# "How many" settings a rerun may raise: the run then adds the new contexts and keeps the rest.
+GROWABLE = ("rewards.sampling.contexts", "rewards.sampling.dialogues")
+
+
+def reward_contexts(config: RunConfig, dataset: str, shard_spec: str | None = None, *,
+                    prefix_stable: bool = True) -> list[Context]:
+    contexts = sample_contexts(load_cases(dataset), config.rewards.sampling, config.seed, prefix_stable=prefix_stable)
+    return shard(contexts, shard_spec)
+
+
+def prefix_stable(run: dict[str, Any] | None) -> bool:
+    """Whether a reward dataset's contexts are in the prefix-stable order (a new one always is)."""
+    return run is None or run.get("context_order") == CONTEXT_ORDER["context_order"]
+
+
+def labelling(run: dict[str, Any]) -> dict[str, Any]:
+    """The formula, parameters and delta a reward dataset's labels are made with now: those of a
+    relabelling where there was one (run.json `labels`), else those it was generated with."""
+    rewards = run["fingerprint"]["rewards"]
+    return run.get("labels") or {key: rewards.get(key) for key in ("formula", "formula_params", "delta")}
+
+
+def _read_run(out: Path) -> dict[str, Any] | None:
+    path = out / "run.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 async def generate_rewards(
@@ -92,19 +120,36 @@ async def generate_rewards(
     engine = engine or Engine(config)
     formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
                                       config.episode.max_turns, engine.critic_range)
-    contexts = reward_contexts(config, dataset, shard_spec)
+    existing = _read_run(out)
+    ordered = prefix_stable(existing)
+    contexts = reward_contexts(config, dataset, shard_spec, prefix_stable=ordered)
     held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
                               "rewards")
     provenance: dict[str, Any] = {}
 
+    def grow(previous: dict[str, Any]) -> None:
+        """More contexts (or dialogues) than before: only if every context the run was made for stays."""
+        before = config.model_copy(update={"rewards": settings.model_copy(
+            update={"sampling": ContextSampling.model_validate(previous["fingerprint"]["rewards"]["sampling"])})})
+        now = {context.key for context in contexts}
+        dropped = [c.key for c in reward_contexts(before, dataset, shard_spec, prefix_stable=ordered) if c.key not in now]
+        if dropped:
+            raise UserError(f"{out} was made for {len(dropped)} contexts these settings leave out "
+                            f"({', '.join(dropped[:3])}{' ...' if len(dropped) > 3 else ''}): a run can grow "
+                            "(more --contexts or --limit), not shrink or change its selection; use a new --out")
+
     def record(**check) -> None:
         run = write_run_record(
             out, config, engine.prompts, dataset, held_out=held_out, plugins=engine.plugin_fingerprints,
-            critic_range=engine.critic_range, rewards=settings.model_dump(), shard=shard_spec, **check
+            critic_range=engine.critic_range, rewards=settings.model_dump(), shard=shard_spec,
+            growable=GROWABLE, grow=grow, extra=CONTEXT_ORDER, **check
         )
         provenance.update(_provenance(run) if run else {})
 
     record(dry_run=True)
+    # A relabelled dataset labels its new records as it labels the rest.
+    current = labelling(existing) if existing and "labels" in existing else {
+        "formula": formula.name, "formula_params": params, "delta": settings.delta}
     m = settings.candidates
     proposals: dict[str, asyncio.Future] = {}
 
@@ -139,7 +184,7 @@ async def generate_rewards(
                 T=outcome.max_turns,
                 success=outcome.success,
                 provenance=provenance,
-                **labels(outcome, formula.name, params, settings.delta),
+                **labels(outcome, current["formula"], current["formula_params"], current["delta"]),
             ).model_dump()
 
         return job
@@ -164,21 +209,42 @@ def _load_run(folder: Path) -> dict[str, Any]:
     return run
 
 
-def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, float] | None = None) -> dict[str, int]:
-    """Recompute R_fut and labels of every record in place (atomically); no LLM call."""
+def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, float] | None = None,
+            out: Path | None = None) -> dict[str, int]:
+    """Recompute R_fut and labels of every record; no LLM call. In place (atomically), or with
+    `out` into a relabelled copy, the source left as it was. The formula, its parameters and delta
+    are recorded as run.json `labels`; the fingerprint keeps the settings the futures were generated
+    with, so the generating command's rerun is still accepted (its new records get these labels)."""
     run = _load_run(folder)
     critic_range = tuple(run.get("critic_range") or DEFAULT_CRITIC_RANGE)  # older runs: the built-in critic's
     _, resolved = checked_formula(formula_name, params, delta, run["fingerprint"]["episode"]["max_turns"],
                                   critic_range)
+    target = folder if out is None else out
+    if out is not None:
+        if out.resolve() == folder.resolve():
+            raise UserError(f"relabel --out {out} is the source folder; leave --out out to relabel in place")
+        if (out / "run.json").exists():
+            raise UserError(f"{out} holds a run already; relabel --out into a new folder")
     records = read_records(folder / RECORDS, unique=False)
     updated = [relabelled(record, formula_name, resolved, delta) for record in records]
     changed = sum(old.label != new.label for old, new in zip(records, updated))
-    staging = folder / (RECORDS + ".tmp")
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target / (RECORDS + ".tmp")
     staging.write_text(jsonl(updated))
-    os.replace(staging, folder / RECORDS)
-    run["fingerprint"]["rewards"].update(formula=formula_name, formula_params=resolved, delta=delta)
-    write_json(folder / "run.json", run)
+    os.replace(staging, target / RECORDS)
+    if out is not None:  # what else the copy needs to be a run of its own; run.json goes last
+        for name in (FAILURES, "usage.jsonl"):
+            if (folder / name).exists():
+                shutil.copyfile(folder / name, out / name)
+        run["relabelled_from"] = str(folder)
+    run["labels"] = {"formula": formula_name, "formula_params": resolved, "delta": delta,
+                     "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(target / "run.json", run)
     return {"records": len(records), "labels_changed": changed}
+
+
+def _labels(run: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in labelling(run).items() if key != "at"}
 
 
 def merge(parts: list[Path], out: Path) -> dict[str, Any]:
@@ -188,6 +254,11 @@ def merge(parts: list[Path], out: Path) -> dict[str, Any]:
     for part, run in zip(parts[1:], runs[1:]):
         if diff := differing_fields(reference, {**run["fingerprint"], "shard": None}):
             raise UserError(f"{part} was made with other settings than {parts[0]}: {', '.join(diff)}")
+        if prefix_stable(run) != prefix_stable(runs[0]):
+            raise UserError(f"{part} orders its contexts otherwise than {parts[0]} (one was made by an older "
+                            "version); merge parts made by one version")
+        if diff := differing_fields(_labels(run), _labels(runs[0])):
+            raise UserError(f"{part} is labelled otherwise than {parts[0]} ({', '.join(diff)}); relabel one of them")
     merged: dict[str, RewardRecord] = {}
     seen = Counter()
     for part in parts:
@@ -197,7 +268,7 @@ def merge(parts: list[Path], out: Path) -> dict[str, Any]:
     config = RunConfig.model_validate(runs[0]["config"])
     expected = {
         record_key(context, index)
-        for context in reward_contexts(config, reference["dataset"])
+        for context in reward_contexts(config, reference["dataset"], prefix_stable=prefix_stable(runs[0]))
         for index in range(reference["rewards"]["candidates"])
     }
     failures = [f for part in parts for f in outstanding_failures(part, "key", merged.keys())]
