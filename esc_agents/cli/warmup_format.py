@@ -22,6 +22,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--dataset", default="esconv:ppdpp_train", help="default: %(default)s")
     parser.add_argument("--prompt", default="think", help="think-format supporter prompt (default: %(default)s)")
     parser.add_argument("--steps", type=COUNT, default=20, help="default: %(default)s")
+    parser.add_argument("--save-steps", type=COUNT, metavar="N",
+                        help="steps between checkpoints in DIR.checkpoints/, where a killed run resumes "
+                        "(default: a quarter of --steps)")
     parser.add_argument("--contexts", type=COUNT, default=200, help="demonstrations (default: %(default)s)")
     parser.add_argument("--context-window", type=COUNT, metavar="N",
                         help="the latest N messages of a context in the prompt (default: all, as in train-grpo)")
@@ -40,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
 
     folder = warm_up_format(args.out, policy=args.policy, dataset=args.dataset, prompt=args.prompt,
                             steps=args.steps, contexts=args.contexts, learning_rate=args.learning_rate, seed=args.seed,
-                            context_window=args.context_window)
+                            context_window=args.context_window, save_steps=args.save_steps)
     print(f"format warm-up done -> {folder}; start GRPO from it with `rlff-esc train-grpo --policy {folder} ...`")
     return 0
