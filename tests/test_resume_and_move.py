@@ -233,7 +233,7 @@ def test_a_killed_simulated_run_resumes_with_each_future_once_and_whole_run_tota
             "--max-completion-length", "24"]  # long enough for a spoken reply to simulate
     futures = out / "futures.jsonl"
     # Killed once the second step's futures are written: after checkpoint-1, before checkpoint-2.
-    kill_when(args, lambda: any(row["step"] == 1 for row in complete_lines(futures)))
+    kill_when(args, lambda: any(row["step"] == 1 for row in complete_lines(futures)), timeout=1800)
     assert (out / "checkpoints" / "checkpoint-1").exists() and not (out / "checkpoints" / "checkpoint-2").exists()
     assert any(row["step"] == 1 for row in complete_lines(futures))
     result = rlff_esc(*args)
@@ -248,5 +248,8 @@ def test_a_killed_simulated_run_resumes_with_each_future_once_and_whole_run_tota
     assert [entry["futures/simulated"] for entry in history] == [per_step[0], per_step[1]]
     assert simulation["futures"] == len(rows)
     assert simulation["failed"] == sum(row["r_fut"] is None for row in rows)
-    for role in ("user_simulator", "critic"):
-        assert simulation["usage"][role]["calls"] == sum(entry[f"cost/{role}/calls"] for entry in history) > 0
+    for role in ("user_simulator", "critic"):  # requests made or replayed from the completion cache
+        usage = simulation["usage"][role]
+        for field in ("calls", "cached"):
+            assert usage[field] == sum(entry[f"cost/{role}/{field}"] for entry in history)
+        assert usage["calls"] + usage["cached"] > 0
