@@ -11,6 +11,7 @@ from esc_agents.evaluation.bias import bias_report
 from esc_agents.evaluation.compare import compare_runs
 from esc_agents.evaluation.latex import escape, write_latex
 from tests.test_bias_report import persona_study
+from tests.conftest import rlff_esc
 from tests.test_compare import PROMPTS, format_run
 
 
@@ -123,3 +124,22 @@ def test_folders_without_tables_are_passed_over_when_asked(tmp_path):
     assert rows(written[0].read_text()) == [["run", "4", "0.000", "[0.000, 0.490]", "3.00", "[3.00, 3.00]", "-0.500"]]
     with pytest.raises(UserError, match="none of the folders"):
         write_latex([tmp_path / "rm"], tmp_path / "tex", skip_others=True)
+
+
+def test_report_latex_writes_the_tables_beside_the_html(tmp_path):
+    cases = [f"c{i}" for i in range(4)]
+    think = format_run(tmp_path / "think", (PROMPTS / "think.yaml").read_text(),
+                       {case: ("sadness", "job", case == "c0", ["<think>t</think><response>r</response>"])
+                        for case in cases})
+    vanilla = format_run(tmp_path / "vanilla", (PROMPTS / "vanilla.yaml").read_text(),
+                         {case: ("sadness", "job", False, ["a"]) for case in cases})
+    compare_runs({"think": think, "vanilla": vanilla}, tmp_path / "cmp")
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "metrics.json").write_text(json.dumps({"objective": "classification", "auc": 0.71}))
+    result = rlff_esc("report", str(tmp_path / "cmp"), str(tmp_path / "rm"), "--out", str(tmp_path / "r.html"),
+                      "--latex", str(tmp_path / "tex"), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 LaTeX tables" in result.stdout and (tmp_path / "r.html").exists()
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())["summaries"]["think"]
+    think_row = rows((tmp_path / "tex" / "cmp-sr-at.tex").read_text())[0]
+    assert think_row[:3] == ["think", f"{summary['success_rate']:.3f}", interval(summary["success_rate_ci95"])]

@@ -16,6 +16,9 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("report", help=HELP, description=DESCRIPTION)
     parser.add_argument("folders", type=Path, nargs="+", metavar="DIR")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.html")
+    parser.add_argument("--latex", type=Path, metavar="DIR",
+                        help="also write the SR / AT tables of compare, bias and evaluated simulate folders, with "
+                             "their 95%% intervals, as LaTeX (booktabs) files into DIR")
     parser.set_defaults(func=run)
 
 
@@ -23,4 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from esc_agents.evaluation.report import write_report
 
     print(f"wrote {write_report(args.folders, args.out)}")
+    if args.latex:
+        from esc_agents.evaluation.latex import write_latex
+
+        written = write_latex(args.folders, args.latex, skip_others=True)
+        print(f"wrote {len(written)} LaTeX tables into {args.latex}: {', '.join(path.name for path in written)}")
     return 0
