@@ -30,9 +30,10 @@ async def engine_run(config, cases, concurrency: int, requests_in_flight: int) -
     """Tokens/s of the engine, and the requests it sent."""
     config = config.model_copy(deep=True)
     config.endpoints["local"].max_concurrency = requests_in_flight
+    sent: list[dict] = []  # every request the engine sent: its messages, temperature, max_tokens, n, seed
     async with Engine(config, use_cache=False) as engine:
         (endpoint,) = engine.endpoints.values()
-        endpoint.request_log = []
+        endpoint.transport.request_observers.append(sent.append)
         limit = asyncio.Semaphore(concurrency)
 
         async def one(case):
@@ -43,7 +44,7 @@ async def engine_run(config, cases, concurrency: int, requests_in_flight: int) -
         await asyncio.gather(*(one(case) for case in cases))
         elapsed = time.perf_counter() - start
         tokens = sum(usage["completion_tokens"] for usage in engine.meter.as_dict().values())
-    return tokens / elapsed, endpoint.request_log
+    return tokens / elapsed, sent
 
 
 async def raw_run(base_url: str, model: str, requests: list[dict], concurrency: int, temperature: float) -> float:

@@ -1,5 +1,6 @@
 """The completion cache's correctness: keys follow the served weights, identical requests in flight
-share one call, seeds reach servers that honour them, and offline replay needs no endpoint."""
+share one call, seeds reach servers that honour them, and offline replay needs no endpoint. Then
+each layer of an endpoint alone: the key scheme, the cache layer, sampling, metering, transport."""
 
 import asyncio
 import json
@@ -8,12 +9,15 @@ import re
 import pytest
 
 from esc_agents.config import EndpointProfile, RunConfig, build_config
-from esc_agents.core.errors import OfflineCacheMiss, UserError
+from esc_agents.core.errors import EndpointError, OfflineCacheMiss, UserError
 from esc_agents.core.runlog import RunLog
 from esc_agents.engine import Engine
 from esc_agents.jobs import run_jobs
-from esc_agents.models.cache import CompletionCache
+from esc_agents.models.cache import CachingLayer, CompletionCache, cache_scope, completion_key
+from esc_agents.models.completion import Completion
 from esc_agents.models.endpoints import Endpoint, UsageMeter
+from esc_agents.models.sampling import Sampler, request_seed
+from esc_agents.models.transport import Transport
 from graphs.episode import run_episode
 from tests.conftest import read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel
@@ -198,6 +202,126 @@ def test_offline_miss_is_one_clear_error_that_stops_the_run(tmp_path):
 def test_offline_refuses_no_cache():
     with pytest.raises(UserError, match="--offline.*--no-cache"):
         Engine(RunConfig(), use_cache=False, offline=True)
+
+
+# Each layer alone.
+
+REMOTE = {"base_url": "http://host-one:8000/v1", "model": "same-name", "supports_n": False, "max_attempts": 1}
+PARAMS = {"temperature": 1.0, "max_tokens": 8, "seed": 0}
+# Written by the endpoint before it was split into layers: a cache filled then must still replay.
+KEY = "52993c6d73c30eba8eebe0832f5579db64717bb99918fd5feaf340f5bdcd9b04"  # sample 1, attempt 2
+SCOPED_KEY = "ce5e4dd428b09d14f511c4d8f5c05de148945be974231c2a185fc7ed3cf1e585"  # the same in scope "step-3"
+
+
+def test_the_cache_key_scheme_is_unchanged():
+    parts = {"model": "http://host-one:8000/v1#same-name", "messages": CRITIC_CHAT, "params": PARAMS,
+             "index": 1, "attempt": 2}
+    assert completion_key(**parts) == KEY
+    token = cache_scope.set("step-3")
+    try:
+        assert completion_key(**parts) == SCOPED_KEY
+    finally:
+        cache_scope.reset(token)
+
+
+class Unreachable:
+    """A layer below the cache that must not be asked."""
+
+    async def sample(self, *args, **kwargs):
+        raise AssertionError("the cache layer asked the layer below it")
+
+
+def test_the_cache_layer_replays_a_stored_completion_without_asking_below(tmp_path):
+    cache = CompletionCache(tmp_path / "c.sqlite")
+    cache.put(KEY, {"text": "stored"})
+    cache.put(SCOPED_KEY, {"text": "stored in scope"})
+    layer = CachingLayer(EndpointProfile(**REMOTE), cache, Unreachable())
+    (completion,), requests = asyncio.run(layer.sample("critic", CRITIC_CHAT, PARAMS, [1], 2))
+    assert completion == Completion("stored", cached=True) and requests == 0
+
+    async def scoped():
+        cache_scope.set("step-3")  # set inside the task: the context is the task's own
+        return await layer.sample("critic", CRITIC_CHAT, PARAMS, [1], 2)
+
+    assert asyncio.run(scoped())[0][0].text == "stored in scope"
+    offline = CachingLayer(EndpointProfile(**REMOTE), cache, Unreachable(), offline=True)
+    with pytest.raises(OfflineCacheMiss, match="role critic .*sample 0"):  # another index: another key
+        asyncio.run(offline.sample("critic", CRITIC_CHAT, PARAMS, [0], 2))
+
+    # A whole endpoint on the same cache replays it too, its chat model never called, its meter
+    # counting the replay as cached and no call.
+    never = ScriptedChatModel(script={"critic": Unreachable().sample})
+    target = Endpoint("e", EndpointProfile(**REMOTE), cache=cache, chat_model=never)
+    assert [c.text for c in asyncio.run(ask(target, indices=[1], attempt=2))] == ["stored"]
+    assert never.requests == [] and target.meter.as_dict()["critic"] == {
+        "calls": 0, "cached": 1, "prompt_tokens": 0, "completion_tokens": 0}
+
+
+class CountingTransport:
+    """Answers each request with `n` samples if it honours n, else one; records (n, seed)."""
+
+    def __init__(self, honour_n: bool):
+        self.honour_n = honour_n
+        self.sent: list[tuple[int, int | None]] = []
+
+    async def send(self, role, messages, *, temperature, max_tokens, n=1, seed=None):
+        self.sent.append((n, seed))
+        return [Completion(f"{len(self.sent)}.{i}") for i in range(n if self.honour_n else 1)]
+
+
+@pytest.mark.parametrize("honour_n", [True, False])
+def test_sampling_detects_n_once_and_seeds_each_request(honour_n):
+    transport = CountingTransport(honour_n)
+    sampler = Sampler(transport, supports_n=None, honours_seed=True)
+    seeds = [request_seed(0, index, 1) for index in (4, 5, 6)]
+    completions, requests = asyncio.run(sampler.sample("critic", CRITIC_CHAT, PARAMS, [4, 5, 6], 1))
+    assert len(completions) == 3 and sampler.supports_n is honour_n
+    if honour_n:  # one request for all three, seeded by its first index
+        assert requests == 1 and transport.sent == [(3, seeds[0])]
+    else:  # the n request brought one; the other two are asked for one by one
+        assert requests == 3 and transport.sent == [(3, seeds[0]), (1, seeds[1]), (1, seeds[2])]
+    transport.sent.clear()
+    _, requests = asyncio.run(sampler.sample("critic", CRITIC_CHAT, PARAMS, [4, 5], 1))
+    assert transport.sent == ([(2, seeds[0])] if honour_n else [(1, seeds[0]), (1, seeds[1])])  # learnt
+    unseeded = Sampler(CountingTransport(True), supports_n=True, honours_seed=False)
+    asyncio.run(unseeded.sample("critic", CRITIC_CHAT, PARAMS, [0, 1], 0))
+    assert unseeded.transport.sent == [(2, None)]
+
+
+def test_the_meter_counts_exactly_the_requests_made(tmp_path):
+    model = ScriptedChatModel(script={"critic": ["a", "b", "c", "d"]})  # ignores n: one text a request
+    target = Endpoint("e", EndpointProfile(**{**EMBEDDED, "supports_n": None}),
+                      cache=CompletionCache(tmp_path / "c.sqlite"), chat_model=model)
+    second = UsageMeter()
+    target.observers.append(second)
+    asyncio.run(ask(target, indices=[0, 1, 2]))  # n=3 brings one, then two singles: 3 requests
+    asyncio.run(ask(target, indices=[0, 1, 2, 3]))  # three replayed, one asked for
+    assert len(model.requests) == 4
+    assert target.meter.as_dict() == second.as_dict()
+    assert {k: target.meter.as_dict()["critic"][k] for k in ("calls", "cached")} == {"calls": 4, "cached": 3}
+    # Tokens: those of fresh completions, none for a replayed one.
+    meter = UsageMeter()
+    meter.record("critic", [Completion("x", 10, 5), Completion("y", 10, 5), Completion("x", 99, 99, cached=True)], 1)
+    assert meter.as_dict() == {"critic": {"calls": 1, "cached": 1, "prompt_tokens": 20, "completion_tokens": 10}}
+
+
+def test_transport_retries_a_500_up_to_max_attempts_then_names_role_and_cause():
+    with FaultProxy(DEAD_URL, lambda i, body: "500") as proxy:  # never forwards: the upstream is unused
+        transport = Transport("flaky", EndpointProfile(base_url=proxy.base_url, model="m", max_attempts=3,
+                                                       backoff_max=0))
+        sent = []
+        transport.request_observers.append(sent.append)
+
+        async def go():
+            try:
+                await transport.send("critic", CRITIC_CHAT, temperature=1.0, max_tokens=8, seed=7)
+            finally:
+                await transport.close()
+
+        with pytest.raises(EndpointError, match=r"'flaky' \(m\) failed for role critic after 3 attempts: HTTP 500"):
+            asyncio.run(go())
+    assert proxy.seen == ["500"] * 3
+    assert sent == [{"messages": CRITIC_CHAT, "temperature": 1.0, "max_tokens": 8, "seed": 7}]  # once, not per try
 
 
 # The same features against the real embedded server.

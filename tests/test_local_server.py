@@ -1,10 +1,14 @@
 """Against the real embedded server: simulate + evaluate, replay, kill and resume, injected faults."""
 
+import asyncio
 import json
 
 import pytest
 
+from esc_agents.config import EndpointProfile
 from esc_agents.datasets import load_cases
+from esc_agents.models.endpoints import Endpoint
+from esc_agents.models.transport import Transport
 from tests.conftest import kill_after_first_result, read_jsonl, rlff_esc
 from tests.fault_proxy import FaultProxy
 
@@ -101,3 +105,42 @@ def test_an_endpoint_that_keeps_failing_fails_its_episode_only(local_server, tmp
     assert sorted(t["case_id"] for t in read_jsonl(out / "trajectories.jsonl")) == ["ppdpp_test-0", "ppdpp_test-2"]
     assert [f["case_id"] for f in read_jsonl(out / "failures.jsonl")] == ["ppdpp_test-1"]
     assert json.loads((out / "summary.json").read_text())["failed_cases"] == ["ppdpp_test-1"]
+
+
+CHAT = [{"role": "user", "content": "Say hello."}]
+
+
+def test_transport_rides_out_a_500_with_one_retry(local_server):
+    with FaultProxy("http://127.0.0.1:8765", lambda i, body: "500" if i == 0 else "ok") as proxy:
+        transport = Transport("flaky", EndpointProfile(base_url=proxy.base_url, model=local_server, max_attempts=2,
+                                                       backoff_max=0.1))
+
+        async def go():
+            try:
+                return await transport.send("critic", CHAT, temperature=1.0, max_tokens=8)
+            finally:
+                await transport.close()
+
+        (completion,) = asyncio.run(go())
+    assert proxy.seen == ["500", "ok"]
+    assert isinstance(completion.text, str) and completion.completion_tokens > 0 and not completion.cached
+
+
+def test_the_meter_counts_the_requests_the_server_received(local_server):
+    """With `n` detection on (the server may or may not honour it), and no cache."""
+    with FaultProxy("http://127.0.0.1:8765", lambda i, body: "ok") as proxy:
+        target = Endpoint("proxied", EndpointProfile(base_url=proxy.base_url, model=local_server, supports_n=None))
+
+        async def go():
+            try:
+                first = await target.complete("critic", CHAT, temperature=1.0, max_tokens=8, indices=[0, 1, 2])
+                second = await target.complete("critic", CHAT, temperature=1.0, max_tokens=8, indices=[3])
+                return first + second
+            finally:
+                await target.close()
+
+        completions = asyncio.run(go())
+    usage = target.meter.as_dict()["critic"]
+    assert len(completions) == 4 and target.supports_n is not None
+    assert usage["calls"] == len(proxy.seen) == (2 if target.supports_n else 4)
+    assert usage["cached"] == 0 and usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0

@@ -1,2 +1,3 @@
-"""Talking to models: the OpenAI-compatible endpoint (transport, retries, sampling, metering),
-the completion cache, and the embedded local server. Knows nothing of roles or dialogues."""
+"""Talking to models: the OpenAI-compatible endpoint, composed of layers (transport with retries,
+sampling, the completion cache) and metering observers; the embedded local server. Knows nothing
+of roles or dialogues."""

@@ -1,4 +1,4 @@
-"""On-disk record/replay of completions.
+"""On-disk record/replay of completions, and the layer that puts it in front of the sampler.
 
 Keyed by (model identity, messages, sampling parameters, sample index, attempt): rerunning an
 experiment replays every completion exactly and makes no LLM call, which is also what makes
@@ -13,6 +13,9 @@ server may move to another port without losing its cache.
 
 Identical requests in flight at the same time share one call (`InFlight`), so a replay gets the
 very text the original run used.
+
+`CachingLayer` is that cache in an endpoint: replayed completions never reach the sampler or the
+transport, and an offline endpoint raises OfflineCacheMiss instead of asking.
 
 A `cache_scope` (a context variable) adds a name to every key made under it: GRPO's online futures
 run under "their step and completion", so a (context, reply) pair seen again in a later step draws
@@ -29,12 +32,14 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from esc_agents.config import EndpointProfile
-from esc_agents.core.errors import UserError
+from esc_agents.core.errors import OfflineCacheMiss, UserError
+from esc_agents.models.completion import Completion, CompletionSource
 from esc_agents.models.local_server import bundled_weights_id, serving_dtype
 
 # The card `export` writes beside a merged policy's weights; its policy id names the weights.
@@ -140,3 +145,69 @@ class CompletionCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class CachingLayer:
+    """`cache` in front of `inner`: cached completions are replayed, ones an identical request is
+    fetching right now are awaited, the rest are asked of `inner` and stored. `cache=None` (or a
+    call with `use_cache=False`) replays nothing; `offline`: every completion must be replayed."""
+
+    def __init__(
+        self, profile: EndpointProfile, cache: CompletionCache | None, inner: CompletionSource, *, offline: bool = False
+    ):
+        self.profile = profile
+        self.cache = cache
+        self.inner = inner
+        self.offline = offline
+
+    @cached_property
+    def model_identity(self) -> str:
+        """Computed once: for a model folder without a policy card it hashes the weights."""
+        return model_identity(self.profile)
+
+    async def sample(
+        self,
+        role: str,
+        messages: list[dict[str, str]],
+        params: dict[str, Any],
+        indices: list[int],
+        attempt: int,
+        *,
+        use_cache: bool = True,
+    ) -> tuple[list[Completion], int]:
+        keys = {
+            index: completion_key(
+                model=self.model_identity, messages=messages, params=params, index=index, attempt=attempt
+            )
+            for index in indices
+        }
+        replaying = self.cache is not None and use_cache
+        results: dict[int, Completion] = {}
+        fetching: dict[int, asyncio.Future[str]] = {}
+        if replaying:
+            for index, key in keys.items():
+                if (hit := self.cache.get(key)) is not None:
+                    results[index] = Completion(hit["text"], cached=True)
+                elif (fetch := self.cache.in_flight.get(key)) is not None:
+                    fetching[index] = fetch
+        missing = [index for index in indices if index not in results and index not in fetching]
+        requests = 0
+        if missing and self.offline:
+            raise OfflineCacheMiss(
+                f"offline: no cached completion for role {role} (model {self.model_identity}, "
+                f"sample {missing[0]}); rerun without --offline"
+            )
+        if missing:
+            # Claimed before the first await, so an identical request arriving meanwhile waits.
+            claim = self.cache.in_flight.claim([keys[i] for i in missing]) if replaying else nullcontext({})
+            with claim as claimed:
+                fresh, requests = await self.inner.sample(role, messages, params, missing, attempt)
+                for index, completion in zip(missing, fresh):
+                    results[index] = completion
+                    if self.cache is not None:
+                        self.cache.put(keys[index], {"text": completion.text})
+                    if keys[index] in claimed:
+                        claimed[keys[index]].set_result(completion.text)
+        for index, fetch in fetching.items():
+            results[index] = Completion(await asyncio.shield(fetch), cached=True)
+        return [results[index] for index in indices], requests
