@@ -6,8 +6,6 @@ candidate's future)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from esc_agents.core.errors import JobFailure
-from esc_agents.core.runlog import RunLog, logged_keys, read_jsonl
+from esc_agents.core.runlog import RunLog, append_jsonl, logged_keys, read_jsonl
 from esc_agents.models.endpoints import UsageMeter
 
 Job = Callable[[], Awaitable[dict[str, Any]]]
@@ -29,11 +27,8 @@ def outstanding_failures(folder: Path, key: str, done: set[str]) -> list[dict[st
 
 
 def append_failure(path: Path, failure: dict[str, Any]) -> None:
-    """One failure line, flushed and fsynced like every result line (see RunLog.append)."""
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(failure) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """One failure line, fsynced and whole like every result line (see RunLog.append)."""
+    append_jsonl(path, failure)
 
 
 @dataclass

@@ -70,7 +70,10 @@ def test_persona_and_user_model_effects_pooled_over_seeds_in_bias_json_and_the_r
     resistant = persona["levels"]["resistant"]
     assert resistant["runs"] == 4 and resistant["episodes"] == 40
     assert resistant["success_rate"] == pytest.approx(6 / 40)
-    assert resistant["success_rate_wilson95"] == pytest.approx(wilson_interval(6, 40))
+    # Over the 10 cases (each case's rate over its 4 runs), not 40 episodes as if independent.
+    assert resistant["success_rate_wilson95"] == pytest.approx(wilson_interval(6 / 4, 10))
+    assert resistant["success_rate_wilson95"][1] - resistant["success_rate_wilson95"][0] > \
+        wilson_interval(6, 40)[1] - wilson_interval(6, 40)[0]
     cooperative_rate = (8 + 7 + 8 + 8) / 40
     assert resistant["sr_shift"] == pytest.approx(6 / 40 - cooperative_rate)
     low, high = resistant["sr_shift_ci95"]
@@ -97,8 +100,8 @@ def test_persona_and_user_model_effects_pooled_over_seeds_in_bias_json_and_the_r
     assert result.returncode == 0, result.stderr
     html = out.read_text()
     section = html.split("<h4>persona effect, pooled over seeds</h4>", 1)[1].split("</table>", 1)[0]
-    assert (f"<tr><td>resistant</td><td>4</td><td>40</td><td>0.150</td><td>[{wilson_interval(6, 40)[0]:.3f}, "
-            f"{wilson_interval(6, 40)[1]:.3f}]</td>") in section
+    assert (f"<tr><td>resistant</td><td>4</td><td>40</td><td>0.150</td><td>[{wilson_interval(6 / 4, 10)[0]:.3f}, "
+            f"{wilson_interval(6 / 4, 10)[1]:.3f}]</td>") in section
     p_text = "&lt; 0.001" if resistant["sr_shift_p"] < 0.001 else f"{resistant['sr_shift_p']:.3f}"
     assert (f"<td>{resistant['sr_shift']:.3f}</td><td>[{low:.3f}, {high:.3f}]</td><td>{p_text}</td></tr>"
             in section)
@@ -112,3 +115,21 @@ def test_persona_and_user_model_effects_pooled_over_seeds_in_bias_json_and_the_r
     dialogues = html.split("<h4>one dialogue per persona</h4>", 1)[1].split("</section>", 1)[0]
     assert dialogues.count('<details class="bias-example" open>') == 2
     assert "<summary>resistant</summary>" in dialogues and "situation of c2" in dialogues
+
+
+def test_a_case_one_condition_did_not_finish_is_left_out_of_all_and_said_so(tmp_path):
+    runs = persona_study(tmp_path / "bias", {("cooperative", None, 0): [True] * 6,
+                                             ("resistant", None, 0): [True, False, True, False, True, True]})
+    resistant = runs[Condition("resistant", None, None, 0)] / "trajectories.jsonl"
+    lines = resistant.read_text().splitlines(keepends=True)
+    resistant.write_text("".join(lines[:4]))  # c4 and c5 failed under resistant
+    report = bias_report(runs, tmp_path / "bias")
+    assert report["cases"] == 4 and report["left_out_cases"] == ["c4", "c5"]
+    assert report["conditions"]["cooperative_seed0"]["success_rate"] == 1.0
+    assert report["conditions"]["resistant_seed0"]["success_rate"] == 0.5
+    assert len(report["warnings"]) == 1 and "c4, c5 did not finish under resistant_seed0" in report["warnings"][0]
+    assert json.loads((tmp_path / "bias" / "bias.json").read_text())["warnings"] == report["warnings"]
+    assert format_bias(report).startswith("warning: c4, c5 did not finish under resistant_seed0")
+    out = tmp_path / "report.html"
+    assert rlff_esc("report", str(tmp_path / "bias"), "--out", str(out), timeout=120).returncode == 0
+    assert "warning: c4, c5 did not finish under resistant_seed0" in out.read_text()

@@ -179,6 +179,31 @@ def test_a_bias_condition_sets_run_options_that_exist():
     assert config.critic.endpoint == "local" and config.seed == 3
 
 
+def test_a_bias_condition_that_does_not_vary_a_model_keeps_the_endpoint_options():
+    args = build_parser().parse_args(["bias", "--out", "o", "--user-endpoint", "vllm", "--critic-endpoint", "openai"])
+    chosen = condition_options(Condition("resistant", None, None, 0), args)
+    config = options.config_from(argparse.Namespace(**{**vars(args), **chosen}))
+    assert (config.user_simulator.endpoint, config.critic.endpoint) == ("vllm", "openai")
+    varied = options.config_from(argparse.Namespace(**{**vars(args), **condition_options(
+        Condition("resistant", "local", None, 0), args)}))
+    assert (varied.user_simulator.endpoint, varied.critic.endpoint) == ("local", "openai")
+
+
+def test_a_compared_prompt_runs_on_the_endpoint_options_and_options_a_spec_would_override_are_refused(tmp_path):
+    args = build_parser().parse_args(["compare", "--out", "o", "--endpoint", "vllm", "--supporters", "a,b"])
+    assert options.config_from(args, supporter_spec="think").supporter.endpoint == "vllm"
+    assert options.config_from(args, supporter_spec="think@openai").supporter.endpoint == "openai"
+    args.supporter_endpoint = "local"
+    assert options.config_from(args, supporter_spec="think").supporter.endpoint == "local"
+    for extra, message in ((["--supporter-prompt", "think"], "--supporter-prompt cannot go with --supporters"),
+                           (["--runs", str(tmp_path), str(tmp_path)], "not both")):
+        result = rlff_esc("compare", "--supporters", "vanilla,think", *extra, "--out", str(tmp_path / "c"), timeout=60)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    result = rlff_esc("bias", "--persona", "resistant", "--out", str(tmp_path / "b"), timeout=60)
+    assert result.returncode == 2 and "--personas A,B" in result.stderr, result.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "b").exists()
+
+
 def test_a_train_grpo_folder_is_served_from_its_merged_folder_under_its_own_name(tmp_path):
     run = tmp_path / "grpo-hybrid"
     (run / "adapter").mkdir(parents=True)

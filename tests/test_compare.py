@@ -23,9 +23,19 @@ def test_mcnemar_counts_only_discordant_cases():
     assert mcnemar([True, False], [True, False])["p_value"] == 1.0
 
 
+@pytest.mark.parametrize("wins", [4, 5, 8])
+def test_the_paired_p_value_on_success_outcomes_is_exact_mcnemar_not_the_bootstraps(wins):
+    """130 cases, A alone succeeds on `wins` of them: a bootstrap read as a test said p = 0.04 for
+    4 wins, where the exact test says 0.125."""
+    a = [True] * wins + [False] * (130 - wins)
+    b = [False] * 130
+    assert paired_bootstrap(a, b)["p_value"] == pytest.approx(mcnemar(a, b)["p_value"])
+
+
 def test_paired_bootstrap_centres_on_the_mean_difference():
     result = paired_bootstrap([3, 4, 5, 6], [2, 3, 4, 5])
-    assert result["mean_difference"] == 1.0 and result["ci95"] == [1.0, 1.0] and result["p_value"] == 0.0
+    # Four cases, all one way: the exact sign-flip test gives 2 / 2^4, however narrow the interval.
+    assert result["mean_difference"] == 1.0 and result["ci95"] == [1.0, 1.0] and result["p_value"] == 0.125
     noisy = paired_bootstrap([1, 3, 2, 4, 2], [2, 2, 3, 3, 2])
     assert noisy["ci95"][0] < 0 < noisy["ci95"][1] and noisy["p_value"] > 0.5
 
@@ -108,6 +118,7 @@ def test_compare_reports_format_compliance_groups_and_open_sr_intervals(tmp_path
     assert compliance["think"]["rate"] == pytest.approx(2 / 6)
     assert compliance["think"]["rate_ci95"] == pytest.approx(wilson_interval(2, 6))
     assert compliance["vanilla"]["format"] == "plain" and compliance["vanilla"]["rate"] is None
+    assert compliance["think"]["episodes_without_reply"] == 0
 
     # emotions and problems are grouped case-insensitively over the common cases
     assert set(saved["by_emotion"]) == {"sadness", "anger"} and set(saved["by_problem"]) == {"job crisis", "breakup"}

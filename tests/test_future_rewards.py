@@ -23,6 +23,7 @@ from training.grpo.future_rewards import (
     AgreementWindow,
     FormatRewardOfScoredFutures,
     FutureSimulator,
+    HybridFutureReward,
     SimulatedFutureReward,
     UnscoredCompletions,
     checked_share,
@@ -172,6 +173,29 @@ def test_agreement_is_spearman_and_label_accuracy_over_the_last_checked_completi
     assert ranking.metrics() == {"spearman": pytest.approx(1.0)}
 
 
+def test_a_resumed_hybrid_run_starts_its_agreement_window_with_the_checks_before_its_checkpoint(tmp_path):
+    """The window of a run resumed at step 2 holds what the unbroken run's did: the scored checks
+    of steps 0 and 1, in order; the re-run step's and the unscored ones are not in it."""
+    rows = [{"step": 0, "context_key": "a", "reply": "r", "r_fut": 0.9, "error": None, "reward_model_score": 0.8},
+            {"step": 0, "context_key": "b", "reply": "r", "r_fut": None, "error": "x", "reward_model_score": 0.3},
+            {"step": 1, "context_key": "a", "reply": "r", "r_fut": -0.2, "error": None, "reward_model_score": 0.4},
+            {"step": 1, "context_key": "b", "reply": "r", "r_fut": 0.5, "error": None},  # a simulated run's row
+            {"step": 2, "context_key": "a", "reply": "r", "r_fut": 0.1, "error": None, "reward_model_score": 0.6}]
+    log = tmp_path / "futures.jsonl"
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = build_config(None, {})
+    simulator = FutureSimulator(config, [], log, use_cache=False, chat_models={"local": ScriptedChatModel(script={})})
+    simulator.resume_at(2, None)
+    scorer = type("Scorer", (), {"objective": "classification"})()
+    hybrid = HybridFutureReward(scorer, simulator, FormatSpec(), fraction=0.5, use_simulated=False, window=8, seed=0)
+    assert list(hybrid.agreement.pairs) == [(0.8, 0.9), (0.4, -0.2)]
+    assert [row["step"] for row in read_jsonl(log)] == [0, 0, 1, 1]
+    fresh = FutureSimulator(config, [], tmp_path / "none.jsonl", use_cache=False,
+                            chat_models={"local": ScriptedChatModel(script={})})
+    assert not HybridFutureReward(scorer, fresh, FormatSpec(), fraction=0.5, use_simulated=False, window=8,
+                                  seed=0).agreement.pairs
+
+
 @pytest.mark.parametrize("format_first", [True, False])
 def test_a_completion_whose_future_failed_gets_no_format_reward_either(format_first):
     spec = FormatSpec()
@@ -228,3 +252,26 @@ def test_simulated_rewards_follow_the_formula_and_withhold_both_rewards_of_an_un
     futures = read_jsonl(tmp_path / "futures.jsonl")
     assert [f["reply"] for f in futures] == ["That must hurt.", "BAD"]
     assert futures[1]["error"] == "no parsable critic verdict" and futures[0]["K"] == 1
+
+
+def test_a_future_a_simulated_role_cut_short_gets_no_reward_and_says_why(tmp_path):
+    """The future supporter gives no usable reply after the first turn: the future ends at K = 1
+    of T = 2 without the goal, and its one verdict is no outcome to reward the candidate by."""
+    case = Case(id="c1", situation="I lost my job.", dialog=[Message(speaker="seeker", content="I lost my job."),
+                                                             Message(speaker="supporter", content="I'm sorry.")])
+    context = Context(case, position=1)
+    model = ScriptedChatModel(script={"supporter": [""], "user_simulator": ["I am still sad."],
+                                      "critic": ["B) The seeker feels the same."]})
+    config = build_config(None, {"episode": {"max_turns": 2, "critic_samples": 1}})
+    unscored = UnscoredCompletions()
+
+    async def step():
+        with FutureSimulator(config, [context], tmp_path / "futures.jsonl", use_cache=False,
+                             chat_models={"local": model}) as simulator:
+            return await SimulatedFutureReward(simulator, FormatSpec(), unscored)(
+                [], ["<think>x</think><response>That must hurt.</response>"], context_key=[context.key])
+
+    assert asyncio.run(step()) == [None]
+    (future,) = read_jsonl(tmp_path / "futures.jsonl")
+    assert future["K"] == 1 and future["success"] is False and len(future["turn_scores"]) == 1
+    assert future["r_fut"] is None and future["error"] == "cut short: the future supporter gave no usable reply"

@@ -74,3 +74,21 @@ def test_the_exported_policy_is_evaluated_through_the_rollout_engine(grpo_run, l
     fingerprint = json.loads((run / "run.json").read_text())["fingerprint"]
     assert fingerprint["roles"]["supporter"]["model"].startswith("policy-")
     assert fingerprint["roles"]["critic"]["model"] == "smollm2-135m-instruct"
+
+
+def test_the_failure_signals_the_method_names_show_when_the_history_has_them():
+    from training.grpo.signals import failure_signals
+
+    def history(r_fmt, r_fut):
+        return [{"rewards/r_fmt/mean": a, "rewards/r_fut/mean": b, "reward": a + b} for a, b in zip(r_fmt, r_fut)]
+
+    steady = [0.2, 0.3] * 10
+    assert failure_signals(history([0.1 + i / 40 for i in range(30)], steady * 2)) == []  # R_fmt climbs
+    assert failure_signals(history([0.95] * 30, steady * 2)) == []  # flat, but the format is learnt
+    assert failure_signals(history([0.3] * 19, steady)) == []  # too short to call flat
+    (flat,) = failure_signals(history([0.3, 0.31] * 15, steady + steady[:10]))
+    assert flat.startswith("format reward flat: R_fmt 0.30 over the first 10 logged steps and 0.30 over the last 10")
+    falling = [0.5 - i / 40 for i in range(20)] + [0.5] * 10  # the early span falls, then recovers
+    (signal,) = failure_signals(history([0.1 + i / 40 for i in range(30)], falling))
+    assert signal.startswith("R_fut falling early: Spearman rho -1.00") and "0.50 to 0.03" in signal
+    assert failure_signals(history([0.5] * 12, [0.5 + i / 40 for i in range(12)])) == []

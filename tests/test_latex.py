@@ -10,9 +10,11 @@ from esc_agents.core.errors import UserError
 from esc_agents.evaluation.bias import bias_report
 from esc_agents.evaluation.compare import compare_runs
 from esc_agents.evaluation.latex import escape, write_latex
+from esc_agents.evaluation.metrics import run_summary
 from tests.test_bias_report import persona_study
 from tests.conftest import rlff_esc
 from tests.test_compare import PROMPTS, format_run
+from tests.test_viewer import episode, score, simulate_folder
 
 
 def rows(tex: str) -> list[list[str]]:
@@ -102,8 +104,24 @@ def test_bias_tables_carry_bias_json_numbers_and_a_run_its_summary(tmp_path):
     assert persona[1] == ["resistant", "2", f"{resistant['success_rate']:.3f}",
                           interval(resistant["success_rate_wilson95"]), f"{resistant['average_turns']:.2f}",
                           f"{resistant['sr_shift']:+.3f}", interval(resistant["sr_shift_ci95"]), p_text]
+    # The run's summary.json above is stale (written before its last episodes, say): the table
+    # follows the trajectories as they are.
+    now = run_summary(run)
     assert rows((tmp_path / "tex" / "cooperative_seed0-sr-at.tex").read_text()) == [
-        ["cooperative\\_seed0", "10", "1.000", "[0.723, 1.000]", "1.00", "[1.00, 1.00]", "--"]]
+        ["cooperative\\_seed0", "10", f"{now['success_rate']:.3f}", interval(now["success_rate_ci95"]),
+         f"{now['average_turns']:.2f}", interval(now["average_turns_ci95"], 2), f"{now['mean_final_score']:.3f}"]]
+    assert now["success_rate"] == 0.8
+
+
+def test_an_incomplete_run_says_so_in_its_latex_caption_and_its_report(tmp_path):
+    run = simulate_folder(tmp_path / "run", [episode(f"c{i}", [score([1.0])], True) for i in range(3)])
+    (run / "failures.jsonl").write_text(json.dumps({"case_id": "c9", "error": "timeout"}) + "\n")
+    (run / "summary.json").write_text("{}")
+    text = write_latex([run], tmp_path / "tex")[0].read_text()
+    assert "Incomplete run: of its cases, 1 failed; these numbers leave them out" in text
+    out = tmp_path / "report.html"
+    assert rlff_esc("report", str(run), "--out", str(out), timeout=120).returncode == 0
+    assert "warning: incomplete run: of its cases, 1 failed" in out.read_text()
 
 
 def test_a_folder_without_results_is_refused(tmp_path):

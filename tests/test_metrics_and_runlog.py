@@ -3,6 +3,7 @@ import json
 import pytest
 
 from esc_agents.core.runlog import RunLog
+from esc_agents.jobs import FAILURES, append_failure, outstanding_failures
 from esc_agents.evaluation.metrics import summarize
 
 
@@ -36,3 +37,12 @@ def test_runlog_resumes_and_repairs_a_torn_line(tmp_path):
         assert log.done == {"a", "b"}
         log.append({"id": "c"})
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
+
+
+def test_a_failure_appended_after_a_torn_line_stays_readable(tmp_path):
+    """A kill mid-write leaves half a failure line; the next failure must not be glued to it."""
+    path = tmp_path / FAILURES
+    path.write_text(json.dumps({"case_id": "a", "error": "x"}) + "\n" + '{"case_id": "b", "err')
+    append_failure(path, {"case_id": "c", "error": "timeout"})
+    assert outstanding_failures(tmp_path, "case_id", set()) == [{"case_id": "a", "error": "x"},
+                                                                {"case_id": "c", "error": "timeout"}]

@@ -24,11 +24,28 @@ def test_terminal_efficiency_rewards_early_success():
 
 
 def test_terminal_and_discounted():
-    outcome = FutureOutcome([-1.0, None, 0.5], 3, 8, False)
+    outcome = FutureOutcome([-1.0, None, 0.5], 3, 3, False)
     assert get_formula("terminal")(outcome, {}) == 0.5
     gamma = 0.5
     expected = (gamma**2 * -1.0 + 1 * 0.5) / (gamma**2 + 1)
     assert get_formula("discounted")(outcome, {"gamma": gamma}) == pytest.approx(expected)
+
+
+def halved(outcome, params):
+    """A formula as a plugin writes it, knowing nothing of futures cut short."""
+    return outcome.final_score / 2
+
+
+def test_a_future_cut_short_by_a_missing_reply_gets_no_r_fut_under_any_formula():
+    """A future ends before T without the goal only when the future supporter gave no usable reply;
+    its last verdict is no outcome, so no formula (a plugin's included) may score it."""
+    cut = FutureOutcome([0.5], 1, 8, False)
+    assert cut.cut_short and not FutureOutcome([0.5], 8, 8, False).cut_short
+    assert not FutureOutcome([1.0], 1, 8, True).cut_short
+    for name in ("terminal_efficiency", "terminal", "discounted", "tests.test_reward_units:halved"):
+        formula = get_formula(name)
+        assert formula(cut, formula.params()) is None
+        assert formula(FutureOutcome([0.5], 1, 1, False), formula.params()) is not None
 
 
 def test_threshold_outside_the_formula_range_is_refused():

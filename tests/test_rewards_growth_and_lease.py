@@ -27,6 +27,7 @@ from esc_agents.provenance import run_prompt
 from tests.conftest import PLUMBING_ENV, REWARD_FIXTURE, read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel
 from tests.test_compare import fake_run
+from training.futures.export import stats
 from training.futures.generate import generate_rewards, relabel
 
 
@@ -197,6 +198,43 @@ def test_a_relabelled_dataset_grows_by_its_new_contexts_labelled_alike(tmp_path)
     with pytest.raises(UserError, match="was made for 1 contexts these settings leave out"):
         scripted_rewards(out, 2)
     assert (out / "records.jsonl").read_text().splitlines(keepends=True) == lines
+
+
+def test_a_dataset_relabelled_by_an_older_version_is_still_resumed_by_its_generating_command(tmp_path):
+    """Older versions wrote a relabelling into the fingerprint (with the formula's resolved
+    parameters); the generating command's rerun then looked like other settings and was refused."""
+    out = tmp_path / "dr"
+    assert scripted_rewards(out, 2).completed == 4
+    generated = json.loads((out / "run.json").read_text())
+    relabel(out, "terminal", 0.0)
+    relabelled = (out / "records.jsonl").read_text()
+    old = json.loads((out / "run.json").read_text())
+    del old["labels"]
+    old["fingerprint"]["rewards"].update(formula="terminal", formula_params={}, delta=0.0)
+    (out / "run.json").write_text(json.dumps(old))
+    again = scripted_rewards(out, 2)
+    assert (again.completed, again.skipped) == (0, 4)
+    run = json.loads((out / "run.json").read_text())
+    assert run["fingerprint"] == generated["fingerprint"]
+    assert run["labels"] == {"formula": "terminal", "formula_params": {}, "delta": 0.0}
+    assert (out / "records.jsonl").read_text() == relabelled
+    grown = scripted_rewards(out, 3)  # new contexts are labelled as the relabelling says
+    assert (grown.completed, grown.skipped) == (2, 4)
+    assert {(r["formula"], r["delta"]) for r in read_jsonl(out / "records.jsonl")} == {("terminal", 0.0)}
+
+
+def test_stats_count_success_and_K_over_every_future_and_labels_over_the_scored_ones(tmp_path):
+    out = tmp_path / "dr"
+    assert scripted_rewards(out, 2).completed == 4
+    rows = read_jsonl(out / "records.jsonl")
+    rows[0].update(r_fut=None, label=None, success=False)  # a future with no parsable verdict
+    rows[1].update(success=True)  # so that 1 of 4 is not 1 of the 3 scored
+    (out / "records.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = stats(out)
+    assert (summary["records"], summary["scored"]) == (4, 3)
+    assert summary["success_rate"] == pytest.approx(sum(row["success"] for row in rows) / 4)
+    assert summary["mean_K"] == pytest.approx(sum(row["K"] for row in rows) / 4)
+    assert summary["label_balance"] == pytest.approx(sum(row["label"] for row in rows[1:]) / 3)
 
 
 def test_a_runs_prompt_resolves_from_its_text_or_a_builtin_and_what_is_missing_is_named(tmp_path):

@@ -127,11 +127,13 @@ def numeric_options(parser, path=()):
     """(command path, option) for every option of every command that takes a number."""
     import argparse
 
+    from esc_agents.cli.values import OUT_FILE, OUT_FOLDER
+
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from numeric_options(sub, (*path, name))
-        elif action.option_strings and action.type is not None and action.type not in (str, Path):
+        elif action.option_strings and action.type is not None and action.type not in (str, Path, OUT_FILE, OUT_FOLDER):
             yield path, action.option_strings[0]
 
 
@@ -166,11 +168,35 @@ def test_a_config_of_random_bytes_a_broken_yaml_and_an_output_that_is_a_file(tmp
     a_file.write_text("keep me")
     for args, message in ((["--config", str(noise)], "noise.yaml: not a text file"),
                           (["--config", str(broken)], "broken.yaml: not valid YAML at line 3, column 2"),
-                          (["--out", str(a_file)], "taken is a file, not a run folder")):
+                          (["--out", str(a_file)], "argument --out: " + str(a_file) + " is a file, not a folder")):
         result = rlff_esc("simulate", "--limit", "1", "--offline", "--cache", str(tmp_path / "c.sqlite"),
                           "--out", str(tmp_path / "run"), *args, timeout=120)
         assert result.returncode == 2 and message in error_line(result)
     assert a_file.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args,option,problem", [
+    (["report", "DIR", "--out", ""], "--out", "is empty"),
+    (["report", "DIR", "--out", "DIR"], "--out", "is a folder; name the file"),
+    (["report", "DIR", "--out", "FILE/report.html"], "--out", "is a file, so"),
+    (["report", "DIR", "--out", "DIR/r.html", "--latex", "FILE"], "--latex", "is a file, not a folder"),
+    (["report", "DIR", "--out", "DIR/r.html", "--latex", ""], "--latex", "is empty"),
+    (["view", "DIR", "--out", "DIR"], "--out", "is a folder; name the file"),
+    (["rewards", "relabel", "DIR", "--formula", "terminal", "--out", ""], "--out", "is empty"),
+    (["rewards", "export", "DIR", "--out", "FILE"], "--out", "is a file, not a folder"),
+    (["score", "FILE", "--reward-model", "DIR", "--out", "DIR"], "--out", "is a folder; name the file"),
+    (["train-rm", "--data", "DIR", "--out", "FILE/sub"], "--out", "is a file, so"),
+    (["warmup-format", "--out", ""], "--out", "is empty"),
+    (["export", "--adapter", "DIR", "--out", "FILE"], "--out", "is a file, not a folder"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, args, option, problem):
+    a_file = tmp_path / "taken"
+    a_file.write_text("keep me")
+    args = [arg.replace("DIR", str(tmp_path)).replace("FILE", str(a_file)) for arg in args]
+    result = rlff_esc(*args, timeout=60)
+    line = error_line(result)
+    assert result.returncode == 2 and f"argument {option}: " in line and problem in line, line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["taken"] and a_file.read_text() == "keep me"
 
 
 @pytest.mark.parametrize("command", ["graph", "prompts"])
@@ -181,6 +207,27 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(command):
                             stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(write_end)
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+def test_every_option_and_argument_has_help_and_every_command_a_description():
+    import argparse
+
+    from esc_agents.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if not sub.description:
+                        missing.append(" ".join((*path, name)) + ": no description")
+                    walk(sub, (*path, name))
+            elif action.help is None and not isinstance(action, argparse._HelpAction):
+                missing.append(" ".join((*path, action.option_strings[0] if action.option_strings else action.dest)))
+
+    walk(build_parser())
+    assert not missing, missing
 
 
 def test_help_shows_percent_signs_once():

@@ -13,9 +13,10 @@ from esc_agents.core.errors import UserError
 HELP = "several supporters on the same cases, with paired tests"
 DESCRIPTION = """Run each supporter on the same cases with the same user simulator and critic (one
 simulate run per supporter under DIR/<label>, sharing the completion cache), or read existing runs, and
-report SR / AT / final score with 95% intervals, McNemar on success and a paired bootstrap on turns per
-pair, and SR-by-turn curves in one PNG. A supporter is a prompt name or file (vanilla, think, strategy),
-PROMPT@PROFILE for another endpoint, or a model folder from `rlff-esc export`."""
+report SR / AT / final score with 95% intervals, McNemar on success and a paired bootstrap interval with a sign-flip test on turns per
+pair, and SR-by-turn curves in one PNG. A supporter is a prompt name or file (vanilla, think, strategy)
+on --supporter-endpoint (else --endpoint, else the config's), PROMPT@PROFILE for another endpoint, a
+model folder from `rlff-esc export`, or a train-grpo folder (merged on first use)."""
 
 
 def add_parser(commands) -> None:
@@ -33,6 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.runs and not args.supporters:
         raise UserError("compare needs --supporters A,B[,...] or --runs DIR DIR ...")
+    if args.runs and args.supporters:
+        raise UserError("compare takes --supporters (to run) or --runs (to read), not both")
+    # Each spec names its supporter whole; these would be silently overridden by it.
+    if args.supporters and (given := [name for name, value in (("--supporter-prompt", args.supporter_prompt),
+                                                                ("--supporter-model", args.supporter_model))
+                                      if value is not None]):
+        raise UserError(f"compare: {' and '.join(given)} cannot go with --supporters; name each supporter in "
+                        "--supporters (a prompt, PROMPT@PROFILE or a model folder)")
     specs = [spec.strip() for spec in args.supporters.split(",")] if not args.runs else []
     labels = unique_labels([folder.name for folder in args.runs] if args.runs else
                            [options.supporter(spec)[0] for spec in specs])

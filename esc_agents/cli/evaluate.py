@@ -15,7 +15,7 @@ DESCRIPTION = """Write DIR/summary.json and DIR/success_by_turn.png; print a tab
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("evaluate", help=HELP, description=DESCRIPTION)
-    parser.add_argument("run", type=Path, metavar="DIR")
+    parser.add_argument("run", type=Path, metavar="DIR", help="a simulate run folder")
     add_max_invalid_rate(parser)
     parser.set_defaults(func=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from esc_agents.cli.values import OUT_FOLDER
+
 HELP = "merge a GRPO adapter into a model folder the local server can serve"
 DESCRIPTION = """Merge DIR/adapter into its base model and save a full model folder; `simulate
 --supporter-model OUT` then serves and evaluates it."""
@@ -13,7 +15,7 @@ DESCRIPTION = """Merge DIR/adapter into its base model and save a full model fol
 def add_parser(commands) -> None:
     parser = commands.add_parser("export", help=HELP, description=DESCRIPTION)
     parser.add_argument("--adapter", type=Path, required=True, metavar="DIR", help="a train-grpo folder")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="the merged model folder")
     parser.set_defaults(func=run, writes=None)
 
 

@@ -8,7 +8,7 @@ HELP = "print the rollout graph as a Mermaid diagram"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("graph", help=HELP)
+    parser = commands.add_parser("graph", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
     parser.set_defaults(func=run)
 
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from esc_agents.cli import options, outcome
-from esc_agents.cli.values import COUNT, SEED
+from esc_agents.cli.values import COUNT, OUT_FOLDER, SEED
 from esc_agents.core.errors import UserError
 
 HELP = "LLM-judge pairwise quality of two supporters, both orders; human annotation round trip"
@@ -22,12 +22,12 @@ orders; a preference that flips with the order counts as a tie. Prints win/tie/l
 def add_parser(commands) -> None:
     parser = commands.add_parser("judge", help=HELP, description=DESCRIPTION)
     parser.add_argument("--runs", type=Path, nargs=2, metavar="DIR", help="the two simulate runs (A first)")
-    parser.add_argument("--out", type=Path, metavar="DIR")
-    parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--out", type=OUT_FOLDER, metavar="DIR", help="output folder (created or resumed)")
+    parser.add_argument("--config", metavar="FILE", help="YAML config: endpoint profiles")
     add_judge_prompt_option(parser, "the judge's prompt")
     parser.add_argument("--judge-endpoint", metavar="PROFILE", help="endpoint profile of the judge (default local)")
-    parser.add_argument("--concurrency", type=COUNT, default=8)
-    parser.add_argument("--seed", type=SEED)
+    parser.add_argument("--concurrency", type=COUNT, default=8, help="pairs judged at once (default: %(default)s)")
+    parser.add_argument("--seed", type=SEED, help="part of every cache key: a new seed draws new samples (default 0)")
     options.add_cache_options(parser)
     parser.add_argument("--allow-mismatch", action="store_true", help="judge runs whose settings differ")
     options.add_max_invalid_rate(parser)
@@ -35,17 +35,24 @@ def add_parser(commands) -> None:
     actions = parser.add_subparsers(dest="judge_command", metavar="ACTION")
 
     pairs = actions.add_parser(
-        "export", help="annotation sheet of the same pairs: random item ids and A/B order, key kept apart")
-    pairs.add_argument("--runs", type=Path, nargs=2, required=True, metavar="DIR")
+        "export", help="annotation sheet of the same pairs: random item ids and A/B order, key kept apart",
+        description="Write a CSV sheet of the two runs' dialogues on their common cases for human raters, with "
+        "item ids and the A/B order drawn by --seed, and the key (which side is which) in a separate file.")
+    pairs.add_argument("--runs", type=Path, nargs=2, required=True, metavar="DIR", help="the two simulate runs")
     add_sheet_options(pairs, run_export)
     add_judge_prompt_option(pairs, "whose criteria become the sheet's columns")
-    episodes = actions.add_parser("export-critic", help="annotation sheet of one run's episodes for human success labels")
-    episodes.add_argument("--run", type=Path, required=True, metavar="DIR")
+    episodes = actions.add_parser("export-critic", help="annotation sheet of one run's episodes for human success labels",
+                                  description="Write a CSV sheet of one run's episodes for raters to label "
+                                  "success (yes / no), to set against the critic's verdicts; the key goes apart.")
+    episodes.add_argument("--run", type=Path, required=True, metavar="DIR", help="a simulate run")
     add_sheet_options(episodes, run_export_critic)
 
     imported = actions.add_parser(
-        "import", help="read filled sheets; human results, Krippendorff's alpha, Cohen's kappa with the model")
-    imported.add_argument("key", type=Path, metavar="KEY.json")
+        "import", help="read filled sheets; human results, Krippendorff's alpha, Cohen's kappa with the model",
+        description="Read the filled sheets (pairs: 1, 2 or tie per criterion; episodes: yes or no; a blank cell "
+        "is not rated) with their key; print the human results, agreement between raters (Krippendorff's alpha) "
+        "and, with --judgments, agreement with the model (Cohen's kappa).")
+    imported.add_argument("key", type=Path, metavar="KEY.json", help="the key written beside the sheet")
     imported.add_argument("sheets", type=Path, nargs="+", metavar="SHEET.csv", help="one per annotator")
     imported.add_argument("--judgments", type=Path, metavar="DIR", help="a `judge` output folder to compare with")
     imported.set_defaults(func=run_import, writes=None)
@@ -58,7 +65,7 @@ def add_judge_prompt_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_sheet_options(sheet: argparse.ArgumentParser, func) -> None:
     """An action that writes an annotation sheet and its key to --out, in an order drawn by --seed."""
-    sheet.add_argument("--out", type=Path, required=True, metavar="DIR")
+    sheet.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="folder for the sheet and key")
     sheet.add_argument("--seed", type=SEED, default=0, help="draws the item order (default: %(default)s)")
     sheet.set_defaults(func=func, writes="out")
 

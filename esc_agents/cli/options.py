@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from esc_agents.cli.values import COUNT, SCORE, SEED, SHARE
+from esc_agents.cli.values import COUNT, OUT_FOLDER, SCORE, SEED, SHARE
 from esc_agents.core.errors import UserError
 
 OFFLINE_HELP = "replay from the cache alone: start no server, call no endpoint; a missing completion is an error"
@@ -37,27 +37,27 @@ def add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdp
     parser.add_argument("--config", metavar="FILE", help="YAML config: endpoint profiles, roles, episode settings")
     parser.add_argument("--dataset", default=dataset,
                         help="esconv:<split>, extes:<split> or a JSONL file (default: %(default)s)")
-    parser.add_argument("--limit", type=COUNT, metavar="N", help="use the first N cases")
+    parser.add_argument("--limit", type=COUNT, metavar="N", help="use the first N cases (default: all)")
     parser.add_argument("--max-turns", type=COUNT, metavar="T", help="turn cap T (default 8)")
     parser.add_argument("--critic-samples", type=COUNT, metavar="L", help="critic samples per turn l (default 10)")
     parser.add_argument("--success-threshold", type=SCORE, metavar="ETA",
                         help="goal reached when the critic's mean score exceeds this (default 0.5)")
     parser.add_argument("--concurrency", type=COUNT, default=8, metavar="C",
                         help="episodes run at once (default: %(default)s)")
-    parser.add_argument("--seed", type=SEED, help="part of every cache key: a new seed draws new samples")
-    parser.add_argument("--supporter-prompt", metavar="NAME|FILE", help="supporter prompt (vanilla, think, strategy)")
-    parser.add_argument("--persona", metavar="NAME|FILE", help="user-simulator persona (cooperative, resistant, ...)")
-    parser.add_argument("--critic-prompt", metavar="NAME|FILE", help="critic prompt (default)")
+    parser.add_argument("--seed", type=SEED, help="part of every cache key: a new seed draws new samples (default 0)")
+    parser.add_argument("--supporter-prompt", metavar="NAME|FILE", help="supporter prompt: vanilla (the default), think, strategy, or a file")
+    parser.add_argument("--persona", metavar="NAME|FILE", help="user-simulator persona: cooperative (the default), resistant, ... (`rlff-esc prompts`), or a file")
+    parser.add_argument("--critic-prompt", metavar="NAME|FILE", help="critic prompt (default: the one named `default`)")
     parser.add_argument("--critic", metavar="PLUGIN", help="a critic written in Python: an installed role name "
                         "(see `rlff-esc roles`) or package.module:callable; replaces the LLM critic")
     parser.add_argument("--seeker", metavar="PLUGIN", help="a user simulator written in Python (as --critic)")
     parser.add_argument("--endpoint", metavar="PROFILE", help="endpoint profile for every role (local, vllm, openai, ...)")
-    parser.add_argument("--supporter-endpoint", metavar="PROFILE")
+    parser.add_argument("--supporter-endpoint", metavar="PROFILE", help="endpoint profile of the supporter alone")
     parser.add_argument("--supporter-model", type=Path, metavar="DIR",
                         help="serve this policy locally as the supporter: a model folder from `rlff-esc export` "
                         "or a train-grpo folder (merged on first use)")
-    parser.add_argument("--user-endpoint", metavar="PROFILE")
-    parser.add_argument("--critic-endpoint", metavar="PROFILE")
+    parser.add_argument("--user-endpoint", metavar="PROFILE", help="endpoint profile of the user simulator alone")
+    parser.add_argument("--critic-endpoint", metavar="PROFILE", help="endpoint profile of the critic alone")
     add_cache_options(parser)
     parser.add_argument("--context-window", type=COUNT, metavar="N",
                         help="the supporter sees the latest N messages of the dialogue (default: all); the reward "
@@ -65,7 +65,7 @@ def add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdp
     parser.add_argument("--supporter-max-tokens", type=COUNT, metavar="N",
                         help="supporter max_tokens (default 96; a trained policy: its training max_completion_length)")
     add_max_invalid_rate(parser)
-    parser.add_argument("--out", required=out_required, type=Path, metavar="DIR",
+    parser.add_argument("--out", required=out_required, type=OUT_FOLDER, metavar="DIR",
                         help="run folder (created or resumed)")
 
 
@@ -125,6 +125,8 @@ def config_from(args: argparse.Namespace, supporter_spec: str | None = None, **s
         binding["supporter"]["prompt"] = args.supporter_prompt or binding["supporter"]["prompt"]
     if supporter_spec is not None:
         binding = supporter(supporter_spec)[1]
+        if "endpoint" not in binding["supporter"] and (args.supporter_endpoint or args.endpoint):
+            binding["supporter"]["endpoint"] = args.supporter_endpoint or args.endpoint
     if args.supporter_max_tokens is not None:
         binding["supporter"]["max_tokens"] = args.supporter_max_tokens
     if args.context_window is not None:

@@ -9,13 +9,14 @@ HELP = "list the built-in prompts and personas; render one for a case"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("prompts", help=HELP)
+    parser = commands.add_parser("prompts", help=HELP, description="With no ACTION, list the built-in prompts "
+                                 "and personas by role; `render` shows what one sends for a case.")
     parser.set_defaults(func=run)
     render = parser.add_subparsers(dest="prompts_command", metavar="ACTION").add_parser(
         "render", help="print the exact messages a role sends for a dataset case (JSON)",
         description="Load and check a prompt as a run would, and print the chat its role sends at the case's "
         "first exchange; the replies a run would have are placeholders.")
-    render.add_argument("prompt", metavar="NAME|FILE")
+    render.add_argument("prompt", metavar="NAME|FILE", help="a built-in prompt's name or a prompt file")
     render.add_argument("--case", required=True, metavar="ID", help="a case id of the dataset, e.g. ppdpp_test-0")
     render.add_argument("--dataset", default="esconv:ppdpp_test", help="default: %(default)s")
     render.add_argument("--role", help="the prompt's role (default: the folder the file is in)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from esc_agents.cli.values import OUT_FILE, OUT_FOLDER
+
 HELP = "one self-contained HTML file for any mix of run folders"
 DESCRIPTION = """Tables, embedded PNG plots, resolved configs and the dialogues (the `view` viewer,
 embedded) of simulate, compare, bias, judge, rewards, train-rm and train-grpo folders, in one HTML file
@@ -14,9 +16,10 @@ curves on shared axes and a cost table."""
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("report", help=HELP, description=DESCRIPTION)
-    parser.add_argument("folders", type=Path, nargs="+", metavar="DIR")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE.html")
-    parser.add_argument("--latex", type=Path, metavar="DIR",
+    parser.add_argument("folders", type=Path, nargs="+", metavar="DIR", help="run folders of any command")
+    parser.add_argument("--out", type=OUT_FILE, required=True, metavar="FILE.html", help="the report (its folder is "
+                        "created)")
+    parser.add_argument("--latex", type=OUT_FOLDER, metavar="DIR",
                         help="also write the SR / AT tables of compare, bias and evaluated simulate folders, with "
                              "their 95%% intervals, as LaTeX (booktabs) files into DIR")
     parser.set_defaults(func=run)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from esc_agents.cli import options, outcome
-from esc_agents.cli.values import COUNT, SCORE, SEED, SHARE
+from esc_agents.cli.values import COUNT, OUT_FOLDER, SCORE, SEED, SHARE
 from esc_agents.core.errors import UserError
 
 HELP = "build the future-oriented reward dataset D_r (stage 1)"
@@ -36,37 +36,51 @@ def add_parser(commands) -> None:
     parser.add_argument("--shard", metavar="i/N", help="produce only the i-th of N disjoint parts")
     parser.add_argument("--future-supporter-prompt", metavar="NAME|FILE",
                         help="supporter that continues futures (default: the candidate proposer)")
-    parser.add_argument("--future-supporter-endpoint", metavar="PROFILE")
+    parser.add_argument("--future-supporter-endpoint", metavar="PROFILE",
+                        help="endpoint profile of the supporter that continues futures (default: the proposer's)")
     options.add_held_out_options(parser)
     parser.set_defaults(func=run, writes="out")
     actions = parser.add_subparsers(dest="rewards_command", metavar="ACTION")
 
-    relabel = actions.add_parser("relabel", help="recompute R_fut and labels with another formula; no LLM call")
-    relabel.add_argument("folder", type=Path, metavar="DIR")
+    relabel = actions.add_parser("relabel", help="recompute R_fut and labels with another formula; no LLM call",
+                                 description="Recompute every record's R_fut and label from its raw parts with "
+                                 "--formula, its --param values and --delta; no LLM call. The settings the futures "
+                                 "were generated with stay in the fingerprint, so the generating command still "
+                                 "resumes (its new records get these labels).")
+    relabel.add_argument("folder", type=Path, metavar="DIR", help="a rewards folder")
     relabel.add_argument("--formula", required=True, help=formulas)
-    relabel.add_argument("--delta", type=SCORE, default=0.5, help="default: %(default)s")
+    relabel.add_argument("--delta", type=SCORE, default=0.5,
+                         help="label = 1[R_fut > delta] (default: %(default)s, whatever delta the run had)")
     add_param_option(relabel, "formula parameter, e.g. lambda=0.5 or gamma=0.8")
-    relabel.add_argument("--out", type=Path, metavar="DIR",
+    relabel.add_argument("--out", type=OUT_FOLDER, metavar="DIR",
                          help="write a relabelled copy here and leave DIR as it is (default: relabel DIR in place)")
     relabel.set_defaults(func=run_relabel, writes=lambda args: args.out or args.folder)
 
-    merge = actions.add_parser("merge", help="validate and merge shard folders")
-    merge.add_argument("parts", type=Path, nargs="+", metavar="PART")
-    merge.add_argument("--out", type=Path, required=True, metavar="DIR")
+    merge = actions.add_parser("merge", help="validate and merge shard folders",
+                               description="Check that the --shard parts were made with the same settings, merge "
+                               "their records, failures and costs into a new folder, and report duplicate and "
+                               "missing keys.")
+    merge.add_argument("parts", type=Path, nargs="+", metavar="PART", help="the shard folders")
+    merge.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="the merged folder (new)")
     merge.set_defaults(func=run_merge, writes="out")
 
-    stats = actions.add_parser("stats", help="counts, success, label balance, R_fut histogram, cost")
-    stats.add_argument("folder", type=Path, metavar="DIR")
+    stats = actions.add_parser("stats", help="counts, success, label balance, R_fut histogram, cost",
+                               description="Print and write DIR/stats.json and DIR/r_fut_hist.png: records and "
+                               "scored ones, success rate and mean K over every future, label balance and R_fut "
+                               "spread over the scored ones, calls per record.")
+    stats.add_argument("folder", type=Path, metavar="DIR", help="a rewards folder")
     stats.set_defaults(func=run_stats, writes=None)
 
-    export = actions.add_parser("export", help="split by dialogue and write a dataset for the reward model")
-    export.add_argument("folder", type=Path, metavar="DIR")
-    export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    export = actions.add_parser("export", help="split by dialogue and write a dataset for the reward model",
+                                description="Split the scored records by dialogue into train, valid and test "
+                                "(no dialogue in two splits) and write them for `train-rm --data`.")
+    export.add_argument("folder", type=Path, metavar="DIR", help="a rewards folder")
+    export.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="the dataset folder")
     export.add_argument("--format", choices=["hf", "parquet", "jsonl"], default="hf",
                         help="Hugging Face datasets folder, parquet or JSONL per split (default: %(default)s)")
     export.add_argument("--valid", type=SHARE, default=0.1, help="share of dialogues (default: %(default)s)")
     export.add_argument("--test", type=SHARE, default=0.1, help="share of dialogues (default: %(default)s)")
-    export.add_argument("--seed", type=SEED, default=0)
+    export.add_argument("--seed", type=SEED, default=0, help="draws the split (default: %(default)s)")
     export.set_defaults(func=run_export, writes="out")
 
 

@@ -8,7 +8,7 @@ HELP = "list the roles: prompt files and installed Python roles"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("roles", help=HELP)
+    parser = commands.add_parser("roles", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
     parser.set_defaults(func=run)
 
 

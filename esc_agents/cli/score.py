@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from esc_agents.cli.values import COUNT
+from esc_agents.cli.values import COUNT, OUT_FILE
 from esc_agents.core.errors import UserError
 
 HELP = "score (context, reply) pairs with a trained reward model"
@@ -16,10 +16,11 @@ and `label` present, also print the reward model's metrics on them."""
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("score", help=HELP, description=DESCRIPTION)
-    parser.add_argument("pairs", type=Path, metavar="FILE.jsonl")
+    parser.add_argument("pairs", type=Path, metavar="FILE.jsonl", help="one JSON object per line with `context` "
+                        "(messages) and `reply`")
     parser.add_argument("--reward-model", required=True, metavar="DIR|random",
                         help="a `train-rm` folder, or 'random' for an untrained head")
-    parser.add_argument("--out", type=Path, metavar="FILE", help="default: FILE.scored.jsonl")
+    parser.add_argument("--out", type=OUT_FILE, metavar="FILE", help="default: FILE.scored.jsonl")
     parser.add_argument("--batch-size", type=COUNT, default=16, help="pairs per forward pass (default: %(default)s)")
     parser.set_defaults(func=run)
 

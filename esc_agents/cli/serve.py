@@ -14,7 +14,7 @@ DESCRIPTION = """Serve SmolLM2-135M-Instruct with `transformers serve` on loopba
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("serve", help=HELP, description=DESCRIPTION)
-    parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--config", metavar="FILE", help="YAML config whose endpoint profile to serve")
     parser.add_argument("--profile", default="local", help="embedded endpoint profile (default: %(default)s)")
     parser.set_defaults(func=run)
 

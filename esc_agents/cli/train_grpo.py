@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from esc_agents.cli import options
 from esc_agents.cli.config_flags import ConfigFlags, Flag
+from esc_agents.cli.values import OUT_FOLDER
 from esc_agents.core.errors import UserError
 from training.grpo.config import GrpoRunConfig
 
@@ -40,7 +40,7 @@ field (--config FILE); the flags below override the file."""
 
 def add_parser(commands) -> None:
     grpo = commands.add_parser("train-grpo", help=HELP, description=DESCRIPTION)
-    grpo.add_argument("--out", type=Path, metavar="DIR", help="run folder (created, or resumed from its last "
+    grpo.add_argument("--out", type=OUT_FOLDER, metavar="DIR", help="run folder (created, or resumed from its last "
                       "checkpoint)")
     grpo.add_argument("--config", metavar="FILE", help="YAML with any GrpoRunConfig field")
     options.add_held_out_options(grpo)
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         for role, usage in simulation["usage"].items():
             print(f"  {role:16s} {usage['calls'] / steps:6.1f} calls/step ({usage['cached'] / steps:.1f} cached)  tokens in "
                   f"{usage['prompt_tokens'] / steps:7.0f} out {usage['completion_tokens'] / steps:6.0f} per step")
+    for signal in metrics.get("warnings", []):
+        print(f"warning: {signal}")
     print(f"wrote {args.out / 'adapter'}, curves.png, metrics.json; `rlff-esc export --adapter {args.out}` "
           "merges it for serving")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from esc_agents.cli import options
 from esc_agents.cli.config_flags import ConfigFlags, Flag
+from esc_agents.cli.values import OUT_FOLDER
 from esc_agents.core.errors import UserError
 from training.reward_model.config import RewardModelConfig
 
@@ -37,7 +38,7 @@ def add_parser(commands) -> None:
 def add_options(parser: argparse.ArgumentParser, *, objective: bool) -> None:
     parser.add_argument("--data", type=Path, metavar="DIR",
                         help="`rewards export` folder (any format) or a `rewards` run folder (split here by dialogue)")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="run folder (created, or resumed after a kill)")
+    parser.add_argument("--out", type=OUT_FOLDER, metavar="DIR", help="run folder (created, or resumed after a kill)")
     parser.add_argument("--config", metavar="FILE", help="YAML with any RewardModelConfig field")
     options.add_held_out_options(parser)
     FLAGS.add_to(parser, exclude=() if objective else ("objective",))

@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,3 +53,27 @@ POSITIVE = number(float, above=0)  # learning rates, epochs, temperatures
 WEIGHT = number(float, minimum=0)  # alpha, a weight of 0 turns a term off
 SHARE = number(float, minimum=0, maximum=1)  # rates and fractions
 SCORE = number(float)  # thresholds on a prompt's own scale, checked against it later
+
+
+def output(kind: str) -> Callable[[str], Path]:
+    """An argparse type for an output `folder` or `file`: refused at once when it is empty (which
+    would mean the working directory), a file where a folder is wanted or the reverse, or under a
+    file, instead of a traceback after the work is done."""
+    def parse(text: str) -> Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"is empty; name a {kind}")
+        path = Path(text)
+        if kind == "folder" and path.is_file():
+            raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+        if kind == "file" and path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; name the file to write")
+        blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:
+            raise argparse.ArgumentTypeError(f"{blocking} is a file, so {text} cannot be made")
+        return path
+
+    return parse
+
+
+OUT_FOLDER = output("folder")  # run folders, export folders, LaTeX tables
+OUT_FILE = output("file")  # an HTML report or viewer, a scored JSONL

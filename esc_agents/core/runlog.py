@@ -50,8 +50,21 @@ def append_line(fd: int, data: bytes) -> None:
         raise
 
 
+def cut_torn_line(path: str | Path) -> None:
+    """Drop a partial last line left by a kill mid-write, so the next line starts on its own."""
+    path = Path(path)
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """One record appended to a JSONL file, fsynced, whole or not at all."""
+    """One record appended to a JSONL file, fsynced, whole or not at all; a line torn by an
+    earlier kill goes first (appended to, it would make the next record unreadable too)."""
+    cut_torn_line(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         append_line(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
@@ -84,18 +97,9 @@ class RunLog:
         self.path = Path(path)
         self.key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
+        cut_torn_line(self.path)
         self.done: set[str] = {record[key] for record in self.records()}
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def _repair(self) -> None:
-        """Drop a partial last line left by a kill mid-write."""
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with self.path.open("r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
 
     def records(self) -> Iterator[dict[str, Any]]:
         return read_jsonl(self.path)

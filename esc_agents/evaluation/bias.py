@@ -22,7 +22,7 @@ from scipy import stats
 from esc_agents.core.jsonfile import write_json
 from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.intervals import wilson_interval
-from esc_agents.evaluation.metrics import format_interval, plot_success_by_turn, summarize
+from esc_agents.evaluation.metrics import format_interval, format_p, plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import paired_bootstrap
 
 
@@ -72,6 +72,13 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
     loaded = load_runs(by_label, allow_mismatch=True)  # conditions differ on purpose
     common, max_turns = loaded.common, loaded.max_turns
     episodes = {label: [by_case[c] for c in common] for label, by_case in loaded.trajectories.items()}
+    # Every condition is compared on the cases all of them finished: a case one condition failed is
+    # left out of all, and said so (a persona that makes hard cases fail would otherwise hide them).
+    finished = set().union(*(set(by_case) for by_case in loaded.trajectories.values()))
+    left_out = {label: sorted(finished - set(by_case)) for label, by_case in loaded.trajectories.items()
+                if finished - set(by_case)}
+    warnings_ = [f"{', '.join(cases)} did not finish under {label}: left out of every condition (rerun the "
+                 "same command to retry them)" for label, cases in left_out.items()]
     reference = next(iter(by_label))
 
     def finals(label: str) -> np.ndarray:
@@ -102,7 +109,8 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
         seeds[f"{persona}|{user}|{critic}"][str(condition.seed)] = rate
         pooled[f"{persona}|{critic}"].append(rate)
     report = {
-        "cases": len(common), "max_turns": max_turns, "reference": reference, "conditions": rows,
+        "cases": len(common), "max_turns": max_turns, "reference": reference, "warnings": warnings_,
+        "left_out_cases": sorted(finished - set(common)), "conditions": rows,
         "seed_spread": {key: {"runs": len(rates), "sr_mean": float(np.mean(list(rates.values()))),
                               "sr_std": float(np.std(list(rates.values()), ddof=1)) if len(rates) > 1 else None,
                               "sr_min": min(rates.values()), "sr_max": max(rates.values()), "sr_by_seed": rates}
@@ -124,7 +132,7 @@ FACTORS = ("persona", "user_model", "critic_model")
 def pooled_effects(conditions_: list[Condition], episodes: dict[str, list[dict]],
                    max_turns: int) -> dict[str, dict[str, Any]]:
     """Each factor that varies (persona, user model, critic model), pooled over seeds and the
-    other factors: per level its SR with a Wilson interval over the pooled episodes, AT, and the
+    other factors: per level its SR with a Wilson interval on the number of cases, AT, and the
     SR shift against the first level with a paired bootstrap over cases (a case's success rate
     over the level's runs, so repeated runs of one case are not counted as independent) and its
     p-value; with three or more levels, Friedman's test on the same per-case rates."""
@@ -145,7 +153,8 @@ def pooled_effects(conditions_: list[Condition], episodes: dict[str, list[dict]]
             shift = paired_bootstrap(case_rates[level], case_rates[reference])
             table[level] = {
                 "runs": len(members), "episodes": len(pooled), "success_rate": wins / len(pooled),
-                "success_rate_wilson95": wilson_interval(wins, len(pooled)),
+                # n is the cases, not the episodes: k runs of one case are not k independent cases.
+                "success_rate_wilson95": wilson_interval(float(case_rates[level].sum()), len(case_rates[level])),
                 "average_turns": float(np.mean([t["turns"] if t["success"] else max_turns for t in pooled])),
                 "sr_shift": shift["mean_difference"], "sr_shift_ci95": shift["ci95"], "sr_shift_p": shift["p_value"]}
         friedman = None
@@ -201,13 +210,9 @@ def example_dialogues(conditions_: list[Condition], episodes: dict[str, list[dic
     return examples
 
 
-def format_p(p_value: float) -> str:
-    """`= 0.034`, or `< 0.001` (a bootstrap p of 0 means none of its resamples crossed zero)."""
-    return "< 0.001" if p_value < 0.001 else f"= {p_value:.3f}"
-
-
 def format_bias(report: dict[str, Any]) -> str:
-    lines = [f"{report['cases']} cases, T = {report['max_turns']}; shifts against {report['reference']}",
+    lines = [f"warning: {warning}" for warning in report.get("warnings", [])]
+    lines += [f"{report['cases']} cases, T = {report['max_turns']}; shifts against {report['reference']}",
              f"{'condition':34s} {'SR':>6s} {'Wilson 95%':>14s} {'AT':>6s} {'SR shift':>9s} {'95% CI':>15s} "
              f"{'W1':>6s} {'KS p':>6s}"]
     for label, row in report["conditions"].items():

@@ -23,7 +23,7 @@ from esc_agents.core.jsonfile import write_json
 from esc_agents.core.runlog import read_unique
 from esc_agents.datasets import ESCONV_STRATEGIES
 from esc_agents.evaluation.intervals import wilson_interval
-from esc_agents.evaluation.metrics import format_interval, plot_success_by_turn, summarize
+from esc_agents.evaluation.metrics import format_interval, format_p, plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
 from esc_agents.provenance import differing_fields
 from esc_agents.roles.replies import split_strategy
@@ -185,14 +185,19 @@ def followed_format(raw: str, spec: dict[str, str]) -> bool | None:
 
 def format_compliance(episodes: list[dict[str, Any]], spec: dict[str, str]) -> dict[str, Any]:
     """The share of a think or strategy supporter's replies (over every supporter turn of the
-    episodes, the model's raw output) that followed its format, with a Wilson interval."""
+    episodes, the model's raw output) that followed its format, with a Wilson interval. Only
+    replies that were kept count: an output empty after cleaning was asked again and is in no
+    trajectory, and an episode whose supporter never gave a usable reply (`no_reply`, counted
+    apart) has none; both are likely format failures, so the rate is an upper bound."""
     if spec["reply_format"] not in ("think", "strategy"):
-        return {"format": spec["reply_format"], "replies": None, "followed": None, "rate": None, "rate_ci95": None}
+        return {"format": spec["reply_format"], "replies": None, "followed": None, "rate": None, "rate_ci95": None,
+                "episodes_without_reply": None}
     outputs = [message.get("raw") or message["content"] for episode in episodes for message in episode["messages"]
                if message["speaker"] == "supporter"]
     followed = sum(bool(followed_format(raw, spec)) for raw in outputs)
     return {"format": spec["reply_format"], "replies": len(outputs), "followed": followed,
-            "rate": followed / len(outputs) if outputs else None, "rate_ci95": wilson_interval(followed, len(outputs))}
+            "rate": followed / len(outputs) if outputs else None, "rate_ci95": wilson_interval(followed, len(outputs)),
+            "episodes_without_reply": sum(episode.get("status") == "no_reply" for episode in episodes)}
 
 
 def format_comparison(report: dict[str, Any]) -> str:
@@ -204,13 +209,15 @@ def format_comparison(report: dict[str, Any]) -> str:
                      f"{s['average_turns']:6.2f} {format_interval(s['average_turns_ci95']):>15s} {final:>7s}")
     for pair, tests in report["pairs"].items():
         success, turns = tests["success"], tests["turns"]
-        lines.append(f"{pair}: McNemar {success['a_only']}/{success['b_only']} discordant, p = {success['p_value']:.3f}; "
+        lines.append(f"{pair}: McNemar {success['a_only']}/{success['b_only']} discordant, p {format_p(success['p_value'])}; "
                      f"turns difference {turns['mean_difference']:+.2f} {format_interval(turns['ci95'])}, "
-                     f"p = {turns['p_value']:.3f}")
+                     f"p {format_p(turns['p_value'])}")
     for label, compliance in report.get("format_compliance", {}).items():
         if compliance["rate"] is not None:
             lines.append(f"{label}: {compliance['followed']} of {compliance['replies']} replies followed the "
                          f"{compliance['format']} format ({compliance['rate']:.1%}, 95% CI "
-                         f"{format_interval(compliance['rate_ci95'])})")
+                         f"{format_interval(compliance['rate_ci95'])})"
+                         + (f"; {compliance['episodes_without_reply']} episodes ended with no usable reply"
+                            if compliance.get("episodes_without_reply") else ""))
     lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> list[float] | None:
     """Wilson score interval: unlike a bootstrap or normal interval it stays open at SR = 0 or 1
     on few cases (10 of 10 gives [0.72, 1.0], not [1.0, 1.0]). None for no case."""
     if n == 0:

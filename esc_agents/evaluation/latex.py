@@ -8,7 +8,8 @@ they end up: one `.tex` file per table, each a `table` environment to `\\input` 
   bias folder      NAME-conditions.tex (SR, Wilson interval, AT, SR shift against the reference),
                    NAME-persona.tex, NAME-user_model.tex, NAME-critic_model.tex (each factor that
                    varies, pooled over seeds, with its paired-bootstrap shift and p-value)
-  simulate run     NAME-sr-at.tex (one row, from summary.json as `evaluate` wrote it)
+  simulate run     NAME-sr-at.tex (one row, from its trajectories as they are now; an incomplete
+                   run says so in the caption)
 
 Numbers are rounded as printed elsewhere: rates and scores to 3 decimals, turns to 2.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from esc_agents.core.errors import UserError
+from esc_agents.evaluation.metrics import current_summary, incomplete
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -124,12 +126,13 @@ def bias_tables(data: dict[str, Any], name: str, source: Path) -> dict[str, str]
 
 
 def summary_tables(data: dict[str, Any], name: str, source: Path) -> dict[str, str]:
+    caveat = "".join(" " + line[0].upper() + line[1:] + "." for line in incomplete(data))
     return {"sr-at": table(
         ["run", "cases", "SR", "SR 95% CI", "AT", "AT 95% CI", "final score"],
         [[escape(name), str(data["cases"]), number(data["success_rate"]), interval(data["success_rate_ci95"]),
           number(data["average_turns"], 2), interval(data["average_turns_ci95"], 2),
           number(data["mean_final_score"])]],
-        f"SR and AT with 95% intervals, T = {data['max_turns']}.", _label(name, "sr-at"), source)}
+        f"SR and AT with 95% intervals, T = {data['max_turns']}.{escape(caveat)}", _label(name, "sr-at"), source)}
 
 
 def write_latex(folders: Path | list[Path], out_dir: Path, *, skip_others: bool = False) -> list[Path]:
@@ -148,7 +151,8 @@ def write_latex(folders: Path | list[Path], out_dir: Path, *, skip_others: bool 
             raise UserError(f"{folder} holds no compare.json, bias.json or summary.json to make LaTeX tables from "
                             "(run `rlff-esc evaluate` on a simulate run first)")
         for source, make in found[:1]:  # a compare or bias folder's own summary.json, if any, is not its result
-            for kind, text in make(json.loads(source.read_text()), folder.name, source).items():
+            data = current_summary(folder) if make is summary_tables else json.loads(source.read_text())
+            for kind, text in make(data, folder.name, source).items():
                 out_dir.mkdir(parents=True, exist_ok=True)
                 path = out_dir / f"{folder.name}-{kind}.tex"
                 if path in written:

@@ -95,6 +95,23 @@ def plot_success_by_turn(curves: dict[str, dict[str, float]], path: Path) -> Non
 
 def evaluate_run(out: Path) -> dict[str, Any]:
     """Read `out/trajectories.jsonl` and `out/run.json`; write `summary.json` and `success_by_turn.png`."""
+    summary = run_summary(out)
+    write_json(out / "summary.json", summary)
+    plot_success_by_turn({out.name: summary["success_by_turn"]}, out / "success_by_turn.png")
+    return summary
+
+
+def current_summary(folder: Path) -> dict[str, Any]:
+    """A simulate run's summary as its trajectories say now (summary.json is as old as the last
+    `evaluate`: a run resumed since would show stale numbers); a folder with no trajectories,
+    its summary.json."""
+    if (folder / "trajectories.jsonl").exists() and (folder / "run.json").exists():
+        return run_summary(folder)
+    return json.loads((folder / "summary.json").read_text())
+
+
+def run_summary(out: Path) -> dict[str, Any]:
+    """`evaluate`'s summary of a simulate run folder, written nowhere."""
     run_file = out / "run.json"
     if not run_file.exists():
         raise UserError(f"{out} is not a simulate run folder (no run.json)")
@@ -109,9 +126,23 @@ def evaluate_run(out: Path) -> dict[str, Any]:
     summary["missing_cases"] = never_ran
     summary["complete"] = not failed and not never_ran
     summary["dataset"] = run["fingerprint"]["dataset"]
-    write_json(out / "summary.json", summary)
-    plot_success_by_turn({out.name: summary["success_by_turn"]}, out / "success_by_turn.png")
     return summary
+
+
+def incomplete(summary: dict[str, Any]) -> list[str]:
+    """What a summary leaves out, in words (nothing for a complete run): the cases that failed or
+    never ran are in no number of it."""
+    failed, missing = summary.get("failed_cases") or [], summary.get("missing_cases") or []
+    if not failed and not missing:
+        return []
+    parts = [f"{len(failed)} failed" if failed else "", f"{len(missing)} did not run" if missing else ""]
+    return [f"incomplete run: of its cases, {' and '.join(p for p in parts if p)}; these numbers leave them out "
+            "(rerun its simulate command to finish them)"]
+
+
+def format_p(p_value: float) -> str:
+    """`= 0.034`, or `< 0.001`: a p-value is never printed as 0."""
+    return "< 0.001" if p_value < 0.001 else f"= {p_value:.3f}"
 
 
 def format_summary(summary: dict[str, Any]) -> str:

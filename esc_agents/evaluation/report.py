@@ -14,6 +14,7 @@ from typing import Any
 
 from esc_agents.core.errors import UserError
 from esc_agents.core.runlog import read_unique
+from esc_agents.evaluation.metrics import current_summary, incomplete
 from esc_agents.evaluation.viewer import load_folder, viewer_parts
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -46,8 +47,9 @@ def _images(folder: Path) -> str:
 
 def _summary_section(summary: dict[str, Any]) -> str:
     keys = ("cases", "success_rate", "success_rate_ci95", "average_turns", "average_turns_ci95", "mean_final_score",
-            "mean_final_score_ci95", "invalid_critic_rate")
-    html = _table(["metric", "value"], [[key, summary.get(key)] for key in keys])
+            "mean_final_score_ci95", "invalid_critic_rate", "no_reply")
+    html = "".join(f"<p>warning: {line}</p>" for line in incomplete(summary))
+    html += _table(["metric", "value"], [[key, summary.get(key)] for key in keys])
     for group in ("by_emotion", "by_problem"):
         rows = [[name, g["cases"], g["success_rate"], g["average_turns"]] for name, g in summary.get(group, {}).items()]
         if rows:
@@ -70,8 +72,8 @@ def _compare_section(data: dict[str, Any]) -> str:
         [label, s["success_rate"], s["success_rate_ci95"], s["average_turns"], s["average_turns_ci95"],
          s["mean_final_score"]] for label, s in data["summaries"].items()])
     html += _table(["pair", "A only", "B only", "McNemar p", "turns A-B", "95% CI", "p"], [
-        [pair, t["success"]["a_only"], t["success"]["b_only"], t["success"]["p_value"],
-         t["turns"]["mean_difference"], t["turns"]["ci95"], t["turns"]["p_value"]]
+        [pair, t["success"]["a_only"], t["success"]["b_only"], _p_text(t["success"]["p_value"]),
+         t["turns"]["mean_difference"], t["turns"]["ci95"], _p_text(t["turns"]["p_value"])]
         for pair, t in data["pairs"].items()])
     compliance = {label: c for label, c in data.get("format_compliance", {}).items() if c.get("rate") is not None}
     if compliance:
@@ -120,15 +122,17 @@ def _transcript(example: dict[str, Any]) -> str:
 def _bias_section(data: dict[str, Any]) -> str:
     """Conditions, each factor's effect pooled over seeds with its test, the spread over seeds,
     the personas' axes, and one example dialogue per persona."""
-    html = _table(["condition", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI", "Wasserstein", "KS p"], [
+    html = "".join(f"<p>warning: {escape(w)}</p>" for w in data.get("warnings", []))
+    html += _table(["condition", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI", "Wasserstein", "KS p"], [
         [label, r["success_rate"], r.get("success_rate_wilson95"), r["average_turns"], r["sr_shift"],
          r["sr_shift_ci95"], r["wasserstein"], r["ks_p_value"]] for label, r in data["conditions"].items()])
     for factor, effect in data.get("factors", {}).items():
         name = factor.replace("_", " ")
-        html += (f"<h4>{name} effect, pooled over seeds</h4><p>SR over every episode of a level (Wilson 95% interval); "
-                 f"the shift against {escape(effect['reference'])} is the mean over cases of the difference in each "
-                 "case's success rate, with a paired bootstrap 95% interval and p-value (cases resampled, so a "
-                 "case's repeated runs are not counted as independent).")
+        html += (f"<h4>{name} effect, pooled over seeds</h4><p>SR over every episode of a level, with a Wilson 95% "
+                 "interval on the number of cases; the shift against "
+                 f"{escape(effect['reference'])} is the mean over cases of the difference in each case's success "
+                 "rate, with a paired bootstrap 95% interval and a sign-flip test's p-value (a case's repeated runs "
+                 "are not counted as independent cases).")
         if effect.get("friedman_p") is not None:
             html += f" Friedman test over the {len(effect['levels'])} levels: p = {_p_text(effect['friedman_p'])}."
         header = [name, "runs", "episodes", "SR", "SR 95% CI (Wilson)", "AT", "SR shift", "95% CI", "p"]
@@ -169,7 +173,7 @@ def _section(folder: Path, viewer_index: int | None) -> str:
         parts.append(_table(["criterion", "win", "tie", "loss", "win rate 95% CI"], [
             [name, c["win"], c["tie"], c["loss"], c["win_rate_ci95"]] for name, c in data["criteria"].items()]))
     if (folder / "summary.json").exists():
-        parts.append(_summary_section(json.loads((folder / "summary.json").read_text())))
+        parts.append(_summary_section(current_summary(folder)))
     if (folder / "stats.json").exists():  # a rewards folder after `rewards stats`
         stats = json.loads((folder / "stats.json").read_text())
         parts.append(_table(["D_r", "value"], [

@@ -107,8 +107,9 @@ def stats(folder: Path) -> dict[str, Any]:
         "scored": len(scored),
         "contexts": len(by_context),
         "failed": sorted(failed),
-        "success_rate": float(np.mean([r.success for r in scored])),
-        "mean_K": float(np.mean([r.K for r in scored])),
+        # Over every future that ran: one left without R_fut (no parsable verdict) still ended, unsuccessful.
+        "success_rate": float(np.mean([r.success for r in records])),
+        "mean_K": float(np.mean([r.K for r in records])),
         "label_balance": float(np.mean([r.label for r in scored])),
         "delta": scored[0].delta,
         "formula": scored[0].formula,

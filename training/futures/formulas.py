@@ -33,6 +33,12 @@ class FutureOutcome:
     def final_score(self) -> float | None:
         return self.turn_scores[-1] if self.turn_scores else None
 
+    @property
+    def cut_short(self) -> bool:
+        """Ended before T without the goal: only the future supporter's missing reply ends a future
+        so (the graph's `no_reply`). Its scores so far say nothing of how it would have ended."""
+        return not self.success and self.turns < self.max_turns
+
 
 Formula = Callable[[FutureOutcome, dict[str, float]], float | None]
 Bounds = Callable[[int, dict[str, float], tuple[float, float]], tuple[float, float]]
@@ -57,7 +63,9 @@ class RewardFormula:
         return {**self.defaults, **(overrides or {})}
 
     def __call__(self, outcome: FutureOutcome, params: dict[str, float]) -> float | None:
-        return self.compute(outcome, params)
+        """R_fut, or None for a future cut short (any formula: none was made for a future that
+        did not end) or one the formula cannot score."""
+        return None if outcome.cut_short else self.compute(outcome, params)
 
     def range(self, max_turns: int, params: dict[str, float],
               critic_range: tuple[float, float] = DEFAULT_CRITIC_RANGE) -> tuple[float, float]:

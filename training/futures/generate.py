@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from esc_agents import __version__
 from esc_agents.config import ContextSampling, RunConfig
 from esc_agents.core.errors import UserError
 from esc_agents.core.jsonfile import write_json
-from esc_agents.core.runlog import read_jsonl
+from esc_agents.core.runlog import append_jsonl, read_jsonl
 from esc_agents.core.types import Message
 from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.engine import Engine
@@ -96,12 +97,34 @@ def labelling(run: dict[str, Any]) -> dict[str, Any]:
     """The formula, parameters and delta a reward dataset's labels are made with now: those of a
     relabelling where there was one (run.json `labels`), else those it was generated with."""
     rewards = run["fingerprint"]["rewards"]
-    return run.get("labels") or {key: rewards.get(key) for key in ("formula", "formula_params", "delta")}
+    return run.get("labels") or {key: rewards.get(key) for key in LABEL_SETTINGS}
+
+
+LABEL_SETTINGS = ("formula", "formula_params", "delta")
 
 
 def _read_run(out: Path) -> dict[str, Any] | None:
     path = out / "run.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def with_labels_apart(out: Path, run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A dataset relabelled by an older version holds its relabelling in the fingerprint, so the
+    command that generated it was refused on rerun. Such a run.json (no `labels`, a fingerprint
+    whose formula, parameters or delta differ from the `config` it was generated with) gets the
+    relabelling moved to `labels` and the generating settings back in the fingerprint: it then
+    reads as one relabelled now does. Written in place (atomically); nothing else changes."""
+    if run is None or "labels" in run or "rewards" not in run.get("config", {}):
+        return run
+    made, generated = run["fingerprint"]["rewards"], run["config"]["rewards"]
+    if all(made.get(key) == generated.get(key) for key in LABEL_SETTINGS):
+        return run
+    fingerprint = {**run["fingerprint"], "rewards": {**made, **{key: generated.get(key) for key in LABEL_SETTINGS}}}
+    run = {**run, "fingerprint": fingerprint, "labels": {key: made.get(key) for key in LABEL_SETTINGS}}
+    write_json(out / "run.json", run)
+    print(f"rlff-esc: note: {out}/run.json was relabelled by an older version; its relabelling is now kept "
+          "under `labels`, apart from the settings it was generated with", file=sys.stderr)
+    return run
 
 
 async def generate_rewards(
@@ -120,7 +143,7 @@ async def generate_rewards(
     engine = engine or Engine(config)
     formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
                                       config.episode.max_turns, engine.critic_range)
-    existing = _read_run(out)
+    existing = with_labels_apart(out, _read_run(out))
     ordered = prefix_stable(existing)
     contexts = reward_contexts(config, dataset, shard_spec, prefix_stable=ordered)
     held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
@@ -190,12 +213,12 @@ async def generate_rewards(
         return job
 
     jobs = {record_key(context, index): future_of(context, index) for context in contexts for index in range(m)}
-    result = await run_logged(engine, out / RECORDS, "key", jobs, record=record, total=len(jobs),
-                              concurrency=concurrency, desc="futures", progress=progress)
-    if not result.completed and not result.failed:
-        return result
-    with (out / "usage.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(engine.meter.as_dict()) + "\n")
+    try:
+        result = await run_logged(engine, out / RECORDS, "key", jobs, record=record, total=len(jobs),
+                                  concurrency=concurrency, desc="futures", progress=progress)
+    finally:  # a session stopped by Ctrl-C or SIGTERM keeps the calls its records cost
+        if engine.meter.total_calls:
+            append_jsonl(out / "usage.jsonl", engine.meter.as_dict())
     return result
 
 

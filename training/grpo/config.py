@@ -99,5 +99,23 @@ class GrpoRunConfig(Strict):
         return self
 
 
+class FormatWarmupConfig(Strict):
+    """`warmup-format`: a few supervised steps on think-format demonstrations before GRPO, for
+    policies that never write the format (training/grpo/warmup.py says why)."""
+
+    policy: str = Field("embedded", description="the policy to warm up: a backbone name or a model folder")
+    dataset: str = Field("esconv:ppdpp_train", description="dataset whose supporter turns are the demonstrations")
+    prompt: str = Field("think", description="think-format supporter prompt")
+    steps: int = Field(20, ge=1, description="supervised steps (a killed run may be rerun with more)")
+    save_steps: int | None = Field(None, ge=1, description="steps between checkpoints in DIR.checkpoints/, where "
+                                   "a killed run resumes; unset: a quarter of steps")
+    contexts: int = Field(200, ge=1, description="contexts sampled as demonstrations (those whose reply is long "
+                          "are left out)")
+    context_window: int | None = Field(None, ge=1, description="the latest N messages of a context in the prompt; "
+                                       "unset: all, as in train-grpo")
+    learning_rate: float = Field(2e-4, gt=0, description="learning rate of the LoRA")
+    seed: int = Field(0, description="seed of the demonstration sample and of training")
+
+
 def load_grpo_config(path: str | Path | None, **overrides) -> GrpoRunConfig:
     return load_typed(GrpoRunConfig, path, overrides)

@@ -121,6 +121,7 @@ class FutureSimulator:
         self.log_path = log_path
         self.totals = {"futures": 0, "failed": 0, "endpoint_wait_seconds": 0.0}
         self.prior_usage: dict[str, dict[str, int]] = {}  # calls of the steps before a resumed checkpoint
+        self.kept_futures: list[dict[str, Any]] = []  # the futures file's rows before a resumed checkpoint
 
     def __enter__(self) -> FutureSimulator:
         self._loop = asyncio.new_event_loop()
@@ -213,7 +214,8 @@ class FutureSimulator:
         r_fut = self.formula(outcome, self.params)
         return SimulatedFuture(
             step=step, context_key=key, reply=reply, r_fut=r_fut,
-            error=None if r_fut is not None else "no parsable critic verdict",
+            error=None if r_fut is not None else
+            "cut short: the future supporter gave no usable reply" if outcome.cut_short else "no parsable critic verdict",
             turn_scores=outcome.turn_scores, K=outcome.turns, success=outcome.success,
             future=trajectory.messages[len(context.history) + 1:],
         )
@@ -227,6 +229,7 @@ class FutureSimulator:
         run again, leave the futures file, and the totals are those saved with the checkpoint (for
         a checkpoint of an older version, futures and failures are counted from the file)."""
         kept = drop_futures_from(self.log_path, step)
+        self.kept_futures = kept
         if state is not None:
             self.totals = {name: state[name] for name in self.totals}
             self.prior_usage = state["usage"]
@@ -413,6 +416,10 @@ class HybridFutureReward:
         self.fraction = fraction
         self.use_simulated = use_simulated
         self.agreement = AgreementWindow(window, scorer.objective, simulator.delta)
+        # A resumed run's window holds the checked futures before its checkpoint, as if never stopped.
+        compared = [(row["reward_model_score"], row["r_fut"]) for row in simulator.kept_futures
+                    if row.get("reward_model_score") is not None and row["r_fut"] is not None]
+        self.agreement.add([score for score, _ in compared], [value for _, value in compared])
         self.seed = seed
         self.__name__ = "r_fut"
 

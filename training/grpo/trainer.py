@@ -39,6 +39,7 @@ from training.grpo.future_rewards import (
     simulation_run_config,
 )
 from training.grpo.records import FUTURES
+from training.grpo.signals import failure_signals
 from training.reward_model.config import OBJECTIVES
 from training.reward_model.scorer import RANDOM, RewardScorer, read_model_card
 from training.run_folder import (
@@ -207,12 +208,14 @@ def checkpoint_totals(checkpoint: str | None) -> dict[str, Any]:
 
 
 def totals_callback(simulator: FutureSimulator | None, prior_seconds: float):
-    """A trainer callback that writes RUN_TOTALS into each checkpoint as it is saved."""
+    """A trainer callback that writes RUN_TOTALS into each checkpoint as it is saved, and warns of
+    the run's failure signals as they show."""
     from transformers import TrainerCallback
 
     class RunTotals(TrainerCallback):
         def __init__(self):
             self.started = time.perf_counter()
+            self.signalled: set[str] = set()
 
         def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
             self.started = time.perf_counter()
@@ -221,6 +224,13 @@ def totals_callback(simulator: FutureSimulator | None, prior_seconds: float):
 
         def seconds(self) -> float:
             return prior_seconds + time.perf_counter() - self.started
+
+        def on_log(self, args, state, control, **kwargs):
+            # The failure signals as soon as the history shows them, each once.
+            for signal in failure_signals(state.log_history):
+                if signal.split(":")[0] not in self.signalled:
+                    self.signalled.add(signal.split(":")[0])
+                    print(f"rlff-esc: warning: step {state.global_step}: {signal}", file=sys.stderr)
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -284,6 +294,7 @@ def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str
         **{f"{name}_first": _logged(history, key, 0) for name, key in _SUMMARY.items()},
         **{f"{name}_last": _logged(history, key, -1) for name, key in _SUMMARY.items()},
         "history": [entry for entry in history if "reward" in entry],
+        "warnings": failure_signals(history),
         "versions": versions(),
     }
 

@@ -19,6 +19,7 @@ from esc_agents.core.errors import UserError
 from esc_agents.roles.llm import supporter_messages
 from training.backbones import backbone_record, resolve_backbone
 from training.contexts import sample_contexts
+from training.grpo.config import PROJECTIONS, FormatWarmupConfig
 from training.grpo.export import save_servable
 from training.grpo.trainer import think_prompt
 from training.run_folder import CHECKPOINTS, RUN_SETTINGS, claim, last_checkpoint
@@ -57,29 +58,28 @@ def work_folder(out: Path) -> Path:
     return out.with_name(out.name + ".checkpoints")
 
 
-def warm_up_format(out: Path, *, policy: str = "embedded", dataset: str = "esconv:ppdpp_train",
-                   prompt: str = "think", steps: int = 20, contexts: int = 200, context_window: int | None = None,
-                   learning_rate: float = 2e-4, seed: int = 0, save_steps: int | None = None) -> Path:
-    """`save_steps`: steps between checkpoints (default: a quarter of the run)."""
+def warm_up_format(out: Path, config: FormatWarmupConfig | None = None) -> Path:
+    """Fine-tune, merge and save the warmed-up policy into `out`; resumes a killed run."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from training.grpo.config import PROJECTIONS
-
-    rows = demonstrations(dataset, prompt, contexts, context_window, seed)
-    base = resolve_backbone(policy)
+    config = config or FormatWarmupConfig()
+    steps = config.steps
+    rows = demonstrations(config.dataset, config.prompt, config.contexts, config.context_window, config.seed)
+    base = resolve_backbone(config.policy)
     work = work_folder(out)
-    claim(work, {"policy": policy, "dataset": dataset, "prompt": prompt, "steps": steps, "contexts": contexts,
-                 "context_window": context_window, "learning_rate": learning_rate, "seed": seed}, may_grow=("steps",))
+    # How often to checkpoint does not change the result: a rerun may change it.
+    claim(work, config.model_dump(exclude={"save_steps"}), may_grow=("steps",))
     tokenizer = AutoTokenizer.from_pretrained(base)
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
         args=SFTConfig(output_dir=str(work / CHECKPOINTS), max_steps=steps,
-                       per_device_train_batch_size=4, learning_rate=learning_rate, logging_steps=5,
-                       save_steps=save_steps or max(1, steps // 4), save_total_limit=2, report_to=[], seed=seed,
+                       per_device_train_batch_size=4, learning_rate=config.learning_rate, logging_steps=5,
+                       save_steps=config.save_steps or max(1, steps // 4), save_total_limit=2, report_to=[],
+                       seed=config.seed,
                        use_cpu=not torch.cuda.is_available()),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -87,8 +87,8 @@ def warm_up_format(out: Path, *, policy: str = "embedded", dataset: str = "escon
     )
     trainer.train(resume_from_checkpoint=last_checkpoint(work))
     folder = save_servable(trainer.model.merge_and_unload(), tokenizer, out, {
-        "base": backbone_record(policy, base, out), "warmup": {"steps": steps, "contexts": contexts,
-                                                               "dataset": dataset, "prompt": prompt},
+        "base": backbone_record(config.policy, base, out),
+        "warmup": {"steps": steps, "contexts": config.contexts, "dataset": config.dataset, "prompt": config.prompt},
     })
     shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)  # done: a rerun starts afresh, with any settings
     (work / RUN_SETTINGS).unlink(missing_ok=True)
