@@ -123,13 +123,19 @@ def test_a_case_one_condition_did_not_finish_is_left_out_of_all_and_said_so(tmp_
     resistant = runs[Condition("resistant", None, None, 0)] / "trajectories.jsonl"
     lines = resistant.read_text().splitlines(keepends=True)
     resistant.write_text("".join(lines[:4]))  # c4 and c5 failed under resistant
+    for folder in runs.values():  # and c6 under both: no condition finished it, so only run.json names it
+        run = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**run, "cases": [f"c{i}" for i in range(7)]}))
     report = bias_report(runs, tmp_path / "bias")
-    assert report["cases"] == 4 and report["left_out_cases"] == ["c4", "c5"]
+    assert report["cases"] == 4 and report["left_out_cases"] == ["c4", "c5", "c6"]
     assert report["conditions"]["cooperative_seed0"]["success_rate"] == 1.0
     assert report["conditions"]["resistant_seed0"]["success_rate"] == 0.5
-    assert len(report["warnings"]) == 1 and "c4, c5 did not finish under resistant_seed0" in report["warnings"][0]
+    assert report["warnings"] == [
+        "c6 did not finish under cooperative_seed0: left out of every condition (rerun the same command to retry them)",
+        "c4, c5, c6 did not finish under resistant_seed0: left out of every condition (rerun the same command to "
+        "retry them)"]
     assert json.loads((tmp_path / "bias" / "bias.json").read_text())["warnings"] == report["warnings"]
-    assert format_bias(report).startswith("warning: c4, c5 did not finish under resistant_seed0")
+    assert format_bias(report).startswith("warning: c6 did not finish under cooperative_seed0")
     out = tmp_path / "report.html"
     assert rlff_esc("report", str(tmp_path / "bias"), "--out", str(out), timeout=120).returncode == 0
-    assert "warning: c4, c5 did not finish under resistant_seed0" in out.read_text()
+    assert "warning: c4, c5, c6 did not finish under resistant_seed0" in out.read_text()

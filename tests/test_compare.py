@@ -23,13 +23,15 @@ def test_mcnemar_counts_only_discordant_cases():
     assert mcnemar([True, False], [True, False])["p_value"] == 1.0
 
 
-@pytest.mark.parametrize("wins", [4, 5, 8])
+@pytest.mark.parametrize("wins", [4, 5, 8, 15])
 def test_the_paired_p_value_on_success_outcomes_is_exact_mcnemar_not_the_bootstraps(wins):
     """130 cases, A alone succeeds on `wins` of them: a bootstrap read as a test said p = 0.04 for
     4 wins, where the exact test says 0.125."""
     a = [True] * wins + [False] * (130 - wins)
     b = [False] * 130
     assert paired_bootstrap(a, b)["p_value"] == pytest.approx(mcnemar(a, b)["p_value"])
+    mixed = [False] * wins + [True] * 3 + [False] * (127 - wins)  # discordant both ways, up to 18 of them
+    assert paired_bootstrap(a, mixed)["p_value"] == pytest.approx(mcnemar(a, mixed)["p_value"])
 
 
 def test_paired_bootstrap_centres_on_the_mean_difference():

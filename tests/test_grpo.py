@@ -92,3 +92,7 @@ def test_the_failure_signals_the_method_names_show_when_the_history_has_them():
     (signal,) = failure_signals(history([0.1 + i / 40 for i in range(30)], falling))
     assert signal.startswith("R_fut falling early: Spearman rho -1.00") and "0.50 to 0.03" in signal
     assert failure_signals(history([0.5] * 12, [0.5 + i / 40 for i in range(12)])) == []
+    with_nan = history([0.3, 0.31] * 15, falling)  # a step whose completions all went unscored logs NaN
+    with_nan[3].update({"rewards/r_fmt/mean": float("nan"), "rewards/r_fut/mean": float("nan")})
+    assert [signal.split(":")[0] for signal in failure_signals(with_nan)] == ["format reward flat",
+                                                                             "R_fut falling early"]

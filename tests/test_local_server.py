@@ -56,17 +56,17 @@ def test_simulate_evaluate_and_replay(local_server, tmp_path):
 
 def test_killed_run_resumes_without_duplicates_or_loss(local_server, tmp_path):
     out = tmp_path / "run"
-    args = ["simulate", *SMALL, "--concurrency", "1", "--limit", "4", "--cache", str(tmp_path / "cache.sqlite"),
+    args = ["simulate", *SMALL, "--concurrency", "1", "--limit", "3", "--cache", str(tmp_path / "cache.sqlite"),
             "--out", str(out)]
     trajectories = out / "trajectories.jsonl"
     before = kill_after_first_result(args, trajectories)
-    assert 1 <= len(before) < 4, "the kill should land mid-run"
+    assert 1 <= len(before) < 3, "the kill should land mid-run"
 
     resumed = rlff_esc(*args)
     assert resumed.returncode == 0, resumed.stderr
     after = read_jsonl(trajectories)
     ids = [t["case_id"] for t in after]
-    assert sorted(ids) == [f"ppdpp_test-{i}" for i in range(4)] and len(set(ids)) == 4
+    assert sorted(ids) == [f"ppdpp_test-{i}" for i in range(3)] and len(set(ids)) == 3
     assert after[: len(before)] == before  # nothing already written was touched
 
 

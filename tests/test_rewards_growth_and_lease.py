@@ -27,7 +27,7 @@ from esc_agents.provenance import run_prompt
 from tests.conftest import PLUMBING_ENV, REWARD_FIXTURE, read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel
 from tests.test_compare import fake_run
-from training.futures.export import stats
+from training.futures.export import format_stats, stats
 from training.futures.generate import generate_rewards, relabel
 
 
@@ -168,10 +168,10 @@ def test_run_folders_moved_elsewhere_still_evaluate_relabel_and_export(reward_ru
     assert run_prompt(moved / "sim", run, "critic").sha256 == run["fingerprint"]["roles"]["critic"]["prompt_sha256"]
 
 
-def scripted_rewards(out: Path, contexts: int):
+def scripted_rewards(out: Path, contexts: int, candidates: int = 2):
     """`rewards` in process on a scripted model: the same generation, resume and growth code, no server."""
     config = build_config(None, {"episode": {"max_turns": 1, "critic_samples": 2},
-                                 "rewards": {"candidates": 2, "sampling": {"contexts": contexts}}})
+                                 "rewards": {"candidates": candidates, "sampling": {"contexts": contexts}}})
     model = ScriptedChatModel(script={"supporter": ["I hear you."], "user_simulator": ["Thanks, that helps."],
                                       "critic": ["feels better"]})
     engine = Engine(config, use_cache=False, chat_models={"local": model})
@@ -212,6 +212,9 @@ def test_a_dataset_relabelled_by_an_older_version_is_still_resumed_by_its_genera
     del old["labels"]
     old["fingerprint"]["rewards"].update(formula="terminal", formula_params={}, delta=0.0)
     (out / "run.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match="other settings"):  # refused: run.json says what it said
+        scripted_rewards(out, 2, candidates=3)
+    assert json.loads((out / "run.json").read_text()) == old
     again = scripted_rewards(out, 2)
     assert (again.completed, again.skipped) == (0, 4)
     run = json.loads((out / "run.json").read_text())
@@ -223,18 +226,32 @@ def test_a_dataset_relabelled_by_an_older_version_is_still_resumed_by_its_genera
     assert {(r["formula"], r["delta"]) for r in read_jsonl(out / "records.jsonl")} == {("terminal", 0.0)}
 
 
-def test_stats_count_success_and_K_over_every_future_and_labels_over_the_scored_ones(tmp_path):
+def test_stats_count_success_and_K_over_futures_that_ended_and_labels_over_the_scored_ones(tmp_path):
     out = tmp_path / "dr"
     assert scripted_rewards(out, 2).completed == 4
     rows = read_jsonl(out / "records.jsonl")
-    rows[0].update(r_fut=None, label=None, success=False)  # a future with no parsable verdict
-    rows[1].update(success=True)  # so that 1 of 4 is not 1 of the 3 scored
+    rows[0].update(r_fut=None, label=None, success=False)  # ran to T, no parsable verdict: ended, unsuccessful
+    rows[1].update(success=True)
+    rows[2].update(r_fut=None, label=None, success=False, K=0, turn_scores=[], critic_scores=[])  # cut short
     (out / "records.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     summary = stats(out)
-    assert (summary["records"], summary["scored"]) == (4, 3)
-    assert summary["success_rate"] == pytest.approx(sum(row["success"] for row in rows) / 4)
-    assert summary["mean_K"] == pytest.approx(sum(row["K"] for row in rows) / 4)
-    assert summary["label_balance"] == pytest.approx(sum(row["label"] for row in rows[1:]) / 3)
+    assert (summary["records"], summary["scored"], summary["cut_short"], summary["cut_short_scored"]) == (4, 2, 1, 0)
+    assert summary["success_rate"] == pytest.approx(1 / 3)  # rows 0, 1 and 3; over all 4 it would be 1/4
+    assert summary["mean_K"] == 1.0  # over all 4 it would be 0.75
+    assert summary["label_balance"] == pytest.approx((rows[1]["label"] + rows[3]["label"]) / 2)
+    rows[2].update(r_fut=0.5, label=1)  # scored by an older version although cut short
+    (out / "records.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert stats(out)["cut_short_scored"] == 1
+    assert "warning: 1 records cut short by a missing reply carry an R_fut" in format_stats(stats(out))
+
+
+def test_rewards_into_a_folder_another_command_made_is_one_line(tmp_path):
+    run = tmp_path / "sim"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"fingerprint": {"dataset": "esconv:ppdpp_test"},
+                                              "config": build_config(None, {}).model_dump(mode="json")}))
+    with pytest.raises(UserError, match="holds a run with other settings"):
+        scripted_rewards(run, 2)
 
 
 def test_a_runs_prompt_resolves_from_its_text_or_a_builtin_and_what_is_missing_is_named(tmp_path):

@@ -75,8 +75,9 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
     # Every condition is compared on the cases all of them finished: a case one condition failed is
     # left out of all, and said so (a persona that makes hard cases fail would otherwise hide them).
     finished = set().union(*(set(by_case) for by_case in loaded.trajectories.values()))
-    left_out = {label: sorted(finished - set(by_case)) for label, by_case in loaded.trajectories.items()
-                if finished - set(by_case)}
+    meant = finished.union(*(_run_cases(folder) for folder in by_label.values()))  # failed everywhere counts too
+    left_out = {label: sorted(meant - set(by_case)) for label, by_case in loaded.trajectories.items()
+                if meant - set(by_case)}
     warnings_ = [f"{', '.join(cases)} did not finish under {label}: left out of every condition (rerun the "
                  "same command to retry them)" for label, cases in left_out.items()]
     reference = next(iter(by_label))
@@ -110,7 +111,7 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
         pooled[f"{persona}|{critic}"].append(rate)
     report = {
         "cases": len(common), "max_turns": max_turns, "reference": reference, "warnings": warnings_,
-        "left_out_cases": sorted(finished - set(common)), "conditions": rows,
+        "left_out_cases": sorted(meant - set(common)), "conditions": rows,
         "seed_spread": {key: {"runs": len(rates), "sr_mean": float(np.mean(list(rates.values()))),
                               "sr_std": float(np.std(list(rates.values()), ddof=1)) if len(rates) > 1 else None,
                               "sr_min": min(rates.values()), "sr_max": max(rates.values()), "sr_by_seed": rates}
@@ -124,6 +125,12 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
     write_json(out / "bias.json", report)
     plot_success_by_turn({label: row["success_by_turn"] for label, row in rows.items()}, out / "success_by_turn.png")
     return report
+
+
+def _run_cases(folder: Path) -> set[str]:
+    """The cases a simulate run was meant to finish (run.json `cases`; none recorded: none known)."""
+    run_file = folder / "run.json"
+    return set(json.loads(run_file.read_text()).get("cases") or []) if run_file.exists() else set()
 
 
 FACTORS = ("persona", "user_model", "critic_model")
@@ -233,10 +240,10 @@ def format_bias(report: dict[str, Any]) -> str:
         lines.append(f"pooled over user models {key}: SR {value:.3f}")
     for factor, effect in report.get("factors", {}).items():
         lines.append(f"{factor.replace('_', ' ')} pooled over seeds and the other factors "
-                     f"(shift against {effect['reference']}, paired bootstrap over cases):")
+                     f"(shift against {effect['reference']}, paired bootstrap interval and sign-flip test over cases):")
         for level, row in effect["levels"].items():
             lines.append(f"  {level:30s} SR {row['success_rate']:.3f} {format_interval(row['success_rate_wilson95'])} "
-                         f"over {row['episodes']} episodes; shift {row['sr_shift']:+.3f} "
+                         f"({row['episodes']} episodes; interval on the cases); shift {row['sr_shift']:+.3f} "
                          f"{format_interval(row['sr_shift_ci95'])}, p {format_p(row['sr_shift_p'])}")
         if effect["friedman_p"] is not None:
             lines.append(f"  Friedman test over the levels: p {format_p(effect['friedman_p'])}")

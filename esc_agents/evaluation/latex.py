@@ -3,11 +3,13 @@ they end up: one `.tex` file per table, each a `table` environment to `\\input` 
 (needs `\\usepackage{booktabs}`).
 
   compare folder   NAME-sr-at.tex (SR, Wilson interval, AT, bootstrap interval, final score),
-                   NAME-pairs.tex (McNemar on success, paired bootstrap on turns),
+                   NAME-pairs.tex (McNemar on success; on turns a paired bootstrap interval and a
+                   sign-flip test),
                    NAME-format.tex (format compliance of think / strategy supporters, if any)
   bias folder      NAME-conditions.tex (SR, Wilson interval, AT, SR shift against the reference),
                    NAME-persona.tex, NAME-user_model.tex, NAME-critic_model.tex (each factor that
-                   varies, pooled over seeds, with its paired-bootstrap shift and p-value)
+                   varies, pooled over seeds: SR with a Wilson interval on the cases, the shift
+                   with a paired-bootstrap interval and a sign-flip test's p-value)
   simulate run     NAME-sr-at.tex (one row, from its trajectories as they are now; an incomplete
                    run says so in the caption)
 
@@ -88,7 +90,8 @@ def compare_tables(data: dict[str, Any], name: str, source: Path) -> dict[str, s
               f"{t['turns']['mean_difference']:+.2f}", interval(t["turns"]["ci95"], 2), p_value(t["turns"]["p_value"])]
              for pair, t in data["pairs"].items()],
             "Paired tests on the same cases: exact McNemar on success (discordant cases won by A only and B only) "
-            "and a paired bootstrap on turns.", _label(name, "pairs"), source)
+            "and, on turns, a paired bootstrap interval with a sign-flip test's p-value.", _label(name, "pairs"),
+            source)
     compliance = {label: c for label, c in data.get("format_compliance", {}).items() if c.get("rate") is not None}
     if compliance:
         tables["format"] = table(
@@ -120,7 +123,8 @@ def bias_tables(data: dict[str, Any], name: str, source: Path) -> dict[str, str]
                 [f"{r['sr_shift']:+.3f}", interval(r["sr_shift_ci95"]), p_value(r["sr_shift_p"])])
              for level, r in effect["levels"].items()],
             f"The {title} effect pooled over seeds and the other factors: SR over all episodes of a level (Wilson "
-            f"interval) and the shift against {effect['reference']} (paired bootstrap over cases).{friedman}",
+            f"interval on the number of cases) and the shift against {effect['reference']} (paired bootstrap "
+            f"interval over cases, sign-flip test).{friedman}",
             _label(name, factor), source)
     return tables
 

@@ -238,7 +238,7 @@ def _grpo_comparison(runs: dict[str, dict[str, Any]], scratch: Path) -> str:
 
 
 REWARD_STATS = ("records", "scored", "contexts", "formula", "delta", "label_balance", "r_fut_mean", "r_fut_std",
-                "success_rate", "mean_K", "same_label_context_share", "within_context_r_fut_std",
+                "success_rate", "mean_K", "cut_short", "same_label_context_share", "within_context_r_fut_std",
                 "llm_calls_per_record", "invalid_critic_rate")
 KNOWN_OUTPUTS = ("compare.json", "bias.json", "judge.json", "summary.json", "metrics.json", "stats.json",
                  "trajectories.jsonl", "records.jsonl")

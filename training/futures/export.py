@@ -17,6 +17,7 @@ from esc_agents.core.plotting import figure_file
 from esc_agents.core.runlog import read_jsonl
 from esc_agents.core.types import invalid_verdict_rate
 from esc_agents.jobs import outstanding_failures
+from training.futures.formulas import FutureOutcome
 from training.futures.records import RECORDS, RewardRecord, read_records
 
 SPLITS = ("train", "valid", "test")
@@ -102,14 +103,19 @@ def stats(folder: Path) -> dict[str, Any]:
                 usage[role][name] += value
     failed = {f["key"] for f in outstanding_failures(folder, "key", {r.key for r in records})}
     r_fut = np.array([r.r_fut for r in scored])
+    cut = [FutureOutcome(r.turn_scores, r.K, r.T, r.success).cut_short for r in records]
+    ended = [r for r, cut_short in zip(records, cut) if not cut_short]
     summary = {
         "records": len(records),
         "scored": len(scored),
         "contexts": len(by_context),
         "failed": sorted(failed),
-        # Over every future that ran: one left without R_fut (no parsable verdict) still ended, unsuccessful.
-        "success_rate": float(np.mean([r.success for r in records])),
-        "mean_K": float(np.mean([r.K for r in records])),
+        # Over every future that ended: one without a parsable verdict still ran to T, unsuccessful; one cut
+        # short by a missing reply did not end, and its K says nothing of the candidate.
+        "cut_short": sum(cut),
+        "cut_short_scored": sum(cut_short and r.r_fut is not None for r, cut_short in zip(records, cut)),
+        "success_rate": float(np.mean([r.success for r in ended])) if ended else None,
+        "mean_K": float(np.mean([r.K for r in ended])) if ended else None,
         "label_balance": float(np.mean([r.label for r in scored])),
         "delta": scored[0].delta,
         "formula": scored[0].formula,
@@ -139,11 +145,16 @@ def format_stats(summary: dict[str, Any]) -> str:
     rows = [
         f"records          {summary['records']} ({summary['scored']} scored, {summary['contexts']} contexts, "
         f"{len(summary['failed'])} failed)",
-        f"success rate     {summary['success_rate']:.3f}   mean K {summary['mean_K']:.2f}",
+        f"success rate     {summary['success_rate']:.3f}   mean K {summary['mean_K']:.2f}   (over futures that ended; "
+        f"{summary['cut_short']} cut short by a missing reply)" if summary["success_rate"] is not None else
+        f"success rate     n/a ({summary['cut_short']} futures, every one cut short by a missing reply)",
         f"R_fut            mean {summary['r_fut_mean']:.3f} sd {summary['r_fut_std']:.3f} ({summary['formula']})",
         f"label balance    {summary['label_balance']:.1%} positive at δ = {summary['delta']:g}",
         "same-label ctx   " + (f"{same:.1%} of multi-candidate contexts" if same is not None else "n/a (m = 1)"),
         f"LLM calls/record {summary['llm_calls_per_record']:.1f}",
         f"invalid critic   {summary['invalid_critic_rate']:.1%} of verdicts",
     ]
+    if summary.get("cut_short_scored"):
+        rows.append(f"warning: {summary['cut_short_scored']} records cut short by a missing reply carry an R_fut from "
+                    "an older version, which scored them; `rlff-esc rewards relabel` with the same formula drops it")
     return "\n".join(rows)

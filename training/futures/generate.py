@@ -108,23 +108,20 @@ def _read_run(out: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def with_labels_apart(out: Path, run: dict[str, Any] | None) -> dict[str, Any] | None:
+def with_labels_apart(run: dict[str, Any] | None) -> dict[str, Any] | None:
     """A dataset relabelled by an older version holds its relabelling in the fingerprint, so the
-    command that generated it was refused on rerun. Such a run.json (no `labels`, a fingerprint
-    whose formula, parameters or delta differ from the `config` it was generated with) gets the
-    relabelling moved to `labels` and the generating settings back in the fingerprint: it then
-    reads as one relabelled now does. Written in place (atomically); nothing else changes."""
-    if run is None or "labels" in run or "rewards" not in run.get("config", {}):
+    command that generated it was refused on rerun. Such a run.json (no `labels`, a rewards
+    fingerprint whose formula, parameters or delta differ from the `config` it was generated with)
+    comes back with the relabelling moved to `labels` and the generating settings back in the
+    fingerprint, as one relabelled now reads; any other run comes back as it is."""
+    if run is None or "labels" in run or "rewards" not in run.get("fingerprint", {}) \
+            or "rewards" not in run.get("config", {}):
         return run
     made, generated = run["fingerprint"]["rewards"], run["config"]["rewards"]
     if all(made.get(key) == generated.get(key) for key in LABEL_SETTINGS):
         return run
     fingerprint = {**run["fingerprint"], "rewards": {**made, **{key: generated.get(key) for key in LABEL_SETTINGS}}}
-    run = {**run, "fingerprint": fingerprint, "labels": {key: made.get(key) for key in LABEL_SETTINGS}}
-    write_json(out / "run.json", run)
-    print(f"rlff-esc: note: {out}/run.json was relabelled by an older version; its relabelling is now kept "
-          "under `labels`, apart from the settings it was generated with", file=sys.stderr)
-    return run
+    return {**run, "fingerprint": fingerprint, "labels": {key: made.get(key) for key in LABEL_SETTINGS}}
 
 
 async def generate_rewards(
@@ -143,7 +140,8 @@ async def generate_rewards(
     engine = engine or Engine(config)
     formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
                                       config.episode.max_turns, engine.critic_range)
-    existing = with_labels_apart(out, _read_run(out))
+    on_disk = _read_run(out)
+    existing = with_labels_apart(on_disk)
     ordered = prefix_stable(existing)
     contexts = reward_contexts(config, dataset, shard_spec, prefix_stable=ordered)
     held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
@@ -169,7 +167,17 @@ async def generate_rewards(
         )
         provenance.update(_provenance(run) if run else {})
 
-    record(dry_run=True)
+    if existing is on_disk:
+        record(dry_run=True)
+    else:  # moved apart only once this command's settings are known to fit the run
+        write_json(out / "run.json", existing)
+        try:
+            record(dry_run=True)
+        except UserError:
+            write_json(out / "run.json", on_disk)
+            raise
+        print(f"rlff-esc: note: {out}/run.json was relabelled by an older version; its relabelling is now kept "
+              "under `labels`, apart from the settings it was generated with", file=sys.stderr)
     # A relabelled dataset labels its new records as it labels the rest.
     current = labelling(existing) if existing and "labels" in existing else {
         "formula": formula.name, "formula_params": params, "delta": settings.delta}
@@ -217,7 +225,7 @@ async def generate_rewards(
         result = await run_logged(engine, out / RECORDS, "key", jobs, record=record, total=len(jobs),
                                   concurrency=concurrency, desc="futures", progress=progress)
     finally:  # a session stopped by Ctrl-C or SIGTERM keeps the calls its records cost
-        if engine.meter.total_calls:
+        if engine.meter.roles:  # replayed completions count too, as `cached`
             append_jsonl(out / "usage.jsonl", engine.meter.as_dict())
     return result
 

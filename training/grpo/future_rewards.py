@@ -188,7 +188,7 @@ class FutureSimulator:
             self.unscorable_steps = self.unscorable_steps + 1 if len(failed) == len(futures) else 0
         if self.unscorable_steps >= self.max_unscorable_steps:
             raise UserError(f"no simulated future gave a reward in {self.unscorable_steps} steps in a row (last error: "
-                            f"{failed[0].error}); check the critic prompt's verdict patterns and the endpoints "
+                            f"{failed[0].error}); check the critic prompt's verdict patterns, the future supporter and the endpoints "
                             "(simulation.max_unscorable_steps sets this limit)")
         return futures
 

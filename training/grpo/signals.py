@@ -6,6 +6,7 @@ run may recover, and only a person reading the replies can tell."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,10 @@ FORMAT_LEARNT = 0.9  # an R_fmt this high is no failure, however flat
 
 
 def _series(history: list[dict[str, Any]], key: str) -> list[float]:
-    return [float(entry[key]) for entry in history if entry.get(key) is not None]
+    """The logged values of `key`; a step whose completions all went unscored logs NaN, which is
+    no value (one would make every mean and rank below NaN, and silence the warnings)."""
+    return [float(entry[key]) for entry in history
+            if entry.get(key) is not None and math.isfinite(float(entry[key]))]
 
 
 def failure_signals(history: list[dict[str, Any]]) -> list[str]:
