@@ -9,7 +9,9 @@ import sys
 from esc_agents.core.errors import UserError
 
 HELP = "run the embedded local server in the foreground"
-DESCRIPTION = """Serve SmolLM2-135M-Instruct with `transformers serve` on loopback."""
+DESCRIPTION = """Serve an embedded endpoint profile's model with `transformers serve` on loopback:
+SmolLM2-135M-Instruct for the default `local` profile, or the model folder a profile's
+`model_path` names (an exported policy, for instance)."""
 
 
 def add_parser(commands) -> None:

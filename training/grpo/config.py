@@ -112,7 +112,7 @@ class FormatWarmupConfig(Strict):
     contexts: int = Field(200, ge=1, description="contexts sampled as demonstrations (those whose reply is long "
                           "are left out)")
     context_window: int | None = Field(None, ge=1, description="the latest N messages of a context in the prompt; "
-                                       "unset: all, as in train-grpo")
+                                       "unset: all. Give it the window the reward data and GRPO use")
     learning_rate: float = Field(2e-4, gt=0, description="learning rate of the LoRA")
     seed: int = Field(0, description="seed of the demonstration sample and of training")
 
