@@ -19,7 +19,10 @@ def test_sr_at_and_success_by_turn():
     summary = summarize(runs, max_turns=4)
     assert summary["success_rate"] == 0.5
     assert summary["average_turns"] == (1 + 3 + 4 + 4) / 4  # failures count T, even if stopped early
-    assert summary["mean_final_score"] == pytest.approx(0.3125)
+    assert summary["mean_final_score"] == pytest.approx(0.3125) and summary["final_score_cases"] == 4
+    assert summary["intervals"]["success_rate"] == "wilson"
+    no_verdict = {**trajectory("e", False, 0, None), "status": "no_reply"}  # no reply at its first turn
+    assert summarize([*runs, no_verdict], max_turns=4)["final_score_cases"] == 4
     assert summary["success_by_turn"] == {"1": 0.25, "2": 0.25, "3": 0.5, "4": 0.5}
     # Wilson at z = 1.96 for 2 of 4: centre (p + z²/2n) / (1 + z²/n) = 0.5, half-width 0.349964
     assert summary["success_rate_ci95"] == pytest.approx([0.150036, 0.849964], abs=1e-6)

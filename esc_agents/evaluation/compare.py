@@ -23,7 +23,7 @@ from esc_agents.core.jsonfile import write_json
 from esc_agents.core.runlog import read_unique
 from esc_agents.datasets import ESCONV_STRATEGIES
 from esc_agents.evaluation.intervals import wilson_interval
-from esc_agents.evaluation.metrics import format_interval, format_p, plot_success_by_turn, summarize
+from esc_agents.evaluation.metrics import INTERVALS, format_interval, format_p, plot_success_by_turn, summarize
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
 from esc_agents.provenance import differing_fields
 from esc_agents.roles.replies import split_strategy
@@ -127,7 +127,6 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
     return report
 
 
-INTERVALS = {"success_rate": "wilson", "average_turns": "bootstrap", "mean_final_score": "bootstrap"}
 
 
 def by_group(trajectories: dict[str, dict[str, dict]], common: list[str], key: str,

@@ -59,6 +59,10 @@ def _group(trajectories: list[dict], key: str, max_turns: int) -> dict[str, dict
     }
 
 
+# How each interval is made (older summaries, without this key, had a bootstrap SR interval).
+INTERVALS = {"success_rate": "wilson", "average_turns": "bootstrap", "mean_final_score": "bootstrap"}
+
+
 def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, Any]:
     if not trajectories:
         raise UserError("no finished trajectories to evaluate")
@@ -74,6 +78,9 @@ def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, A
         "average_turns_ci95": bootstrap_ci(turns),
         "mean_final_score": float(finals.mean()) if len(finals) else None,
         "mean_final_score_ci95": bootstrap_ci(finals),
+        # An episode that ended before any verdict (no reply at its first turn) has no final score.
+        "final_score_cases": len(finals),
+        "intervals": INTERVALS,
         "success_by_turn": {
             str(turn): float(np.mean([t["success"] and t["turns"] <= turn for t in trajectories]))
             for turn in range(1, max_turns + 1)
@@ -154,7 +161,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"cases            {summary['cases']}  (T = {summary['max_turns']}, dataset {summary.get('dataset', '?')})",
         f"SR               {summary['success_rate']:.3f}  95% CI {ci('success_rate')} (Wilson)",
         f"AT               {summary['average_turns']:.2f}   95% CI {ci('average_turns')}",
-        f"final score      {final:.3f}  95% CI {ci('mean_final_score')}" if final is not None else "final score      n/a",
+        f"final score      {final:.3f}  95% CI {ci('mean_final_score')}"
+        + (f" (over {summary['final_score_cases']} episodes with a verdict)"
+           if summary.get("final_score_cases", summary["cases"]) != summary["cases"] else "")
+        if final is not None else "final score      n/a",
         f"invalid critic   {summary['invalid_critic_rate']:.1%} of verdicts",
         f"no reply         {summary.get('no_reply', 0)} episodes ended by a supporter with no usable reply (failures)",
     ]
