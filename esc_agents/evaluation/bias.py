@@ -75,7 +75,7 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
     # Every condition is compared on the cases all of them finished: a case one condition failed is
     # left out of all, and said so (a persona that makes hard cases fail would otherwise hide them).
     finished = set().union(*(set(by_case) for by_case in loaded.trajectories.values()))
-    meant = finished.union(*(_run_cases(folder) for folder in by_label.values()))  # failed everywhere counts too
+    meant = finished | loaded.meant  # a case failed under every condition counts too
     left_out = {label: sorted(meant - set(by_case)) for label, by_case in loaded.trajectories.items()
                 if meant - set(by_case)}
     warnings_ = [f"{', '.join(cases)} did not finish under {label}: left out of every condition (rerun the "
@@ -125,12 +125,6 @@ def bias_report(runs: dict[Condition, Path], out: Path) -> dict[str, Any]:
     write_json(out / "bias.json", report)
     plot_success_by_turn({label: row["success_by_turn"] for label, row in rows.items()}, out / "success_by_turn.png")
     return report
-
-
-def _run_cases(folder: Path) -> set[str]:
-    """The cases a simulate run was meant to finish (run.json `cases`; none recorded: none known)."""
-    run_file = folder / "run.json"
-    return set(json.loads(run_file.read_text()).get("cases") or []) if run_file.exists() else set()
 
 
 FACTORS = ("persona", "user_model", "critic_model")

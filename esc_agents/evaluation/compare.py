@@ -66,16 +66,19 @@ class LoadedRuns:
     common: list[str]  # case ids every run finished, sorted
     max_turns: int  # T of the first run
     warnings: list[str]
+    meant: set[str]  # case ids the runs were meant to finish (run.json `cases`), finished or not
 
 
 def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> LoadedRuns:
     """Trajectories per label, keyed by case id; refuses runs whose cases or settings differ,
     and runs that share no finished case."""
-    fingerprints = {}
+    fingerprints, meant = {}, set()
     for label, folder in runs.items():
         if not (folder / "run.json").exists():
             raise UserError(f"{folder} is not a simulate run (no run.json)")
-        fingerprints[label] = json.loads((folder / "run.json").read_text())["fingerprint"]
+        run = json.loads((folder / "run.json").read_text())
+        fingerprints[label] = run["fingerprint"]
+        meant.update(run.get("cases") or [])
     trajectories = {label: {t["case_id"]: t for t in read_unique(folder / "trajectories.jsonl", "case_id")}
                     for label, folder in runs.items()}
     warnings = []
@@ -92,7 +95,7 @@ def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> LoadedRuns:
     common = sorted(set.intersection(*(set(t) for t in trajectories.values())))
     if not common:
         raise UserError("the runs share no finished case")
-    return LoadedRuns(trajectories, common, fingerprints[first]["episode"]["max_turns"], warnings)
+    return LoadedRuns(trajectories, common, fingerprints[first]["episode"]["max_turns"], warnings, meant)
 
 
 def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = False) -> dict[str, Any]:
@@ -125,8 +128,6 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
     plot_success_by_turn({label: s["success_by_turn"] for label, s in summaries.items()},
                          out / "success_by_turn.png")
     return report
-
-
 
 
 def by_group(trajectories: dict[str, dict[str, dict]], common: list[str], key: str,

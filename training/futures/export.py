@@ -103,7 +103,7 @@ def stats(folder: Path) -> dict[str, Any]:
                 usage[role][name] += value
     failed = {f["key"] for f in outstanding_failures(folder, "key", {r.key for r in records})}
     r_fut = np.array([r.r_fut for r in scored])
-    cut = [FutureOutcome(r.turn_scores, r.K, r.T, r.success).cut_short for r in records]
+    cut = [FutureOutcome.of_record(r).cut_short for r in records]
     ended = [r for r, cut_short in zip(records, cut) if not cut_short]
     summary = {
         "records": len(records),

@@ -29,6 +29,11 @@ class FutureOutcome:
         """The raw parts of a simulated future (a `Trajectory` run from a candidate reply)."""
         return cls([score.mean for score in trajectory.scores], trajectory.turns, max_turns, trajectory.success)
 
+    @classmethod
+    def of_record(cls, record) -> FutureOutcome:
+        """The raw parts a reward record keeps of its future (`relabel` and `stats` read them)."""
+        return cls(record.turn_scores, record.K, record.T, record.success)
+
     @property
     def final_score(self) -> float | None:
         return self.turn_scores[-1] if self.turn_scores else None

@@ -58,8 +58,7 @@ def labels(outcome: FutureOutcome, formula_name: str, params: dict[str, float], 
 
 def relabelled(record: RewardRecord, formula_name: str, params: dict[str, float], delta: float) -> RewardRecord:
     """The record with R_fut and its label recomputed from its raw parts."""
-    outcome = FutureOutcome(record.turn_scores, record.K, record.T, record.success)
-    return record.model_copy(update=labels(outcome, formula_name, params, delta))
+    return record.model_copy(update=labels(FutureOutcome.of_record(record), formula_name, params, delta))
 
 
 def _provenance(run: dict[str, Any]) -> dict[str, Any]:
@@ -93,14 +92,14 @@ def prefix_stable(run: dict[str, Any] | None) -> bool:
     return run is None or run.get("context_order") == CONTEXT_ORDER["context_order"]
 
 
+LABEL_SETTINGS = ("formula", "formula_params", "delta")
+
+
 def labelling(run: dict[str, Any]) -> dict[str, Any]:
     """The formula, parameters and delta a reward dataset's labels are made with now: those of a
     relabelling where there was one (run.json `labels`), else those it was generated with."""
     rewards = run["fingerprint"]["rewards"]
     return run.get("labels") or {key: rewards.get(key) for key in LABEL_SETTINGS}
-
-
-LABEL_SETTINGS = ("formula", "formula_params", "delta")
 
 
 def _read_run(out: Path) -> dict[str, Any] | None:
