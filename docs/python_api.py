@@ -1,7 +1,9 @@
 """rlff-esc from Python: a config, an engine with a role object passed in directly, one episode,
-then a whole `simulate` run, and its trajectories read back. Runs on the embedded default:
+then a whole `simulate` run, and its trajectories read back. Runs on the embedded default, or on
+the endpoints and roles of a run config (`--config`, as `rlff-esc simulate --config` reads it):
 
     .venv/bin/python docs/python_api.py --out runs/python-api --limit 4
+    .venv/bin/python docs/python_api.py --config docs/configs/vllm-qwen72b.yaml --out runs/python-api-qwen
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class QuestionCritic(PythonRole):
         return CriticScore(samples=scores, verdicts=[str(s) for s in scores], mean=sum(scores) / samples)
 
 
-async def main(out: Path, limit: int) -> None:
-    config = build_config(None, {"episode": {"max_turns": 2, "critic_samples": 3}})
+async def main(out: Path, limit: int, config_file: Path | None = None) -> None:
+    config = build_config(config_file, {"episode": {"max_turns": 2, "critic_samples": 3}})
     cases = load_cases("esconv:ppdpp_test")[:limit]
 
     # One episode: the engine starts (or reuses) the embedded server for the LLM roles.
@@ -63,5 +65,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/python-api"))
     parser.add_argument("--limit", type=int, default=4)
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="run config YAML: endpoint profiles and role bindings (default: the embedded model)")
     args = parser.parse_args()
-    asyncio.run(main(args.out, args.limit))
+    asyncio.run(main(args.out, args.limit, args.config))

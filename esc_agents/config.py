@@ -11,7 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from esc_agents.core.errors import UserError
 from esc_agents.core.yamlfile import load_yaml
@@ -24,15 +32,23 @@ class Strict(BaseModel):
 
 
 class EndpointProfile(Strict):
-    """An OpenAI-compatible endpoint. `api_key_env` names the variable holding the key;
-    the key itself never enters a config, a log or a run folder.
+    """Where an LLM role's completions come from. `kind` names the backend that serves the profile
+    (esc_agents/models/backends.py): `openai`, any OpenAI-compatible server at `base_url` (the
+    default); `embedded`, the local server this package starts (`embedded: true` is its older
+    spelling, read where no kind is given); `factory`, a LangChain chat model made by calling
+    `factory` (`package.module:callable`) with `args` (`factory:` alone implies the kind; `model`
+    defaults to the factory's path). `api_key_env` names the variable holding the key; the key
+    itself never enters a config, a log or a run folder.
 
     `honours_seed`: the server samples reproducibly from a request's `seed`, so each request gets
     one derived from the run seed, sample index and attempt. The built-in `vllm` and `openai`
     profiles set it; the embedded `local` one does not (there only the cache makes a rerun exact)."""
 
-    base_url: str
-    model: str
+    kind: str = "openai"
+    base_url: str | None = None  # every kind but `factory` needs it
+    model: str | None = None  # likewise; for `factory`, its path unless given
+    factory: str | None = None  # kind factory: package.module:callable returning a BaseChatModel
+    args: dict[str, Any] = Field(default_factory=dict)  # kind factory: the callable's keyword arguments
     api_key_env: str | None = None
     timeout: float = Field(120.0, gt=0)
     max_concurrency: int = Field(16, ge=1)
@@ -40,10 +56,48 @@ class EndpointProfile(Strict):
     backoff_max: float = Field(20.0, ge=0)
     supports_n: bool | None = None  # None: detect on first use
     honours_seed: bool = False
-    embedded: bool = False  # start the local transformers server on demand
+    embedded: bool = False  # kind embedded, as older configs say it; kept equal to `kind == "embedded"`
     model_path: str | None = None  # embedded only: serve this model folder instead of the bundled model
     embedded_kv_tokens: int = Field(65536, ge=1024)  # embedded only: KV-cache capacity of the local server
     embedded_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 where the CPU has bf16 units
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_from_older_keys(cls, data: Any) -> Any:
+        """A profile without `kind` is a factory's where it names one, embedded where it says
+        `embedded: true` (every config and run.json written before kinds), else openai. The
+        built-in `local` says `embedded: true`, so a YAML that gives it another kind wins."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        kind = data.get("kind") or ("factory" if data.get("factory") is not None
+                                    else "embedded" if data.get("embedded") else "openai")
+        data["kind"], data["embedded"] = kind, kind == "embedded"
+        if kind == "factory" and data.get("model") is None and isinstance(data.get("factory"), str):
+            data["model"] = data["factory"]
+        return data
+
+    @model_validator(mode="after")
+    def _what_the_kind_needs(self) -> EndpointProfile:
+        if (self.kind == "factory") != (self.factory is not None):
+            raise ValueError("kind factory needs `factory: package.module:callable`" if self.factory is None
+                             else f"factory: only a profile of kind factory has one, not kind {self.kind}")
+        if self.kind != "factory" and (missing := [name for name in ("base_url", "model") if not getattr(self, name)]):
+            raise ValueError(f"{' and '.join(missing)} required for kind {self.kind}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _as_older_configs_say_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Written out (run.json's config) an openai or embedded profile reads as it did before
+        kinds (`embedded` says which), so a run's recorded config does not change with this field."""
+        dumped = handler(self)
+        if self.kind in ("openai", "embedded"):
+            dumped.pop("kind", None)
+        if self.factory is None:
+            dumped.pop("factory", None)
+            if not self.args:
+                dumped.pop("args", None)
+        return dumped
 
 
 class RoleConfig(Strict):
@@ -66,6 +120,13 @@ class RoleConfig(Strict):
         if (self.prompt is None) == (self.factory is None):
             raise ValueError("give a role either a prompt (an LLM role) or a factory (a Python role)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _only_what_the_role_uses(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A Python role calls no endpoint and samples nothing: written out (run.json's config), its
+        binding is its factory and args, not the LLM defaults it was merged over."""
+        dumped = handler(self)
+        return {key: dumped[key] for key in ("factory", "args") if key in dumped} if self.factory else dumped
 
 
 class EpisodeConfig(Strict):
@@ -180,9 +241,11 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
 
 def load_typed(model: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None,
                defaults: dict[str, Any] | None = None,
-               complete: Callable[[dict[str, Any]], None] | None = None) -> T:
+               complete: Callable[[dict[str, Any]], None] | None = None,
+               describe: Callable[[ValidationError, str], str] = describe_validation_error) -> T:
     """defaults <- YAML file <- overrides (nested dicts, None values ignored), validated by
-    `model`; every failure is one line naming the file and the field."""
+    `model`; every failure is one line naming the file and the field, or, as `describe(error,
+    source)` writes it, the command-line option the overriding value came from."""
     data = dict(defaults if defaults is not None else model().model_dump())
     source = "config"
     if path is not None:
@@ -200,12 +263,13 @@ def load_typed(model: type[T], path: str | Path | None, overrides: dict[str, Any
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(describe_validation_error(exc, source)) from None
+        raise UserError(describe(exc, source)) from None
 
 
-def build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                 describe: Callable[[ValidationError, str], str] = describe_validation_error) -> RunConfig:
     defaults = {**RunConfig().model_dump(exclude={"endpoints"}), "endpoints": BUILTIN_ENDPOINTS}
-    return load_typed(RunConfig, path, overrides, defaults, complete=_future_supporter_follows)
+    return load_typed(RunConfig, path, overrides, defaults, complete=_future_supporter_follows, describe=describe)
 
 
 def _future_supporter_follows(data: dict[str, Any]) -> None:

@@ -1,14 +1,23 @@
-"""Dataset loaders: ESConv (full records and PPDPP splits), ExTES, and a generic JSONL schema,
-all mapped onto `Case`.
+"""Datasets by name, all mapped onto `Case`: a registry of loaders (the `rlff_esc.datasets` entry
+points, ESConv's and ExTES's among them), a loader by its Python path, or a JSONL file.
 
-A dataset spec on the command line is `esconv:<split>`, `extes:<split>` or a file path.
-Generic JSONL, one case per line: `{"situation": str, "id"?: str, "emotion"?: str,
-"problem"?: str, "dialog"?: [{"speaker": "seeker"|"supporter", "text": str}]}`.
+A dataset spec, as `--dataset` takes it, is one of
+  NAME[:SPLIT]                       a registered loader, called with SPLIT (`esconv:ppdpp_test`)
+  package.module:function[@SPLIT]    a loader of yours, imported like a role (working directory,
+                                     --app-dir, installed packages) and called with SPLIT
+  path/to/cases.jsonl                ESConv-format records, or the generic schema, one case a line:
+                                     `{"situation": str, "id"?: str, "emotion"?: str, "problem"?: str,
+                                     "dialog"?: [{"speaker": "seeker"|"supporter", "text": str}]}`
+A loader takes the split as its one argument (or none, where the spec gives no split) and returns
+the cases; a package registers one as `NAME = "package.module:function"` under
+`[project.entry-points."rlff_esc.datasets"]`, which is how ESConv and ExTES are registered too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import inspect
 import json
 import os
 import random
@@ -19,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from esc_agents.core.errors import UserError
+from esc_agents.core.plugins import import_object, installed
 from esc_agents.core.types import Case, Message
+
+DATASET_ENTRY_POINTS = "rlff_esc.datasets"
+# The loaders this package registers in pyproject.toml, for an install whose metadata predates the
+# entry points (an editable install not reinstalled since): ESConv, the default, must not vanish.
+BUILTIN_DATASETS = {"esconv": "esc_agents.datasets:load_esconv", "extes": "esc_agents.datasets:load_extes"}
 
 # ESConv's eight support strategies, the names a strategy supporter must use (Liu et al., 2021).
 ESCONV_STRATEGIES = (
@@ -161,6 +176,8 @@ def extes_path() -> Path:
 def load_extes(split: str, path: Path | None = None) -> list[Case]:
     """ExTES split, made reproducibly: a seeded shuffle (seed 13) of all dialogues, the last 200
     for test, the 200 before them for valid, the rest for train."""
+    if split not in EXTES_SPLITS:
+        raise UserError(f"unknown ExTES split {split!r} (known: {', '.join(EXTES_SPLITS)})")
     path = path or extes_path()
     if not path.exists():
         raise UserError(
@@ -186,26 +203,72 @@ def load_extes(split: str, path: Path | None = None) -> list[Case]:
     return cases
 
 
-def load_cases(spec: str) -> list[Case]:
-    """Resolve a dataset spec (`esconv:ppdpp_test`, `extes:test`, or a JSONL path) to cases."""
-    name, _, split = spec.partition(":")
-    if name == "esconv" and split:
-        if split not in ESCONV_SPLITS:
-            raise UserError(f"unknown ESConv split {split!r} (known: {', '.join(ESCONV_SPLITS)})")
-        path = DATA_DIR / "esconv" / f"{split}.jsonl"
-        if not path.exists():
-            raise UserError(f"dataset file not found: {path}")
-        return _read_jsonl(path, esconv_case, split)
-    if name == "extes" and split:
-        if split not in EXTES_SPLITS:
-            raise UserError(f"unknown ExTES split {split!r} (known: {', '.join(EXTES_SPLITS)})")
-        return load_extes(split)
-    path = Path(spec)
+def load_esconv(split: str) -> list[Case]:
+    """ESConv as shipped in data/esconv/: the PPDPP split (ppdpp_*) or the full records."""
+    if split not in ESCONV_SPLITS:
+        raise UserError(f"unknown ESConv split {split!r} (known: {', '.join(ESCONV_SPLITS)})")
+    path = DATA_DIR / "esconv" / f"{split}.jsonl"
     if not path.exists():
-        raise UserError(f"dataset not found: {spec} (use esconv:<split>, extes:<split> or a JSONL path)")
-    first = next((line for line in path.open() if line.strip()), "")
-    looks_like_esconv = '"dialog"' in first and '"emotion_type"' in first
-    return _read_jsonl(path, esconv_case if looks_like_esconv else generic_case, path.stem)
+        raise UserError(f"dataset file not found: {path}")
+    return _read_jsonl(path, esconv_case, split)
+
+
+def registered_datasets() -> dict[str, str]:
+    """Every dataset name and the loader it names (`package.module:function`): the installed
+    `rlff_esc.datasets` entry points, over this package's own where its metadata lacks them."""
+    return {**BUILTIN_DATASETS, **{name: entry.value for name, entry in installed(DATASET_ENTRY_POINTS).items()}}
+
+
+def _unknown(spec: str, registered: dict[str, str]) -> UserError:
+    names = ", ".join(sorted(registered)) or "none"
+    return UserError(f"dataset not found: {spec} (registered: {names}; or a JSONL file; or a loader of yours, "
+                     "package.module:function[@split], from the working directory, --app-dir or an installed package)")
+
+
+def _loader(spec: str, registered: dict[str, str]) -> tuple[str, Callable[..., Any], str | None]:
+    """(what to call it in errors, the loader, the split or None) for a spec naming a loader."""
+    name, colon, split = spec.partition(":")
+    if name in registered:
+        return f"dataset {name!r}", import_object(registered[name], f"dataset {name!r}: loader"), split if colon else None
+    target, at, split = spec.partition("@")
+    module_name = target.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):  # a missing parent package; an empty or relative name
+        found = False
+    if ":" not in target or not found:
+        raise _unknown(spec, registered)
+    return f"dataset loader {target!r}", import_object(target, "dataset loader"), split if at else None
+
+
+def load_cases(spec: str) -> list[Case]:
+    """Resolve a dataset spec (module docstring) to its cases: a registered name first, then a
+    file, then a loader's Python path."""
+    registered = registered_datasets()
+    if spec.partition(":")[0] not in registered and Path(spec).is_file():
+        first = next((line for line in Path(spec).open() if line.strip()), "")
+        looks_like_esconv = '"dialog"' in first and '"emotion_type"' in first
+        return _read_jsonl(Path(spec), esconv_case if looks_like_esconv else generic_case, Path(spec).stem)
+    what, loader, split = _loader(spec, registered)
+    arguments = () if split is None else (split,)
+    try:
+        inspect.signature(loader).bind(*arguments)
+    except TypeError:
+        needs = f"needs a split ({spec}:SPLIT)" if split is None else "takes no split"
+        raise UserError(f"{what} {needs}") from None
+    except ValueError:  # no signature to read (a builtin): let the call say
+        pass
+    cases = loader(*arguments)
+    if isinstance(cases, (str, bytes, dict)) or not hasattr(cases, "__iter__"):
+        raise UserError(f"{what} returned a {type(cases).__name__}, not a list of Case")
+    cases = list(cases)
+    if wrong := next((case for case in cases if not isinstance(case, Case)), None):
+        raise UserError(f"{what} returned a {type(wrong).__name__} among its cases; build each with "
+                        "esc_agents.core.types.Case")
+    seen: set[str] = set()
+    if twice := next((case.id for case in cases if case.id in seen or seen.add(case.id)), None):
+        raise UserError(f"{what}: case id {twice!r} appears twice (runs resume by case id)")
+    return cases
 
 
 DEFAULT_EVAL_SPLIT = "esconv:ppdpp_test"

@@ -1,15 +1,18 @@
-"""Everything one run needs to call models: prompts, endpoints, cache, the embedded server, roles.
+"""Everything one run needs to call models: prompts, endpoints, cache, their backends, roles.
 
-Prompts are loaded and validated, and Python roles made, in the constructor, before any server
-starts or any call is made; endpoints (of LLM roles only) are checked for reachability on entry.
+Prompts are loaded and validated, Python roles made, and the backend of each LLM role's endpoint
+profile checked (its kind known, a factory importable), in the constructor, before any server
+starts or any call is made; on entry each backend is opened (the embedded server started, a
+factory's chat model made) and endpoints with a server are checked for reachability.
 A role can also be passed in as an object (`roles={"critic": MyCritic()}`): it replaces that
 role's binding, and run.json records it by its own fingerprint. An offline engine replays a finished run
 from the cache alone: no server starts, no endpoint is checked, a missing completion is an error.
+What serves each LLM role is learnt on entry (`endpoint_identities`) for run.json; `same_model` lets
+a run folder resume against a server that moved but serves the same weights.
 """
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
@@ -18,11 +21,13 @@ from esc_agents.config import RunConfig
 from esc_agents.core.errors import UserError
 from esc_agents.core.types import Case
 from esc_agents.models.cache import CompletionCache
+from esc_agents.models.backends import Backend, backend_for
 from esc_agents.models.endpoints import Endpoint, UsageMeter
-from esc_agents.models.local_server import LocalServer, cache_dir
+from esc_agents.models.local_server import cache_dir
 from esc_agents.prompts import check_success_threshold, load_prompt, prompt_kind
 from esc_agents.roles.llm import Critic, Judge, Supporter, UserSimulator
 from esc_agents.roles.plugins import make_role, role_fingerprint
+from esc_agents.roles.replies import ReplyGuard, guard_of
 from graphs.episode import EpisodeContext
 
 
@@ -40,11 +45,13 @@ class Engine:
         chat_models: dict[str, BaseChatModel] | None = None,
         offline: bool = False,
         roles: dict[str, object] | None = None,
+        same_model: bool = False,
     ):
         if offline and not use_cache:
             raise UserError("--offline replays completions from the cache; it cannot go with --no-cache")
         self.config = config
         self.offline = offline
+        self.same_model = same_model
         bindings = config.roles()
         injected = roles or {}
         if unknown := set(injected) - set(bindings):
@@ -59,10 +66,15 @@ class Engine:
         name = f"critic {bindings['critic'].factory or type(critic).__name__!r}" if critic else \
             f"critic prompt {self.prompts['critic'].name!r}"
         check_success_threshold(name, self.critic_range, config.episode.success_threshold)
+        self._chat_models = chat_models or {}
+        llm_endpoints = {binding.endpoint for role, binding in bindings.items() if role not in self.plugins}
+        self.backends: dict[str, Backend] = {name: backend_for(config.endpoints[name], name)
+                                             for name in sorted(llm_endpoints - set(self._chat_models))}
+        for backend in self.backends.values():
+            backend.check()
+        self._opened: list[Backend] = []
         self.cache = CompletionCache(cache_path or default_cache_path()) if use_cache else None
         self.meter = UsageMeter()
-        self._chat_models = chat_models or {}
-        self._servers: list[LocalServer] = []
         self.endpoints: dict[str, Endpoint] = {}
 
     @property
@@ -71,6 +83,15 @@ class Engine:
         if "critic" in self.plugins:
             return tuple(self.plugins["critic"].score_range)
         return self.prompts["critic"].score_range
+
+    @property
+    def endpoint_identities(self) -> dict[str, dict[str, str]]:
+        """What serves each LLM role, where known: learnt on entry, so empty before it. An offline
+        engine knows what needs no server (embedded weights, a factory), a test's chat model
+        nothing; a Python role has none."""
+        bindings = self.config.roles()
+        return {role: endpoint.identity for role, binding in bindings.items() if role not in self.plugins
+                and (endpoint := self.endpoints.get(binding.endpoint)) is not None and endpoint.identity is not None}
 
     @property
     def judge_criteria(self) -> list[str]:
@@ -102,23 +123,33 @@ class Engine:
         if role in self.plugins:
             return self.plugins[role]
         binding = self.config.roles()[role]
+        # A supporter's replies reach the critic only without the critic's verdict sentences.
+        guard = {"guard": self.reply_guard} if llm_role is Supporter else {}
         return llm_role(role, self.endpoints[binding.endpoint], self.prompts[role], binding,
-                        regenerations=regenerations, seed=self.config.seed, use_cache=self.cache is not None)
+                        regenerations=regenerations, seed=self.config.seed, use_cache=self.cache is not None, **guard)
+
+    @property
+    def reply_guard(self) -> ReplyGuard:
+        return guard_of(self.prompts.get("critic"))
 
     async def _open_endpoint(self, name: str) -> Endpoint:
         profile = self.config.endpoints[name]
         shared = {"cache": self.cache, "meter": self.meter, "offline": self.offline}
         if name in self._chat_models:
             return Endpoint(name, profile, chat_model=self._chat_models[name], **shared)
+        backend = self.backends[name]
         if self.offline:
-            return Endpoint(name, profile, **shared)
-        request_model = None
-        if profile.embedded:
-            server = LocalServer(profile)
-            self._servers.append(server)
-            request_model = await asyncio.to_thread(server.start)
-        endpoint = Endpoint(name, profile, request_model=request_model, **shared)
-        await endpoint.preflight()
+            endpoint = Endpoint(name, profile, backend=backend, **shared)
+            endpoint.identify()
+            return endpoint
+        self._opened.append(backend)
+        opened = await backend.open()
+        endpoint = Endpoint(name, profile, chat_model=opened.chat_model, request_model=opened.request_model,
+                            backend=backend, **shared)
+        if opened.preflight:
+            await endpoint.preflight()
+        else:
+            endpoint.identify()
         return endpoint
 
     def episode_context(self, case: Case, *, future: bool = False) -> EpisodeContext:
@@ -138,8 +169,8 @@ class Engine:
     async def __aexit__(self, *exc) -> None:
         for endpoint in self.endpoints.values():
             await endpoint.close()
-        for server in self._servers:
-            await asyncio.to_thread(server.stop)
-        self._servers.clear()
+        for backend in self._opened:
+            await backend.close()
+        self._opened.clear()
         if self.cache is not None:
             self.cache.close()

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from esc_agents.core import progress as progress_report
 from esc_agents.core.errors import JobFailure
 from esc_agents.core.runlog import RunLog, append_jsonl, logged_keys, read_jsonl
 from esc_agents.models.endpoints import UsageMeter
@@ -73,7 +72,7 @@ async def run_jobs(
 ) -> JobsResult:
     result = JobsResult(skipped=total - len(jobs))
     limit = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=total, initial=result.skipped, desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = progress_report.stage(total, desc=desc, initial=result.skipped, show=progress)
 
     async def one(key: str, job: Job) -> None:
         async with limit:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -20,20 +21,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from esc_agents.config import describe_validation_error
 from esc_agents.core.errors import UserError
 from esc_agents.core.yamlfile import load_yaml
+from esc_agents.verdicts import Option, Reading, VerdictReader, option_lines, pattern_mark
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 ROLES = ("supporter", "user_simulator", "critic", "judge")
 
-# role -> template field -> (allowed variables, required variables)
+# role -> template field -> (allowed variables, required variables). A role given the case may use
+# all of it: the user simulator and the critic every field, the judge (handed only the situation)
+# that; the supporter none, as it learns the seeker's problem from the seeker.
 TEMPLATE_VARIABLES: dict[str, dict[str, tuple[set[str], set[str]]]] = {
     "supporter": {"system": ({"strategies"}, set())},
     "user_simulator": {"system": ({"emotion", "problem", "situation"}, {"situation"})},
     "critic": {
-        "system": ({"emotion", "problem"}, set()),
-        "user": ({"conversation", "emotion", "problem"}, {"conversation"}),
+        "system": ({"emotion", "problem", "situation"}, set()),
+        "user": ({"conversation", "emotion", "problem", "situation"}, {"conversation"}),
     },
     "judge": {
-        "system": ({"criteria"}, set()),
+        "system": ({"situation", "criteria"}, set()),
         "user": ({"situation", "conversation_a", "conversation_b", "criteria"}, {"conversation_a", "conversation_b"}),
     },
 }
@@ -49,10 +53,16 @@ USED_FIELDS = {
 
 
 class Verdict(BaseModel):
+    """One answer a critic may give. `option`: the mark it has in the prompt's option list (`A`, or
+    `4` on a numbered scale); by default the option line of the `user` template that reads as this
+    verdict, or the mark a bare-letter pattern such as `^\\W*a\\b` stands for. `patterns`: phrases
+    (regular expressions) that name it; `verdicts.VerdictReader` says how they are read."""
+
     model_config = ConfigDict(extra="forbid")
     label: str
     score: float
     patterns: list[str] = Field(min_length=1)
+    option: str | None = Field(None, pattern=r"^[A-Za-z0-9]$")
 
     @field_validator("patterns")
     @classmethod
@@ -102,15 +112,36 @@ class Prompt:
     def check_success_threshold(self, threshold: float) -> None:
         check_success_threshold(f"critic prompt {self.name!r}", self.score_range, threshold)
 
+    @cached_property
+    def reader(self) -> VerdictReader:
+        """The critic's verdicts as options: each with its mark and option sentence from the `user`
+        template, and its phrase patterns (bare-mark patterns become the mark)."""
+        verdicts = self.spec.verdicts
+        marks = {verdict.label: verdict.option.upper() if verdict.option else None for verdict in verdicts}
+        phrases = {verdict.label: tuple(p for p in verdict.patterns if pattern_mark(p) is None) for verdict in verdicts}
+        for verdict in verdicts:
+            implied = {pattern_mark(p) for p in verdict.patterns} - {None}
+            if marks[verdict.label] is None and len(implied) == 1:
+                marks[verdict.label] = implied.pop()
+        lines = option_lines(self.spec.user or "")
+        by_phrase = VerdictReader([Option(label, phrases=phrases[label]) for label in phrases])
+        sentences: dict[str, str] = {}
+        for mark, sentence in lines.items():
+            label = next((label for label, given in marks.items() if given == mark), None)
+            if label is None and (label := by_phrase.read(sentence).label) is not None and marks[label] is None:
+                marks[label] = mark
+            if label is not None and marks[label] == mark:
+                sentences[label] = sentence
+        return VerdictReader([Option(label, marks[label], sentences.get(label), phrases[label]) for label in phrases])
+
+    def read(self, answer: str) -> Reading:
+        """How the critic's answer reads, with the reason (`prompts check` prints it)."""
+        return self.reader.read(answer)
+
     def classify(self, answer: str) -> Verdict | None:
-        """The one verdict whose patterns match the critic's answer, or None (unparsable or ambiguous)."""
-        text = answer.strip().lower()
-        matched = {
-            verdict.label: verdict
-            for verdict in self.spec.verdicts
-            if any(re.search(pattern, text, flags=re.IGNORECASE | re.MULTILINE) for pattern in verdict.patterns)
-        }
-        return next(iter(matched.values())) if len(matched) == 1 else None
+        """The one verdict the critic's answer asserts, or None (no verdict, a denied one, or two)."""
+        label = self.reader.read(answer).label
+        return next((verdict for verdict in self.spec.verdicts if verdict.label == label), None)
 
 
 def check_success_threshold(critic: str, score_range: tuple[float, float], threshold: float) -> None:

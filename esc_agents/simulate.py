@@ -26,7 +26,8 @@ async def simulate(
 
     def record(**check) -> dict:
         return write_run_record(out, config, engine.prompts, dataset, cases=[case.id for case in cases],
-                                plugins=engine.plugin_fingerprints, critic_range=engine.critic_range, **check)
+                                plugins=engine.plugin_fingerprints, critic_range=engine.critic_range,
+                                identities=engine.endpoint_identities, same_model=engine.same_model, **check)
 
     record(dry_run=True)
 

@@ -101,8 +101,10 @@ def test_a_case_lost_to_the_endpoint_keeps_the_run_incomplete_until_a_rerun_fini
                 f"  proxied: {{base_url: '{proxy.base_url}', model: '{local_server}', max_attempts: 1, "
                 "supports_n: false}\n"
                 "supporter: {endpoint: proxied}\nuser_simulator: {endpoint: proxied}\ncritic: {endpoint: proxied}\n")
+            # Each proxy listens on a port of its own: the same server behind another base URL.
             return rlff_esc("simulate", "--config", str(config), "--limit", "2", "--max-turns", "1",
-                            "--critic-samples", "2", "--no-cache", "--max-invalid-rate", "1", "--out", str(out))
+                            "--critic-samples", "2", "--no-cache", "--max-invalid-rate", "1", "--same-model",
+                            "--out", str(out))
 
     first = simulate_through(lambda i, body: "500" if i == 0 else "ok")  # one case's first request fails
     assert first.returncode == 2 and "1 episodes failed" in first.stderr

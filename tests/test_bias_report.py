@@ -99,14 +99,15 @@ def test_persona_and_user_model_effects_pooled_over_seeds_in_bias_json_and_the_r
     result = rlff_esc("report", str(tmp_path / "bias"), "--out", str(out), timeout=120)
     assert result.returncode == 0, result.stderr
     html = out.read_text()
-    section = html.split("<h4>persona effect, pooled over seeds</h4>", 1)[1].split("</table>", 1)[0]
+    # The persona table pools over seeds and user models too, and its heading says so.
+    section = html.split("<h4>persona effect, pooled over seeds and user models</h4>", 1)[1].split("</table>", 1)[0]
     assert (f"<tr><td>resistant</td><td>4</td><td>40</td><td>0.150</td><td>[{wilson_interval(6 / 4, 10)[0]:.3f}, "
             f"{wilson_interval(6 / 4, 10)[1]:.3f}]</td>") in section
     p_text = "&lt; 0.001" if resistant["sr_shift_p"] < 0.001 else f"{resistant['sr_shift_p']:.3f}"
     assert (f"<td>{resistant['sr_shift']:.3f}</td><td>[{low:.3f}, {high:.3f}]</td><td>{p_text}</td></tr>"
             in section)
     assert "<tr><td>cooperative</td><td>4</td><td>40</td><td>0.775</td>" in section and "<td>reference</td>" in section
-    assert "<h4>user model effect, pooled over seeds</h4>" in html
+    assert "<h4>user model effect, pooled over seeds and personas</h4>" in html
     spread_table = html.split("<h4>spread over seeds</h4>", 1)[1].split("</table>", 1)[0]
     assert "<tr><td>cooperative</td><td>default</td><td>default</td><td>2</td><td>0: 0.800, 1: 0.700</td>" in spread_table
     personas = html.split("<h4>personas</h4>", 1)[1].split("</table>", 1)[0]

@@ -18,6 +18,7 @@ from esc_agents.cli.config_flags import ConfigFlags, Flag
 from esc_agents.core.errors import UserError
 from esc_agents.evaluation.bias import Condition
 from tests.conftest import rlff_esc
+from training.grpo.config import TRL_DECIDED as GRPO_DECIDED
 from training.grpo.config import GrpoRunConfig
 from training.reward_model.config import LoraSettings
 
@@ -48,6 +49,8 @@ def as_help(default) -> str:
         return "on" if default else "off"
     if isinstance(default, list):
         return ", ".join(default)
+    if default == {}:
+        return "none"
     return str(default)
 
 
@@ -81,7 +84,7 @@ def _field_info(model, field):
 def test_each_option_given_its_default_lands_on_its_field(path, flags):
     for flag in flags.flags:
         default = config_default(flags.model, flag.field)
-        if default is None or isinstance(default, bool):
+        if default is None or isinstance(default, (bool, dict)):
             continue
         values = default if isinstance(default, list) else [default]
         argv = [*path, *BASE[path[0]]] + [part for value in values for part in (flag.name, str(value))]
@@ -146,6 +149,12 @@ def test_a_rule_of_the_whole_config_names_the_options_given_and_otherwise_the_fi
     (["--num-generations", "3"], "--num-generations: batch_size x gradient_accumulation must be a multiple"),
     (["--num-generations", "1"], "--num-generations: num_generations (G) must be at least 2"),
     (["--learning-rate", "-1"], "argument --learning-rate: must be above 0, got -1"),
+    (["--trl", "scale_reward=none"],
+     "--trl: trl.scale_reward is not a field of GRPOConfig (did you mean scale_rewards?)"),
+    (["--trl", "num_iterations=two"], "--trl: trl.num_iterations: input should be a valid integer, got 'two'"),
+    (["--learning-rate", "0.001", "--trl", "learning_rate=0.002"],
+     "--trl: trl.learning_rate is set by the run's own learning_rate; set it there, not in trl"),
+    (["--trl", "loss_type"], "argument --trl: 'loss_type' is not KEY=VALUE"),
 ])
 def test_a_bad_derived_option_is_one_line_naming_it_and_exit_2(tmp_path, args, message):
     result = rlff_esc("train-grpo", "--reward-model", "random", *args, "--out", str(tmp_path / "policy"), timeout=120)
@@ -153,6 +162,64 @@ def test_a_bad_derived_option_is_one_line_naming_it_and_exit_2(tmp_path, args, m
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rlff-esc: error:") and message in lines[0], result.stderr
     assert not (tmp_path / "policy").exists()
+
+
+def test_any_trl_setting_reaches_the_trainer_config_and_the_file_and_options_merge(tmp_path):
+    from trl import GRPOConfig
+
+    from training.grpo.trainer import grpo_arguments
+
+    own = tmp_path / "grpo.yaml"
+    own.write_text("learning_rate: 1.0e-4\ntrl: {loss_type: bnpo, num_iterations: 2, top_p: 0.9}\n")
+    options = ["scale_rewards=none", "loss_type=dr_grpo", "epsilon=1", "mask_truncated_completions=true"]
+    args = build_parser().parse_args(["train-grpo", "--out", "o", *(part for kv in options for part in ("--trl", kv))])
+    config = train_grpo.FLAGS.load(args, own)
+    assert config.trl == {"loss_type": "dr_grpo", "num_iterations": 2, "top_p": 0.9, "scale_rewards": "none",
+                          "epsilon": 1.0, "mask_truncated_completions": True}  # an option wins, key by key
+    trained = grpo_arguments(config, tmp_path / "checkpoints")
+    assert (trained.loss_type, trained.scale_rewards, trained.num_iterations, trained.top_p, trained.epsilon) == \
+        ("dr_grpo", "none", 2, 0.9, 1.0)
+    assert trained.mask_truncated_completions is True and trained.learning_rate == 1e-4
+    assert trained.reward_weights == [1.0, config.alpha] and trained.save_total_limit == 2
+    for trl_field, setting in GRPO_DECIDED.items():  # every field the run decides is a GRPOConfig field it sets
+        assert trl_field in GRPOConfig.__dataclass_fields__, trl_field
+        if setting in GrpoRunConfig.model_fields and setting not in ("alpha", "dtype", "report_to"):
+            assert getattr(trained, trl_field) == getattr(config, setting), trl_field
+
+
+def test_trl_settings_in_a_file_are_checked_and_both_ways_names_both(tmp_path):
+    own = tmp_path / "grpo.yaml"
+    own.write_text("trl: {learning_rate: 1.0e-4, beta_2: 0.1, epsilon: 1e-4}\n")
+    with pytest.raises(UserError) as error:
+        train_grpo.FLAGS.load(build_parser().parse_args(["train-grpo", "--out", "o"]), own)
+    message = str(error.value)
+    assert message.startswith(f"{own}: trl: ") and "\n" not in message
+    assert "trl.learning_rate is set by the run's own learning_rate" in message
+    assert "trl.beta_2 is not a field of GRPOConfig" in message
+    assert "trl.epsilon: input should be a valid number, got '1e-4' (YAML reads a number without a dot" in message
+
+
+def test_train_rm_trl_settings_are_checked_against_the_objectives_trainer_config(tmp_path):
+    def load(*argv):
+        return train_rm.FLAGS.load(build_parser().parse_args(["train-rm", "--data", "d", "--out", "o", *argv]), None)
+
+    assert load("--trl", "lr_scheduler_type=cosine").trl == {"lr_scheduler_type": "cosine"}
+    assert load("--objective", "ranking", "--trl", "center_rewards_coefficient=0.01").trl == \
+        {"center_rewards_coefficient": 0.01}
+    with pytest.raises(UserError, match="trl.center_rewards_coefficient is not a field of TrainingArguments"):
+        load("--trl", "center_rewards_coefficient=0.01")  # a ranking (RewardConfig) setting; classification's has none
+    with pytest.raises(UserError, match="trl.per_device_train_batch_size is set by the run's own batch_size"):
+        load("--trl", "per_device_train_batch_size=2")
+    from trl import RewardConfig
+
+    from training.reward_model.config import TRL_DECIDED as RM_DECIDED
+    from training.reward_model.train import ablate
+
+    assert set(RM_DECIDED) <= set(RewardConfig.__dataclass_fields__)  # each a field of the class, or its superclass
+    config = load("--objective", "ranking", "--trl", "center_rewards_coefficient=0.01")
+    with pytest.raises(UserError, match="ablate trains classification too: trl.center_rewards_coefficient"):
+        ablate(config, tmp_path / "data", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_field_the_command_line_cannot_show_or_check_is_refused_when_declared():

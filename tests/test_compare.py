@@ -168,7 +168,7 @@ def test_compare_runs_two_prompt_baselines_on_the_same_cases(compared):
     assert cases["vanilla"] == cases["think"] and len(cases["think"]) == 2
     report = json.loads((out / "compare.json").read_text())
     assert set(report["summaries"]) == {"vanilla", "think"}
-    assert set(report["pairs"]["vanilla vs think"]) == {"success", "turns"}
+    assert set(report["pairs"]["vanilla vs think"]) == {"supporters", "success", "turns"}
     assert (out / "success_by_turn.png").stat().st_size > 0
     assert "McNemar" in result.stdout
 

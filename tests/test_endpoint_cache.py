@@ -177,7 +177,7 @@ def test_offline_replays_without_any_endpoint(tmp_path):
     replayed, engine = scripted_episode(tmp_path, offline=True, endpoints={"local": {**EMBEDDED, "model": "x",
                                                                                      "base_url": DEAD_URL}})
     assert replayed == recorded
-    assert engine.meter.total_calls == 0 and engine._servers == []
+    assert engine.meter.total_calls == 0 and engine._opened == []  # no backend opened: no server started
 
 
 def test_offline_miss_is_one_clear_error_that_stops_the_run(tmp_path):
@@ -254,7 +254,7 @@ def test_the_cache_layer_replays_a_stored_completion_without_asking_below(tmp_pa
     target = Endpoint("e", EndpointProfile(**REMOTE), cache=cache, chat_model=never)
     assert [c.text for c in asyncio.run(ask(target, indices=[1], attempt=2))] == ["stored"]
     assert never.requests == [] and target.meter.as_dict()["critic"] == {
-        "calls": 0, "cached": 1, "prompt_tokens": 0, "completion_tokens": 0}
+        "calls": 0, "cached": 1, "prompt_tokens": 0, "completion_tokens": 0, "samples": 0, "cached_calls": 1}
 
 
 class CountingTransport:
@@ -302,7 +302,8 @@ def test_the_meter_counts_exactly_the_requests_made(tmp_path):
     # Tokens: those of fresh completions, none for a replayed one.
     meter = UsageMeter()
     meter.record("critic", [Completion("x", 10, 5), Completion("y", 10, 5), Completion("x", 99, 99, cached=True)], 1)
-    assert meter.as_dict() == {"critic": {"calls": 1, "cached": 1, "prompt_tokens": 20, "completion_tokens": 10}}
+    assert meter.as_dict() == {"critic": {"calls": 1, "cached": 1, "prompt_tokens": 20, "completion_tokens": 10,
+                                          "samples": 2, "cached_calls": 0}}
 
 
 def test_transport_retries_a_500_up_to_max_attempts_then_names_role_and_cause():

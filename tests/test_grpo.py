@@ -96,3 +96,26 @@ def test_the_failure_signals_the_method_names_show_when_the_history_has_them():
     with_nan[3].update({"rewards/r_fmt/mean": float("nan"), "rewards/r_fut/mean": float("nan")})
     assert [signal.split(":")[0] for signal in failure_signals(with_nan)] == ["format reward flat",
                                                                              "R_fut falling early"]
+
+
+def test_trl_settings_reach_the_trainer_are_recorded_and_must_match_on_resume(tmp_path):
+    out = tmp_path / "policy"
+    tiny = ["train-grpo", "--reward-model", "random", "--out", str(out), "--contexts", "2", "--batch-size", "2",
+            "--num-generations", "2", "--max-completion-length", "8", "--max-steps", "1"]
+    result = rlff_esc(*tiny, "--trl", "scale_rewards=none", "--trl", "loss_type=dr_grpo")
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((out / "grpo.json").read_text())
+    assert card["config"]["trl"] == {"scale_rewards": "none", "loss_type": "dr_grpo"}
+    trained = card["grpo_config"]
+    assert trained["class"] == "trl.trainer.grpo_config.GRPOConfig"
+    assert {"scale_rewards": "none", "loss_type": "dr_grpo", "num_generations": 2, "max_steps": 1}.items() \
+        <= trained["non_default"].items()
+    assert trained["fields"]["epsilon"] == 0.2 and "epsilon" not in trained["non_default"]  # every field, as JSON
+    adapter = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    changed = rlff_esc(*tiny, "--trl", "scale_rewards=batch", "--trl", "loss_type=dr_grpo", timeout=300)
+    assert changed.returncode == 2
+    line = changed.stderr.strip().splitlines()[-1]  # after the libraries' warnings
+    assert line.startswith("rlff-esc: error:") and "other settings (config.trl.scale_rewards)" in line, line
+    dropped = rlff_esc(*tiny, "--trl", "loss_type=dr_grpo", timeout=300)  # a setting left out differs too
+    assert dropped.returncode == 2 and "config.trl.scale_rewards" in dropped.stderr
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == adapter

@@ -59,7 +59,8 @@ def test_compare_tables_carry_compare_json_numbers(tmp_path):
     for label, summary in saved["summaries"].items():
         assert table[escape(label)] == [f"{summary['success_rate']:.3f}", interval(summary["success_rate_ci95"]),
                                         f"{summary['average_turns']:.2f}", interval(summary["average_turns_ci95"], 2),
-                                        f"{summary['mean_final_score']:.3f}"]
+                                        f"{summary['mean_final_score']:.3f}", str(summary["final_score_cases"]),
+                                        str(summary["no_reply"]), f"{summary['distinct_bigrams']['share']:.3f}"]
     # SR 0 of 10: the Wilson interval, not [0.000, 0.000]
     assert table["vanilla"][:2] == ["0.000", "[0.000, 0.278]"]
     assert "think\\_v2 & 0.300" in sr_at
@@ -94,22 +95,24 @@ def test_bias_tables_carry_bias_json_numbers_and_a_run_its_summary(tmp_path):
     for row, condition in zip(conditions, saved["conditions"].values()):
         assert row[1:] == [f"{condition['success_rate']:.3f}", interval(condition["success_rate_wilson95"]),
                            f"{condition['average_turns']:.2f}", f"{condition['sr_shift']:+.3f}",
-                           interval(condition["sr_shift_ci95"])]
+                           interval(condition["sr_shift_ci95"]), str(condition["final_score_cases"]),
+                           str(condition["no_reply"])]
     persona = rows((tmp_path / "tex" / "bias-persona.tex").read_text())
     levels = saved["factors"]["persona"]["levels"]
     assert persona[0] == ["cooperative", "2", "0.800", interval(levels["cooperative"]["success_rate_wilson95"]),
-                          f"{levels['cooperative']['average_turns']:.2f}", "reference", "--", "--"]
+                          f"{levels['cooperative']['average_turns']:.2f}", "0", "reference", "--", "--"]
     resistant = levels["resistant"]
     p_text = "$<$0.001" if resistant["sr_shift_p"] < 0.001 else f"{resistant['sr_shift_p']:.3f}"
     assert persona[1] == ["resistant", "2", f"{resistant['success_rate']:.3f}",
-                          interval(resistant["success_rate_wilson95"]), f"{resistant['average_turns']:.2f}",
+                          interval(resistant["success_rate_wilson95"]), f"{resistant['average_turns']:.2f}", "0",
                           f"{resistant['sr_shift']:+.3f}", interval(resistant["sr_shift_ci95"]), p_text]
     # The run's summary.json above is stale (written before its last episodes, say): the table
     # follows the trajectories as they are.
     now = run_summary(run)
     assert rows((tmp_path / "tex" / "cooperative_seed0-sr-at.tex").read_text()) == [
         ["cooperative\\_seed0", "10", f"{now['success_rate']:.3f}", interval(now["success_rate_ci95"]),
-         f"{now['average_turns']:.2f}", interval(now["average_turns_ci95"], 2), f"{now['mean_final_score']:.3f}"]]
+         f"{now['average_turns']:.2f}", interval(now["average_turns_ci95"], 2), f"{now['mean_final_score']:.3f}",
+         str(now["final_score_cases"]), str(now["no_reply"])]]
     assert now["success_rate"] == 0.8
 
 
@@ -139,7 +142,9 @@ def test_folders_without_tables_are_passed_over_when_asked(tmp_path):
         "average_turns_ci95": [3.0, 3.0], "mean_final_score": -0.5, "mean_final_score_ci95": [-0.6, -0.4]}))
     written = write_latex([tmp_path / "rm", run], tmp_path / "tex", skip_others=True)
     assert [p.name for p in written] == ["run-sr-at.tex"]
-    assert rows(written[0].read_text()) == [["run", "4", "0.000", "[0.000, 0.490]", "3.00", "[3.00, 3.00]", "-0.500"]]
+    # a summary.json older than its counts: shown as missing, not as 0
+    assert rows(written[0].read_text()) == [["run", "4", "0.000", "[0.000, 0.490]", "3.00", "[3.00, 3.00]", "-0.500",
+                                             "--", "--"]]
     with pytest.raises(UserError, match="none of the folders"):
         write_latex([tmp_path / "rm"], tmp_path / "tex", skip_others=True)
 

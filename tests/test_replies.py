@@ -17,7 +17,7 @@ from esc_agents.roles.replies import clean_utterance, split_strategy, strip_thin
     ("", "seeker", ""),
 ])
 def test_clean_utterance(raw, speaker, expected):
-    assert clean_utterance(raw, speaker) == expected
+    assert clean_utterance(raw, speaker).text == expected
 
 
 @pytest.mark.parametrize("raw, expected", [

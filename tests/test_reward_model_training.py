@@ -83,3 +83,17 @@ def test_a_rerun_with_other_settings_is_refused(trained_reward_model):
                       "--max-steps", "3", "--batch-size", "4", "--max-length", "192")
     assert result.returncode == 2
     assert "config.max_steps" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_trl_settings_reach_the_ranking_trainer_are_recorded_and_must_match_on_rerun(tmp_path):
+    out = tmp_path / "rm"
+    args = ["train-rm", "--data", str(REWARD_FIXTURE), "--out", str(out), "--objective", "ranking", *QUICK_RM]
+    result = rlff_esc(*args, "--trl", "center_rewards_coefficient=0.01", "--trl", "lr_scheduler_type=cosine")
+    assert result.returncode == 0, result.stderr[-2000:]
+    trained = json.loads((out / "metrics.json").read_text())["trainer_config"]
+    assert trained["class"] == "trl.trainer.reward_config.RewardConfig"
+    assert {"center_rewards_coefficient": 0.01, "lr_scheduler_type": "cosine", "max_steps": 2}.items() \
+        <= trained["non_default"].items()
+    rerun = rlff_esc(*args, "--trl", "center_rewards_coefficient=0.1", "--trl", "lr_scheduler_type=cosine")
+    assert rerun.returncode == 2
+    assert "other settings (config.trl.center_rewards_coefficient)" in rerun.stderr.strip().splitlines()[-1]

@@ -109,6 +109,21 @@ def test_merge_refuses_parts_made_with_other_settings(tmp_path):
         merge([a, b], tmp_path / "merged")
 
 
+def test_merge_takes_parts_from_other_servers_only_with_same_model(tmp_path):
+    """Shards made on two nodes' servers (or one part older, with no identity recorded) merge by
+    their settings; a part whose critic ran on another server is refused unless --same-model."""
+    here = {"identity": {"base_url": "http://node-a:8000/v1", "model": "qwen-72b"}}
+    there = {"identity": {"base_url": "http://node-b:8000/v1", "model": "qwen-72b"}}
+    a = fake_part(tmp_path / "a", {"shard": "0/3", "roles": {"critic": {"prompt": "default", **here}}}, [])
+    b = fake_part(tmp_path / "b", {"shard": "1/3", "roles": {"critic": {"prompt": "default", **there}}}, [])
+    old = fake_part(tmp_path / "old", {"shard": "2/3", "roles": {"critic": {"prompt": "default"}}}, [])
+    with pytest.raises(UserError, match=r"ran the critic on another server .*node-b.*not http://node-a.*--same-model"):
+        merge([a, b], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    merge([a, old], tmp_path / "with-old")
+    merge([a, b, old], tmp_path / "moved", same_model=True)
+
+
 def test_merge_reports_duplicates_and_missing(tmp_path):
     contexts = sample_contexts(load_cases("esconv:ppdpp_train")[:2], ContextSampling(), 0)
     keys = [f"{c.key}#{i}" for c in contexts for i in range(2)]

@@ -13,7 +13,15 @@ from esc_agents.config import build_config
 from esc_agents.core.errors import UserError
 from esc_agents.core.types import Case, Message
 from esc_agents.engine import Engine
-from esc_agents.roles.known_answer import KnownAnswerCritic, seeker_state, turn_effect
+from esc_agents.datasets import load_cases
+from esc_agents.roles.known_answer import (
+    KnownAnswerCritic,
+    asks_open_question,
+    credits,
+    reflects_feeling,
+    seeker_state,
+    turn_effect,
+)
 from esc_agents.simulate import simulate
 from graphs.episode import run_episode
 from tests.conftest import REWARD_FIXTURE, read_jsonl, rlff_esc
@@ -43,6 +51,34 @@ def test_known_answer_preferences_are_what_its_docstring_says():
     assert seeker_state(CASE, history[:2]) == -1.0
     assert seeker_state(CASE, history[:4]) == -0.75
     assert seeker_state(CASE, history) == 1.0  # only the last two supporter turns count
+
+
+STUFFED = ["You feel... what... ?", "anxiety anxiety anxiety what?", "anxiety. anxiety. anxiety. what?",
+           "that's hard hard hard what?", "you you you you feel anxious, what?"]
+WELL_FORMED = [GOOD, "That's hard. What happened?", "You feel anxious. What happened?", "Why are you feeling anxious?",
+               "How are you feeling? How are you feeling?"]  # a sentence said twice adds nothing and costs nothing
+
+
+def test_cue_words_without_a_sentence_earn_nothing_and_sentences_keep_their_credit():
+    for reply in STUFFED:
+        assert reflects_feeling(reply, CASE) and asks_open_question(reply)  # the detectors alone would credit both
+        assert turn_effect(reply, CASE, asked_before=False) == 0.0, reply
+    for reply in WELL_FORMED:
+        assert turn_effect(reply, CASE, asked_before=False) == 1.0, reply
+    # a stuffed question does not excuse the advice that follows it
+    history = [Message(speaker="seeker", content=CASE.situation), Message(speaker="supporter", content=STUFFED[0]),
+               Message(speaker="seeker", content="Okay."), Message(speaker="supporter", content=BAD)]
+    assert seeker_state(CASE, history) == -1.0
+
+
+def test_human_supporter_turns_keep_the_credits_their_cues_earn():
+    """The rule takes credit only from replies that are cues without a sentence: on every ESConv
+    supporter turn of four words or more, it credits what the detectors find."""
+    turns = [(case, message.content) for split in ("train", "valid", "test") for case in load_cases(f"esconv:{split}")
+             for message in case.dialog if message.speaker == "supporter" and len(message.content.split()) >= 4]
+    assert len(turns) > 10_000
+    for case, reply in turns:
+        assert credits(reply, case) == (reflects_feeling(reply, case), asks_open_question(reply)), reply
 
 
 def run_known_answer(replies, tmp_path, roles=None, **overrides):

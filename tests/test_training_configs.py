@@ -17,6 +17,16 @@ def test_shipped_training_configs_validate():
     assert load_reward_model_config(DOCS / "configs" / "rm-llama-1b.yaml").objective == "classification"
 
 
+def test_the_commented_trl_example_of_the_cpu_config_is_valid_when_uncommented(tmp_path):
+    text = (DOCS / "configs" / "grpo-cpu.yaml").read_text()
+    example = text[text.index("# trl:"):]
+    uncommented = tmp_path / "grpo-cpu.yaml"
+    uncommented.write_text(text + "\n".join(line.removeprefix("# ") for line in example.splitlines()) + "\n")
+    assert load_grpo_config(DOCS / "configs" / "grpo-cpu.yaml").trl == {}
+    assert load_grpo_config(uncommented).trl == {"loss_type": "dr_grpo", "scale_rewards": "none",
+                                                 "mask_truncated_completions": True}
+
+
 @pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"),
                                         ("fsdp", "FSDP")])
 def test_accelerate_recipes_name_their_backend(name, kind):

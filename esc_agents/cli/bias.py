@@ -16,8 +16,8 @@ HELP = "simulator-bias study: one supporter under several personas, user and cri
 DESCRIPTION = """Run the same supporter on the same cases under every combination of user-simulator
 persona, user-simulator endpoint, critic endpoint and seed (one simulate run each under
 DIR/<condition>), and report SR / AT per condition, the SR shift against the first condition (paired
-bootstrap), the final-score distribution shift (Wasserstein, KS test), the SR spread over seeds and SR
-pooled over user-simulator models."""
+bootstrap), the final-score distribution shift (Wasserstein, KS test), the SR spread over seeds, SR
+pooled over user-simulator models and seeds, and each varying factor pooled over seeds and the others."""
 
 
 def add_parser(commands) -> None:
@@ -32,6 +32,7 @@ def add_parser(commands) -> None:
                         help="endpoint profiles for the critic, one condition each (default: --critic-endpoint, "
                         "else --endpoint, else the config's)")
     parser.add_argument("--seeds", type=COUNT, default=1, metavar="K", help="seeds per condition (default: %(default)s)")
+    options.add_labels_option(parser, "conditions and factor levels (personas, user and critic models)")
     parser.set_defaults(func=run, writes="out")
 
 
@@ -44,8 +45,16 @@ def condition_options(condition, args: argparse.Namespace | None = None) -> dict
             "seed": condition.seed}
 
 
+def varied_models(condition) -> dict[str, str]:
+    """The endpoint fields a condition's models set, by the option that listed them (for errors)."""
+    varied = {"user_simulator.endpoint": ("--user-models", condition.user_model),
+              "critic.endpoint": ("--critic-models", condition.critic_model)}
+    return {field: option for field, (option, model) in varied.items() if model}
+
+
 def run(args: argparse.Namespace) -> int:
-    from esc_agents.evaluation.bias import bias_report, conditions, format_bias
+    from esc_agents.evaluation.bias import FACTORS, bias_report, conditions, format_bias
+    from esc_agents.evaluation.labels import check_labels
 
     def names(value: str | None) -> list[str | None]:
         return [name.strip() for name in value.split(",")] if value else [None]
@@ -56,9 +65,15 @@ def run(args: argparse.Namespace) -> int:
     studied = conditions(names(args.personas), names(args.user_models), names(args.critic_models), args.seeds,
                          args.seed or 0)
     unique_labels([condition.label for condition in studied])
-    folders = simulate_parts(args, {condition.label: options.config_from(argparse.Namespace(
-        **{**vars(args), **condition_options(condition, args)})) for condition in studied}, cases)
+    configs = {condition.label: options.config_from(argparse.Namespace(
+        **{**vars(args), **condition_options(condition, args)}), blame=varied_models(condition))
+        for condition in studied}
+    # The rows --labels may name, before any run: conditions and each factor's levels as tables name them.
+    ran = [condition.as_run(configs[condition.label].model_dump(mode="json")) for condition in studied]
+    check_labels(args.labels, [[condition.label for condition in studied]]
+                 + [list(dict.fromkeys(condition.level(factor) for condition in ran)) for factor in FACTORS])
+    folders = simulate_parts(args, configs, cases)
     runs = {condition: folders[condition.label] for condition in studied}
-    print(format_bias(bias_report(runs, args.out)))
+    print(format_bias(bias_report(runs, args.out, labels=args.labels)))
     print(f"wrote {args.out / 'bias.json'} and {args.out / 'success_by_turn.png'}")
     return critic_trust(runs.values(), args.max_invalid_rate)

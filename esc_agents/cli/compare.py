@@ -26,11 +26,13 @@ def add_parser(commands) -> None:
     parser.add_argument("--runs", type=Path, nargs="+", metavar="DIR", help="compare existing simulate runs instead")
     parser.add_argument("--allow-mismatch", action="store_true",
                         help="compare runs whose cases or settings differ (a warning is kept in the report)")
+    options.add_labels_option(parser, "the supporters (labels as printed, e.g. warm.yaml-alt=Warm)")
     parser.set_defaults(func=run, writes="out")
 
 
 def run(args: argparse.Namespace) -> int:
     from esc_agents.evaluation.compare import compare_runs, format_comparison
+    from esc_agents.evaluation.labels import check_labels
 
     if not args.runs and not args.supporters:
         raise UserError("compare needs --supporters A,B[,...] or --runs DIR DIR ...")
@@ -47,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
                            [options.supporter(spec)[0] for spec in specs])
     if len(labels) < 2:
         raise UserError("compare needs at least two supporters or runs")
+    check_labels(args.labels, [labels])  # before any run: a typo must not cost them
     if args.runs:
         runs = dict(zip(labels, args.runs))
     else:
         runs = simulate_parts(args, {label: options.config_from(args, supporter_spec=spec)
                                      for label, spec in zip(labels, specs)}, options.load_cases(args))
-    print(format_comparison(compare_runs(runs, args.out, allow_mismatch=args.allow_mismatch)))
+    print(format_comparison(compare_runs(runs, args.out, allow_mismatch=args.allow_mismatch, labels=args.labels)))
     print(f"wrote {args.out / 'compare.json'} and {args.out / 'success_by_turn.png'}")
     return critic_trust(runs.values(), args.max_invalid_rate)

@@ -22,7 +22,7 @@ import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from esc_agents.cli.values import number
+from esc_agents.cli.values import key_value, number
 from esc_agents.core.errors import UserError
 
 # Field bounds as the checked-number keywords of `values.number`.
@@ -73,6 +73,10 @@ def _optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _is_mapping(kind: Any) -> bool:
+    return kind is dict or get_origin(kind) is dict
+
+
 def shown(default: Any) -> str:
     """A default as the help shows it."""
     if default is None:
@@ -81,6 +85,8 @@ def shown(default: Any) -> str:
         return "on" if default else "off"
     if isinstance(default, (list, tuple)):
         return ", ".join(map(str, default))
+    if isinstance(default, dict):
+        return ", ".join(f"{key}={value}" for key, value in default.items()) or "none"
     return str(default)
 
 
@@ -109,6 +115,8 @@ def _argument(flag: Flag, info: FieldInfo, default: Any) -> dict[str, Any]:
         argument = {"type": kind, "metavar": METAVARS[kind]}
     elif get_origin(kind) is list and get_args(kind) == (str,):
         argument = {"action": "append", "metavar": "TEXT"}
+    elif _is_mapping(kind):  # a pass-through mapping: KEY=VALUE, repeated
+        argument = {"action": "append", "type": key_value, "metavar": "KEY=VALUE"}
     else:
         raise TypeError(f"{flag.field}: no command-line form for {info.annotation!r}")
     leaf = flag.field.rpartition(".")[2]
@@ -146,7 +154,8 @@ class ConfigFlags:
         for flag in self.flags:
             value = getattr(args, flag.dest, None)
             if value is not None and value != {}:
-                _put(nested, flag.field, value)
+                mapping = _is_mapping(_optional(self.fields[flag.name][0].annotation)[0])
+                _put(nested, flag.field, dict(value) if mapping else value)  # KEY=VALUE pairs: the last wins
         return nested
 
     def load(self, args: argparse.Namespace, path: str | Path | None):
@@ -182,6 +191,17 @@ def _put(data: dict[str, Any], path: str, value: Any) -> None:
     data[leaf] = value
 
 
+def _named_at(field: str, message: str) -> int | None:
+    """Where a message names a field: by its dotted path, or by its last part where the message
+    names no dotted path ending in that part (`critic.endpoint` is not named by a message about
+    `supporter.endpoint`)."""
+    leaf = field.rpartition(".")[2]
+    found = re.search(rf"(?<![\w.]){re.escape(field)}\b", message)
+    if found is None and not re.search(rf"\w\.{re.escape(leaf)}\b", message):
+        found = re.search(rf"\b{re.escape(leaf)}\b", message)
+    return None if found is None else found.start()
+
+
 def describe_problems(error: ValidationError, given: dict[str, str], source: str) -> str:
     """One line: each problem under the options that caused it (a field's own error, or a rule of
     the whole model whose message names the field), the others under the config file."""
@@ -192,11 +212,14 @@ def describe_problems(error: ValidationError, given: dict[str, str], source: str
         where = ".".join(str(part) for part in found["loc"])
         message = "unknown key" if found["type"] == "extra_forbidden" else found["msg"].removeprefix("Value error, ")
         if where:
-            options = [option for field, option in given.items() if where == field or where.startswith(field + ".")]
+            options = list(dict.fromkeys(option for field, option in given.items()
+                                         if where == field or where.startswith(field + ".")))
         else:  # in the order the message names them
-            named = {option: re.search(rf"\b{re.escape(field.rpartition('.')[2])}\b", message)
-                     for field, option in given.items()}
-            options = sorted((option for option, at in named.items() if at), key=lambda option: named[option].start())
+            named: dict[str, int] = {}
+            for field, option in given.items():
+                if (at := _named_at(field, message)) is not None:
+                    named[option] = min(at, named.get(option, at))
+            options = sorted(named, key=named.get)
         blamed = blamed or bool(options)
         problems.append(f"{', '.join(options)}: {message}" if options else f"{source}: {where or '(top level)'}: {message}")
     return "; ".join(problems) if blamed else describe_validation_error(error, source)

@@ -29,6 +29,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--concurrency", type=COUNT, default=8, help="pairs judged at once (default: %(default)s)")
     parser.add_argument("--seed", type=SEED, help="part of every cache key: a new seed draws new samples (default 0)")
     options.add_cache_options(parser)
+    options.add_same_model_option(parser)
     parser.add_argument("--allow-mismatch", action="store_true", help="judge runs whose settings differ")
     options.add_max_invalid_rate(parser)
     parser.set_defaults(func=run, writes="out")
@@ -71,6 +72,7 @@ def add_sheet_options(sheet: argparse.ArgumentParser, func) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esc_agents.cli.config_flags import describe_problems
     from esc_agents.config import build_config
     from esc_agents.evaluation.judge import (
         format_judgments,
@@ -80,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.runs or len(args.runs) != 2 or args.out is None:
         raise UserError("judge needs --runs A B (two simulate runs) and --out DIR")
+    given = {"judge.endpoint": "--judge-endpoint"} if args.judge_endpoint else {}
     config = build_config(args.config, {"judge": {"endpoint": args.judge_endpoint or "local",
-                                                   "prompt": args.judge_prompt}, "seed": args.seed})
+                                                   "prompt": args.judge_prompt}, "seed": args.seed},
+                          describe=lambda error, source: describe_problems(error, given, source))
     engine = options.engine(args, config)
     result = asyncio.run(judge_runs(config, {folder.name: folder for folder in args.runs}, args.out,
                                     concurrency=args.concurrency, engine=engine, allow_mismatch=args.allow_mismatch))

@@ -7,6 +7,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from esc_agents import __version__
 from esc_agents.cli import (
@@ -29,6 +30,7 @@ from esc_agents.cli import (
     warmup_format,
 )
 from esc_agents.cli.values import Parser
+from esc_agents.core import progress
 from esc_agents.core.errors import UserError
 
 # In the order `rlff-esc --help` lists them: the pipeline, then studies, then tools. Each module
@@ -44,10 +46,47 @@ def build_parser() -> argparse.ArgumentParser:
         "rewards, train the reward model and the GRPO policy, and evaluate supporters.",
     )
     parser.add_argument("--version", action="version", version=f"rlff-esc {__version__}")
+    _add_process_options(parser, root=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)
+    for command_parser in _command_parsers(parser):
+        _add_process_options(command_parser, root=False)
     return parser
+
+
+def _add_process_options(parser: argparse.ArgumentParser, root: bool) -> None:
+    """Options of the process, not of one command, so they go before the command or after it:
+    a command's parser leaves them unset unless given there, and the root's value stands."""
+    group = parser if root else parser.add_argument_group("options of every command")
+    group.add_argument("--app-dir", metavar="DIR", default="." if root else argparse.SUPPRESS,
+                       help="where your own Python modules are found (a role's or formula's package.module:name), "
+                       "after the installed packages (default: the working directory)")
+    group.add_argument("--progress", choices=progress.MODES, default="auto" if root else argparse.SUPPRESS,
+                       help="live progress bars: auto draws them only where stderr is a terminal, elsewhere each "
+                       "stage ends with one line (default: auto)")
+
+
+def _command_parsers(parser: argparse.ArgumentParser):
+    """Every command's parser, actions (`rewards export`) included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command_parser in action.choices.values():
+                yield command_parser
+                yield from _command_parsers(command_parser)
+
+
+def _set_up_process(args: argparse.Namespace) -> None:
+    """Before any command imports its work: plugin references (`--critic my_critics:EmpathyCritic`)
+    import from --app-dir, as they would under `python -m` or pytest, though appended, so a file of
+    the user's never shadows a package this tool imports (a `datasets.py` or a `training/` folder
+    in the working directory); and the progress mode is set before tqdm is first imported."""
+    app_dir = Path(args.app_dir).resolve()
+    if not app_dir.is_dir():
+        raise UserError(f"--app-dir {args.app_dir}: no such folder")
+    if app_dir not in {Path(entry or ".").resolve() for entry in sys.path}:
+        sys.path.append(str(app_dir))
+    progress.set_mode(args.progress)
 
 
 def _stop_on_sigterm(signum, frame) -> None:
@@ -82,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        return _run(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        _set_up_process(args)
+        return _run(args)
     except UserError as exc:
         print(f"rlff-esc: error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from esc_agents.cli.values import COUNT, OUT_FOLDER, SCORE, SEED, SHARE
+from esc_agents.cli.values import COUNT, OUT_FOLDER, SCORE, SEED, SHARE, labels
 from esc_agents.core.errors import UserError
 
 OFFLINE_HELP = "replay from the cache alone: start no server, call no endpoint; a missing completion is an error"
@@ -19,6 +19,20 @@ def add_cache_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="FILE", help="completion cache (default: <cache dir>/completions.sqlite)")
     parser.add_argument("--no-cache", action="store_true", help="neither replay nor record completions")
     parser.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
+
+
+def add_same_model_option(parser: argparse.ArgumentParser) -> None:
+    """For commands that write run folders: a resume against another server is refused unless told."""
+    parser.add_argument("--same-model", action="store_true",
+                        help="resume a run folder although a role's server moved (another base URL or served "
+                        "model): it serves the same weights; run.json records the move")
+
+
+def add_labels_option(parser: argparse.ArgumentParser, rows: str) -> None:
+    """Display names for a table's rows, so a file or spec name need not go into a paper."""
+    parser.add_argument("--labels", type=labels, default={}, metavar="ROW=NAME,...",
+                        help=f"display names for {rows} in the tables (folders keep their names); a ROW that names "
+                        "none is refused")
 
 
 def add_max_invalid_rate(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +50,8 @@ def add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdp
     """Options shared by every command that runs episodes."""
     parser.add_argument("--config", metavar="FILE", help="YAML config: endpoint profiles, roles, episode settings")
     parser.add_argument("--dataset", default=dataset,
-                        help="esconv:<split>, extes:<split> or a JSONL file (default: %(default)s)")
+                        help="a registered NAME:SPLIT (esconv:<split>, extes:<split>, or a package's), a JSONL file, "
+                        "or a loader of yours, package.module:function[@SPLIT] (default: %(default)s)")
     parser.add_argument("--limit", type=COUNT, metavar="N", help="use the first N cases (default: all)")
     parser.add_argument("--max-turns", type=COUNT, metavar="T", help="turn cap T (default 8)")
     parser.add_argument("--critic-samples", type=COUNT, metavar="L", help="critic samples per turn l (default 10)")
@@ -59,6 +74,7 @@ def add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdp
     parser.add_argument("--user-endpoint", metavar="PROFILE", help="endpoint profile of the user simulator alone")
     parser.add_argument("--critic-endpoint", metavar="PROFILE", help="endpoint profile of the critic alone")
     add_cache_options(parser)
+    add_same_model_option(parser)
     parser.add_argument("--context-window", type=COUNT, metavar="N",
                         help="the supporter sees the latest N messages of the dialogue (default: all); the reward "
                         "model and GRPO inherit it from the reward data")
@@ -66,7 +82,8 @@ def add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdp
                         help="supporter max_tokens (default 96; a trained policy: its training max_completion_length)")
     add_max_invalid_rate(parser)
     parser.add_argument("--out", required=out_required, type=OUT_FOLDER, metavar="DIR",
-                        help="run folder (created or resumed)")
+                        help="run folder (created or resumed)"
+                        + ("" if out_required else "; required unless an ACTION is given"))
 
 
 def add_held_out_options(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +106,8 @@ def engine(args: argparse.Namespace, config):
     """The engine of a command, with its cache options."""
     from esc_agents.engine import Engine
 
-    return Engine(config, use_cache=not args.no_cache, cache_path=args.cache, offline=args.offline)
+    return Engine(config, use_cache=not args.no_cache, cache_path=args.cache, offline=args.offline,
+                  same_model=args.same_model)
 
 
 def supporter(spec: str) -> tuple[str, dict[str, Any]]:
@@ -108,13 +126,22 @@ def supporter(spec: str) -> tuple[str, dict[str, Any]]:
     return supporter_binding(spec)
 
 
-def config_from(args: argparse.Namespace, supporter_spec: str | None = None, **sections):
+def config_from(args: argparse.Namespace, supporter_spec: str | None = None, blame: dict[str, str] | None = None,
+                **sections):
     """The run config from the shared options; `supporter_spec` (see `compare`) or
-    --supporter-model replaces the supporter's binding."""
+    --supporter-model replaces the supporter's binding. A value the config refuses (an unknown
+    endpoint profile) is blamed on the option that gave it, `blame` naming those of `sections`."""
+    from esc_agents.cli.config_flags import describe_problems
     from esc_agents.config import build_config
 
     def role(endpoint: str | None, prompt: str | None) -> dict:
         return {"endpoint": endpoint or args.endpoint, "prompt": prompt}
+
+    given = {f"{name}.endpoint": option if value else "--endpoint"
+             for name, value, option in (("supporter", args.supporter_endpoint, "--supporter-endpoint"),
+                                         ("user_simulator", args.user_endpoint, "--user-endpoint"),
+                                         ("critic", args.critic_endpoint, "--critic-endpoint"))
+             if value or args.endpoint}
 
     for plugin, prompt in (("--seeker", args.persona), ("--critic", args.critic_prompt)):
         if prompt is not None and getattr(args, plugin[2:]) is not None:
@@ -123,10 +150,13 @@ def config_from(args: argparse.Namespace, supporter_spec: str | None = None, **s
     if args.supporter_model is not None:
         binding = supporter(str(args.supporter_model))[1]
         binding["supporter"]["prompt"] = args.supporter_prompt or binding["supporter"]["prompt"]
+        given.pop("supporter.endpoint", None)
     if supporter_spec is not None:
         binding = supporter(supporter_spec)[1]
         if "endpoint" not in binding["supporter"] and (args.supporter_endpoint or args.endpoint):
             binding["supporter"]["endpoint"] = args.supporter_endpoint or args.endpoint
+        elif "endpoint" in binding["supporter"]:
+            given["supporter.endpoint"] = "--supporters"
     if args.supporter_max_tokens is not None:
         binding["supporter"]["max_tokens"] = args.supporter_max_tokens
     if args.context_window is not None:
@@ -142,7 +172,7 @@ def config_from(args: argparse.Namespace, supporter_spec: str | None = None, **s
         },
         "seed": args.seed,
         **sections,
-    })
+    }, describe=lambda error, source: describe_problems(error, {**given, **(blame or {})}, source))
 
 
 def load_cases(args: argparse.Namespace):

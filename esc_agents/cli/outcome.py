@@ -8,10 +8,22 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+def usage_columns(usage: dict[str, int], per: int = 1) -> str:
+    """One role's usage (as `UsageMeter.as_dict` gives it), one unit per column: requests sent,
+    samples the server returned, samples replayed from the cache, tokens; divided by `per` (e.g.
+    per step). A total from before samples were counted shows `-` for them."""
+    def column(key: str, width: int) -> str:
+        if key not in usage:
+            return f"{'-':>{width}s}"
+        return f"{usage[key]:{width}d}" if per == 1 else f"{usage[key] / per:{width}.1f}"
+
+    return (f"requests {column('calls', 6)}  samples {column('samples', 6)} fresh {column('cached', 6)} cached  "
+            f"tokens in {column('prompt_tokens', 8)} out {column('completion_tokens', 7)}")
+
+
 def print_usage(meter) -> None:
     for role, usage in meter.as_dict().items():
-        print(f"  {role:16s} calls {usage['calls']:5d}  cached {usage['cached']:5d}  "
-              f"tokens in {usage['prompt_tokens']:7d} out {usage['completion_tokens']:6d}")
+        print(f"  {role:16s} {usage_columns(usage)}")
 
 
 def report_failures(failed: dict[str, str], what: str) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from esc_agents.cli.values import existing_file
 
 HELP = "list the built-in prompts and personas; render one for a case"
 
@@ -12,15 +15,28 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("prompts", help=HELP, description="With no ACTION, list the built-in prompts "
                                  "and personas by role; `render` shows what one sends for a case.")
     parser.set_defaults(func=run)
-    render = parser.add_subparsers(dest="prompts_command", metavar="ACTION").add_parser(
+    actions = parser.add_subparsers(dest="prompts_command", metavar="ACTION")
+    render = actions.add_parser(
         "render", help="print the exact messages a role sends for a dataset case (JSON)",
         description="Load and check a prompt as a run would, and print the chat its role sends at the case's "
         "first exchange; the replies a run would have are placeholders.")
     render.add_argument("prompt", metavar="NAME|FILE", help="a built-in prompt's name or a prompt file")
     render.add_argument("--case", required=True, metavar="ID", help="a case id of the dataset, e.g. ppdpp_test-0")
     render.add_argument("--dataset", default="esconv:ppdpp_test", help="default: %(default)s")
-    render.add_argument("--role", help="the prompt's role (default: the folder the file is in)")
+    render.add_argument("--role", help="the prompt's role (default: a file's folder, where that names a role, "
+                        "else what the file holds: verdicts make a critic, criteria a judge, ...; a name: the role "
+                        "whose built-in prompt it is)")
     render.set_defaults(func=run_render)
+    check = actions.add_parser(
+        "check", help="print how a critic prompt reads each of a file of answers",
+        description="Read each answer as a run would (option marks, asserted and denied phrases, two verdicts) "
+        "and print its verdict, or `invalid`, with the reason. ANSWERS is a text file with one answer a line, or "
+        "JSONL with an `answer` per line and optionally the `verdict` it must get (null: invalid); then every "
+        "answer read otherwise is marked and the exit code is 1.")
+    check.add_argument("prompt", metavar="NAME|FILE", help="a built-in critic prompt's name or a critic prompt file")
+    check.add_argument("--answers", required=True, metavar="ANSWERS", type=existing_file,
+                       help="answers to read: .txt (one a line) or .jsonl ({\"answer\": ..., \"verdict\": ...})")
+    check.set_defaults(func=run_check)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,3 +56,44 @@ def run_render(args: argparse.Namespace) -> int:
     print(json.dumps(render_messages(args.prompt, role, find_case(args.dataset, args.case)), indent=2,
                      ensure_ascii=False))
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from esc_agents.core.errors import UserError
+    from esc_agents.prompts import load_prompt
+
+    critic = load_prompt("critic", args.prompt)
+    answers = read_answers(args.answers)
+    labels = {verdict.label for verdict in critic.spec.verdicts}
+    if unknown := sorted({str(expected) for _, expected in answers if expected not in (None, ..., *labels)}):
+        raise UserError(f"{args.answers}: verdict {unknown[0]!r} is none of the prompt's ({', '.join(sorted(labels))})")
+    wrong = 0
+    for answer, expected in answers:
+        reading = critic.read(answer)
+        mark = " " if expected is ... else "ok" if reading.label == expected else "XX"
+        wrong += mark == "XX"
+        shown = json.dumps(answer, ensure_ascii=False)
+        print(f"{mark:2s} {reading.label or 'invalid':16s} {reading.why:45s} {shown[:100]}")
+    invalid = sum(critic.read(answer).label is None for answer, _ in answers)
+    print(f"{len(answers)} answers: {invalid} invalid ({invalid / max(len(answers), 1):.1%})"
+          + (f"; {wrong} read otherwise than expected" if any(e is not ... for _, e in answers) else ""))
+    return 1 if wrong else 0
+
+
+def read_answers(path: Path) -> list[tuple[str, object]]:
+    """(answer, expected verdict) pairs; `...` where the file gives no expectation."""
+    from esc_agents.core.errors import UserError
+
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".jsonl":
+        return [(line, ...) for line in text.splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append((row["answer"], row.get("verdict", ...)))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{path}:{number}: not a JSON object with an \"answer\"") from None
+    return rows

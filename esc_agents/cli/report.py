@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from esc_agents.cli import options
 from esc_agents.cli.values import OUT_FILE, OUT_FOLDER
 
 HELP = "one self-contained HTML file for any mix of run folders"
@@ -19,6 +20,7 @@ def add_parser(commands) -> None:
     parser.add_argument("folders", type=Path, nargs="+", metavar="DIR", help="run folders of any command")
     parser.add_argument("--out", type=OUT_FILE, required=True, metavar="FILE.html", help="the report (its folder is "
                         "created)")
+    options.add_labels_option(parser, "folders, supporters, conditions and factor levels")
     parser.add_argument("--latex", type=OUT_FOLDER, metavar="DIR",
                         help="also write the SR / AT tables of compare, bias and evaluated simulate folders, with "
                              "their 95%% intervals, as LaTeX (booktabs) files into DIR")
@@ -28,10 +30,10 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from esc_agents.evaluation.report import write_report
 
-    print(f"wrote {write_report(args.folders, args.out)}")
+    print(f"wrote {write_report(args.folders, args.out, labels=args.labels)}")
     if args.latex:
         from esc_agents.evaluation.latex import write_latex
 
-        written = write_latex(args.folders, args.latex, skip_others=True)
+        written = write_latex(args.folders, args.latex, skip_others=True, labels=args.labels)
         print(f"wrote {len(written)} LaTeX tables into {args.latex}: {', '.join(path.name for path in written)}")
     return 0

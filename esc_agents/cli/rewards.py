@@ -62,6 +62,8 @@ def add_parser(commands) -> None:
                                "missing keys.")
     merge.add_argument("parts", type=Path, nargs="+", metavar="PART", help="the shard folders")
     merge.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="the merged folder (new)")
+    merge.add_argument("--same-model", action="store_true",
+                       help="parts whose roles ran on different servers (one per node) serve the same weights")
     merge.set_defaults(func=run_merge, writes="out")
 
     stats = actions.add_parser("stats", help="counts, success, label balance, R_fut histogram, cost",
@@ -81,7 +83,12 @@ def add_parser(commands) -> None:
     export.add_argument("--valid", type=SHARE, default=0.1, help="share of dialogues (default: %(default)s)")
     export.add_argument("--test", type=SHARE, default=0.1, help="share of dialogues (default: %(default)s)")
     export.add_argument("--seed", type=SEED, default=0, help="draws the split (default: %(default)s)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an export already in --out (by default it is refused)")
     export.set_defaults(func=run_export, writes="out")
+    # Building D_r needs --out; an ACTION has its own. argparse cannot require an option only
+    # without a sub-command (`run` checks it), so the usage says it.
+    parser.usage = f"%(prog)s [OPTIONS] --out DIR\n       %(prog)s {{{','.join(actions.choices)}}} ..."
 
 
 def add_param_option(parser: argparse.ArgumentParser, help: str) -> None:
@@ -105,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise UserError("rewards: --out DIR is required")
-    config = options.config_from(args, future_supporter={
+    config = options.config_from(args, blame={"future_supporter.endpoint": "--future-supporter-endpoint"}
+                                 if args.future_supporter_endpoint else None, future_supporter={
         "endpoint": args.future_supporter_endpoint, "prompt": args.future_supporter_prompt,
     } if (args.future_supporter_endpoint or args.future_supporter_prompt) else None, rewards={
         "candidates": args.candidates, "formula": args.formula, "delta": args.delta,
@@ -146,7 +154,7 @@ def run_relabel(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     from training.futures.generate import merge
 
-    report = merge(args.parts, args.out)
+    report = merge(args.parts, args.out, same_model=args.same_model)
     print(f"merged {len(args.parts)} parts: {report['records']} records -> {args.out}")
     for name in ("duplicates", "missing", "unexpected"):
         keys = report[name]
@@ -165,6 +173,7 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from training.futures.export import export
 
-    rows = export(args.folder, args.out, fmt=args.format, valid=args.valid, test=args.test, seed=args.seed)
+    rows = export(args.folder, args.out, fmt=args.format, valid=args.valid, test=args.test, seed=args.seed,
+                  overwrite=args.overwrite)
     print(f"exported {', '.join(f'{name} {count}' for name, count in rows.items())} rows ({args.format}) -> {args.out}")
     return 0

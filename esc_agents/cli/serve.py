@@ -30,9 +30,12 @@ def run(args: argparse.Namespace) -> int:
         serve_command,
     )
 
-    profile = build_config(args.config).endpoints[args.profile]
+    endpoints = build_config(args.config).endpoints
+    if args.profile not in endpoints:
+        raise UserError(f"--profile: unknown endpoint profile {args.profile!r} (known: {', '.join(sorted(endpoints))})")
+    profile = endpoints[args.profile]
     if not profile.embedded:
-        raise UserError(f"profile {args.profile!r} is not the embedded server")
+        raise UserError(f"--profile: profile {args.profile!r} is not the embedded server")
     server = LocalServer(profile)
     command = serve_command(server.model_path or embedded_model_dir(), server.host, server.port,
                             profile.embedded_dtype, profile.embedded_kv_tokens)

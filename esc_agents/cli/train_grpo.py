@@ -6,6 +6,7 @@ import argparse
 
 from esc_agents.cli import options
 from esc_agents.cli.config_flags import ConfigFlags, Flag
+from esc_agents.cli.outcome import usage_columns
 from esc_agents.cli.values import OUT_FOLDER
 from esc_agents.core.errors import UserError
 from training.grpo.config import GrpoRunConfig
@@ -26,6 +27,8 @@ FLAGS = ConfigFlags(GrpoRunConfig, [
     # the optimisation
     "max_steps", "alpha", "num_generations", "temperature", "learning_rate", "batch_size", "max_completion_length",
     "report_to", "seed",
+    # any other field of TRL's GRPOConfig, e.g. --trl loss_type=dr_grpo --trl scale_rewards=none
+    Flag("trl", metavar="KEY=VALUE"),
 ])
 
 HELP = "train the supporter policy with GRPO + LoRA (stage 3)"
@@ -35,7 +38,8 @@ model, the paper's), from simulating each response's future with the run config'
 critic (--reward simulated), or from the reward model with a random share also simulated and the two
 compared in the logs (--reward hybrid). Writes the adapter, curves.png and metrics.json (simulated
 futures to futures.jsonl); a rerun resumes from the last checkpoint. Every setting is a GrpoRunConfig
-field (--config FILE); the flags below override the file."""
+field (--config FILE); the flags below override the file. Any other field of TRL's GRPOConfig
+is set with trl: in the file or --trl KEY=VALUE (repeatable), checked before any weight loads."""
 
 
 def add_parser(commands) -> None:
@@ -66,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  futures  {simulation['futures']} simulated, {simulation['failed']} gave no reward; "
               f"{simulation['endpoint_wait_seconds'] / steps:.1f} s/step waiting on endpoints")
         for role, usage in simulation["usage"].items():
-            print(f"  {role:16s} {usage['calls'] / steps:6.1f} calls/step ({usage['cached'] / steps:.1f} cached)  tokens in "
-                  f"{usage['prompt_tokens'] / steps:7.0f} out {usage['completion_tokens'] / steps:6.0f} per step")
+            print(f"  {role:16s} {usage_columns(usage, per=steps)} per step")
     for signal in metrics.get("warnings", []):
         print(f"warning: {signal}")
     print(f"wrote {args.out / 'adapter'}, curves.png, metrics.json; `rlff-esc export --adapter {args.out}` "

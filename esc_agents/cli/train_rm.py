@@ -16,11 +16,15 @@ from training.reward_model.config import RewardModelConfig
 FLAGS = ConfigFlags(RewardModelConfig, [
     "objective", Flag("backbone", metavar="NAME|DIR"), "max_steps", "epochs", "batch_size", "learning_rate",
     "max_length", "lora", "report_to", "seed",
+    # any other field of the trainer's config, e.g. --trl lr_scheduler_type=cosine
+    Flag("trl", metavar="KEY=VALUE"),
 ])
 
 HELP = "train the reward model on D_r (stage 2)"
 DESCRIPTION = """Train a reward model on D_r, split by dialogue, with the classification (default),
-ranking or regression objective; write the model, metrics.json, predictions and loss curves."""
+ranking or regression objective; write the model, metrics.json, predictions and loss curves. Any other
+field of the trainer's config (TRL's RewardConfig for ranking, transformers' TrainingArguments otherwise)
+is set with trl: in the --config file or --trl KEY=VALUE (repeatable), checked before any weight loads."""
 
 
 def add_parser(commands) -> None:

@@ -55,6 +55,19 @@ SHARE = number(float, minimum=0, maximum=1)  # rates and fractions
 SCORE = number(float)  # thresholds on a prompt's own scale, checked against it later
 
 
+def labels(text: str) -> dict[str, str]:
+    """An argparse type for `--labels a=Name,b=Name`: row -> display name, each pair whole."""
+    names: dict[str, str] = {}
+    for pair in text.split(","):
+        key, sep, name = (part.strip() for part in pair.partition("="))
+        if not sep or not key or not name:
+            raise argparse.ArgumentTypeError(f"{pair.strip()!r} is not ROW=NAME")
+        if key in names:
+            raise argparse.ArgumentTypeError(f"{key} is given twice")
+        names[key] = name
+    return names
+
+
 def output(kind: str) -> Callable[[str], Path]:
     """An argparse type for an output `folder` or `file`: refused at once when it is empty (which
     would mean the working directory), a file where a folder is wanted or the reverse, or under a
@@ -73,6 +86,29 @@ def output(kind: str) -> Callable[[str], Path]:
         return path
 
     return parse
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """An argparse type for `KEY=VALUE`, the value read as YAML (`none` stays the string "none",
+    `null` is None, `0.1` a number, `true` a bool), as it would be in the config file."""
+    import yaml
+
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"{key.strip()}: {value!r} is not a YAML value "
+                                         f"({' '.join(str(error).split())})") from None
+
+
+def existing_file(text: str) -> Path:
+    """An argparse type for a file the command reads: refused at once when it is not there."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is {'a folder' if path.is_dir() else 'not there'}; name a file")
+    return path
 
 
 OUT_FOLDER = output("folder")  # run folders, export folders, LaTeX tables

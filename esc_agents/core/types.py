@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 Speaker = Literal["seeker", "supporter"]
 
@@ -20,6 +20,16 @@ class Message(BaseModel):
     content: str
     raw: str | None = None
     strategy: str | None = None
+    # Spans cleaning removed because they spoke as another role or carried a critic's verdict.
+    forged: list[str] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _forged_only_when_any(self, handler):
+        """Files keep their old shape: `forged` is written only for a reply that had such spans."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("forged"):
+            data.pop("forged", None)
+        return data
 
 
 def windowed(history: list, window: int | None) -> list:

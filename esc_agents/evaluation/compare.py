@@ -23,13 +23,17 @@ from esc_agents.core.jsonfile import write_json
 from esc_agents.core.runlog import read_unique
 from esc_agents.datasets import ESCONV_STRATEGIES
 from esc_agents.evaluation.intervals import wilson_interval
-from esc_agents.evaluation.metrics import INTERVALS, format_interval, format_p, plot_success_by_turn, summarize
+from esc_agents.evaluation.labels import rename, rename_in_text, rename_keys
+from esc_agents.evaluation.metrics import (INTERVALS, count_text, count_warnings, format_interval, format_p,
+                                           plot_success_by_turn, summarize, with_count_warnings)
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
-from esc_agents.provenance import differing_fields
+from esc_agents.provenance import describe_identity, differing_fields, same_server, served_identities, settings_only
 from esc_agents.roles.replies import split_strategy
 
 # What must be equal for two runs to be compared: everything but the supporter.
 SHARED_FIELDS = ("dataset", "episode", "seed", "roles.user_simulator", "roles.critic")
+# The roles among them, whose servers must be one too (compared apart: an unknown one is no difference).
+SHARED_ROLES = tuple(field.removeprefix("roles.") for field in SHARED_FIELDS if field.startswith("roles."))
 
 
 def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
@@ -53,7 +57,7 @@ def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
 def _shared(fingerprint: dict[str, Any]) -> dict[str, Any]:
     picked = {}
     for field in SHARED_FIELDS:
-        value: Any = fingerprint
+        value: Any = settings_only(fingerprint)
         for part in field.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         picked[field] = value
@@ -67,16 +71,31 @@ class LoadedRuns:
     max_turns: int  # T of the first run
     warnings: list[str]
     meant: set[str]  # case ids the runs were meant to finish (run.json `cases`), finished or not
+    records: dict[str, dict[str, Any]]  # label -> run.json
+
+
+def mixed_servers(records: dict[str, dict[str, Any]], role: str) -> str | None:
+    """One line naming two runs whose `role` ran on different servers, or None. A run that did not
+    record its server (an older run.json) is no difference; one moved with --same-model matches
+    what it ran on before the move as well as after."""
+    known = {label: servers for label, run in records.items() if (servers := served_identities(run, role))}
+    for a, b in combinations(known, 2):
+        if not any(same_server(x, y) for x in known[a] for y in known[b]):
+            return (f"the {role} of {b} ran on {describe_identity(known[b][0])}, "
+                    f"that of {a} on {describe_identity(known[a][0])}")
+    return None
 
 
 def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> LoadedRuns:
-    """Trajectories per label, keyed by case id; refuses runs whose cases or settings differ,
-    and runs that share no finished case."""
-    fingerprints, meant = {}, set()
+    """Trajectories per label, keyed by case id; refuses runs whose cases or settings differ, or
+    whose user simulator or critic ran on other servers (a difference either makes would read as the
+    supporters'), and runs that share no finished case."""
+    fingerprints, meant, records = {}, set(), {}
     for label, folder in runs.items():
         if not (folder / "run.json").exists():
             raise UserError(f"{folder} is not a simulate run (no run.json)")
         run = json.loads((folder / "run.json").read_text())
+        records[label] = run
         fingerprints[label] = run["fingerprint"]
         meant.update(run.get("cases") or [])
     trajectories = {label: {t["case_id"]: t for t in read_unique(folder / "trajectories.jsonl", "case_id")}
@@ -92,15 +111,22 @@ def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> LoadedRuns:
             if not allow_mismatch:
                 raise UserError(f"runs are not comparable: {message} (--allow-mismatch compares them anyway)")
             warnings.append(message)
+    for role in SHARED_ROLES:
+        if message := mixed_servers(records, role):
+            if not allow_mismatch:
+                raise UserError(f"runs are not comparable: {message} (--allow-mismatch compares them anyway)")
+            warnings.append(message)
     common = sorted(set.intersection(*(set(t) for t in trajectories.values())))
     if not common:
         raise UserError("the runs share no finished case")
-    return LoadedRuns(trajectories, common, fingerprints[first]["episode"]["max_turns"], warnings, meant)
+    return LoadedRuns(trajectories, common, fingerprints[first]["episode"]["max_turns"], warnings, meant, records)
 
 
-def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = False) -> dict[str, Any]:
-    """Summaries per supporter and paired tests per pair on their common cases; writes
-    `compare.json` and one SR-by-turn plot."""
+def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = False,
+                 labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Summaries per supporter and paired tests per pair on their common cases (in case-id order,
+    so intervals depend on the cases alone); writes `compare.json` and one SR-by-turn plot.
+    `labels`: display names for the supporters (their folders keep theirs)."""
     loaded = load_runs(runs, allow_mismatch)
     trajectories, common, max_turns = loaded.trajectories, loaded.common, loaded.max_turns
     summaries = {label: summarize([by_case[c] for c in common], max_turns) for label, by_case in trajectories.items()}
@@ -113,7 +139,9 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
     pairs = {}
     for a, b in combinations(runs, 2):
         (a_success, a_turns), (b_success, b_turns) = outcomes(a), outcomes(b)
-        pairs[f"{a} vs {b}"] = {"success": mcnemar(a_success, b_success),
+        success = mcnemar(a_success, b_success)
+        pairs[f"{a} vs {b}"] = {"supporters": [a, b],
+                                "success": {**success, "won": {a: success["a_only"], b: success["b_only"]}},
                                 "turns": paired_bootstrap(a_turns, b_turns)}
     out.mkdir(parents=True, exist_ok=True)
     report = {"cases": len(common), "max_turns": max_turns, "runs": {k: str(v) for k, v in runs.items()},
@@ -123,11 +151,38 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
               "format_compliance": {label: format_compliance([trajectories[label][c] for c in common],
                                                              reply_format(folder))
                                     for label, folder in runs.items()},
-              "warnings": loaded.warnings}
+              "warnings": loaded.warnings + count_warnings(summaries)}
+    report = relabel_comparison(report, labels or {})
     write_json(out / "compare.json", report)
-    plot_success_by_turn({label: s["success_by_turn"] for label, s in summaries.items()},
+    plot_success_by_turn({label: s["success_by_turn"] for label, s in report["summaries"].items()},
                          out / "success_by_turn.png")
     return report
+
+
+def pair_names(pair: str, tests: dict[str, Any]) -> tuple[str, str]:
+    """The two supporters of a pair; a compare.json written before pairs named them, from the key."""
+    if supporters := tests.get("supporters"):
+        return supporters[0], supporters[1]
+    a, _, b = pair.partition(" vs ")
+    return (a, b) if b and " vs " not in b else ("A", "B")
+
+
+def relabel_comparison(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A compare.json's content with its supporters shown under `names` (see `labels`)."""
+    if not names:
+        return data
+    pairs = {}
+    for pair, tests in data["pairs"].items():
+        a, b = (rename(names, name) for name in pair_names(pair, tests))
+        success = {**tests["success"], **({"won": {a: tests["success"]["a_only"], b: tests["success"]["b_only"]}}
+                                          if "won" in tests["success"] else {})}
+        pairs[f"{a} vs {b}"] = {**tests, "success": success,
+                                **({"supporters": [a, b]} if "supporters" in tests else {})}
+    groups = {group: {name: {**row, "supporters": rename_keys(row["supporters"], names)}
+                      for name, row in data[group].items()} for group in ("by_emotion", "by_problem") if group in data}
+    return {**data, **groups, "pairs": pairs,
+            **{key: rename_keys(data[key], names) for key in ("summaries", "runs", "format_compliance") if key in data},
+            "warnings": [rename_in_text(warning, names) for warning in data.get("warnings", [])]}
 
 
 def by_group(trajectories: dict[str, dict[str, dict]], common: list[str], key: str,
@@ -201,17 +256,25 @@ def format_compliance(episodes: list[dict[str, Any]], spec: dict[str, str]) -> d
 
 
 def format_comparison(report: dict[str, Any]) -> str:
+    """The printed comparison: per supporter its numbers with the counts they rest on (no-reply
+    episodes, the final score's n) and the share of distinct bigrams of its replies; per pair who
+    won which discordant cases, and how each p-value was computed."""
     lines = [f"{report['cases']} cases, T = {report['max_turns']}",
-             f"{'supporter':22s} {'SR':>6s} {'Wilson 95%':>15s} {'AT':>6s} {'95% CI':>15s} {'final':>7s}"]
+             f"{'supporter':22s} {'SR':>6s} {'Wilson 95%':>15s} {'AT':>6s} {'95% CI':>15s} {'final':>7s} "
+             f"{'n final':>7s} {'no reply':>8s} {'dist-2':>6s} {'forged':>6s}"]
     for label, s in report["summaries"].items():
         final = "-" if s["mean_final_score"] is None else f"{s['mean_final_score']:.3f}"
         lines.append(f"{label:22s} {s['success_rate']:6.3f} {format_interval(s['success_rate_ci95']):>15s} "
-                     f"{s['average_turns']:6.2f} {format_interval(s['average_turns_ci95']):>15s} {final:>7s}")
+                     f"{s['average_turns']:6.2f} {format_interval(s['average_turns_ci95']):>15s} {final:>7s} "
+                     f"{count_text(s.get('final_score_cases')):>7s} {count_text(s.get('no_reply')):>8s} "
+                     f"{bigram_text(s):>6s} {forged_text(s):>6s}")
     for pair, tests in report["pairs"].items():
         success, turns = tests["success"], tests["turns"]
-        lines.append(f"{pair}: McNemar {success['a_only']}/{success['b_only']} discordant, p {format_p(success['p_value'])}; "
-                     f"turns difference {turns['mean_difference']:+.2f} {format_interval(turns['ci95'])}, "
-                     f"p {format_p(turns['p_value'])}")
+        a, b = pair_names(pair, tests)
+        lines.append(f"{pair}: McNemar: {a} won {success['a_only']}, {b} won {success['b_only']} of the discordant "
+                     f"cases, p {format_p(success['p_value'])}; turns difference {turns['mean_difference']:+.2f} "
+                     f"{format_interval(turns['ci95'])}, sign-flip p "
+                     f"{format_p(turns['p_value'], turns.get('p_flips'), method='p_method' in turns)}")
     for label, compliance in report.get("format_compliance", {}).items():
         if compliance["rate"] is not None:
             lines.append(f"{label}: {compliance['followed']} of {compliance['replies']} replies followed the "
@@ -219,5 +282,18 @@ def format_comparison(report: dict[str, Any]) -> str:
                          f"{format_interval(compliance['rate_ci95'])})"
                          + (f"; {compliance['episodes_without_reply']} episodes ended with no usable reply"
                             if compliance.get("episodes_without_reply") else ""))
-    lines += [f"warning: {w}" for w in report["warnings"]]
+    lines += [f"warning: {w}" for w in with_count_warnings(report["warnings"], report["summaries"])]
     return "\n".join(lines)
+
+
+def forged_text(summary: dict[str, Any]) -> str:
+    """Supporter replies that carried another role's words or a verdict (cut before any role saw
+    them); `-` for a summary older than the count."""
+    forged = summary.get("forged")
+    return "-" if forged is None else str(forged["replies"])
+
+
+def bigram_text(summary: dict[str, Any]) -> str:
+    """The share of distinct bigrams of a supporter's replies, `-` where there is none to count."""
+    share = (summary.get("distinct_bigrams") or {}).get("share")
+    return "-" if share is None else f"{share:.3f}"

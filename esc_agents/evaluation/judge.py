@@ -15,7 +15,7 @@ from esc_agents.core.runlog import read_unique
 from esc_agents.core.types import Message
 from esc_agents.engine import Engine
 from esc_agents.evaluation.compare import load_runs
-from esc_agents.evaluation.metrics import bootstrap_ci, format_interval
+from esc_agents.evaluation.metrics import bootstrap_ci, format_interval, in_case_order
 from esc_agents.jobs import JobsResult, run_logged
 from esc_agents.provenance import write_run_record
 
@@ -50,6 +50,7 @@ async def judge_runs(config: RunConfig, runs: dict[str, Path], out: Path, *, con
 
     def record(**check) -> dict:
         return write_run_record(out, config, engine.prompts, "judge", plugins=engine.plugin_fingerprints,
+                                identities=engine.endpoint_identities, same_model=engine.same_model,
                                 runs={a: str(a_dir), b: str(b_dir)}, **check)
 
     record(dry_run=True)
@@ -83,7 +84,7 @@ def win_rates(outcomes: list[dict[str, str]], criteria: list[str]) -> dict[str, 
 
 
 def summarize_judgments(out: Path, criteria: list[str]) -> dict[str, Any]:
-    judgments = read_unique(out / JUDGMENTS, "case_id")
+    judgments = in_case_order(read_unique(out / JUDGMENTS, "case_id"))  # the interval: the cases', not their order
     valid = [j["outcome"] for j in judgments if j["outcome"] is not None]
     first = judgments[0] if judgments else {"a": "?", "b": "?"}
     summary = {"a": first["a"], "b": first["b"], "cases": len(judgments), "unparsable": len(judgments) - len(valid),

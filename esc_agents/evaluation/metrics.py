@@ -4,14 +4,16 @@
 score interval for SR (a bootstrap of a 0/1 outcome collapses to [0, 0] or [1, 1] when every
 case failed or succeeded) and a percentile bootstrap for AT and the final score. Failures count
 T turns in AT; an episode whose supporter gave no usable reply (`no_reply`) is a failure like
-any other. A case that did not run at all (the endpoint failed after its retries) is no
-supporter outcome: it is listed, and the summary says `complete: false` until a rerun finishes
-it.
+any other. Every interval resamples the cases in case-id order, so it depends on the cases alone,
+not on the order in which their episodes finished. A case that did not run at all (the endpoint
+failed after its retries) is no supporter outcome: it is listed, and the summary says
+`complete: false` until a rerun finishes it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,36 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_R
     means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return [float(low), float(high)]
+
+
+def in_case_order(trajectories: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trajectories sorted by case id: a bootstrap draws indices, so the same cases in the order
+    their episodes finished would give another interval on every run."""
+    return sorted(trajectories, key=lambda trajectory: str(trajectory["case_id"]))
+
+
+def distinct_bigrams(texts: list[str]) -> dict[str, Any]:
+    """Distinct word bigrams over all bigrams of the texts (each text on its own, lower-cased):
+    near 1 for varied replies, low when a supporter collapses onto a template that SR and AT
+    do not show."""
+    bigrams = [pair for text in texts for words in [re.findall(r"\w+", text.lower())]
+               for pair in zip(words, words[1:])]
+    return {"distinct": len(set(bigrams)), "total": len(bigrams),
+            "share": len(set(bigrams)) / len(bigrams) if bigrams else None}
+
+
+def supporter_texts(trajectories: list[dict[str, Any]]) -> list[str]:
+    """The supporter turns' text (as the seeker heard it) of every trajectory."""
+    return [message["content"] for trajectory in trajectories for message in trajectory.get("messages", [])
+            if message["speaker"] == "supporter"]
+
+
+def forged_replies(trajectories: list[dict[str, Any]]) -> dict[str, int]:
+    """Supporter turns from which cleaning removed another role's words or a critic's verdict, and
+    the spans removed: a supporter that writes them is trying the critic, even where it failed."""
+    turns = [message.get("forged") or [] for trajectory in trajectories for message in trajectory.get("messages", [])
+             if message["speaker"] == "supporter"]
+    return {"replies": sum(bool(spans) for spans in turns), "spans": sum(len(spans) for spans in turns)}
 
 
 def format_interval(bounds: list[float | None] | None, digits: int = 2) -> str:
@@ -66,6 +98,7 @@ INTERVALS = {"success_rate": "wilson", "average_turns": "bootstrap", "mean_final
 def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, Any]:
     if not trajectories:
         raise UserError("no finished trajectories to evaluate")
+    trajectories = in_case_order(trajectories)
     success = np.array([t["success"] for t in trajectories], dtype=float)
     turns = np.array([t["turns"] if t["success"] else max_turns for t in trajectories], dtype=float)
     finals = np.array([t["final_score"] for t in trajectories if t["final_score"] is not None], dtype=float)
@@ -89,7 +122,38 @@ def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, A
         "no_reply": sum(t.get("status") == "no_reply" for t in trajectories),
         "by_emotion": _group(trajectories, "emotion", max_turns),
         "by_problem": _group(trajectories, "problem", max_turns),
+        "distinct_bigrams": distinct_bigrams(supporter_texts(trajectories)),
+        "forged": forged_replies(trajectories),
     }
+
+
+# What each count a row of a table shows beside its numbers means, for warnings when they differ.
+COUNTED = {"no_reply": "episodes ended by a supporter with no usable reply (each a failure)",
+           "final_score_cases": "episodes with a verdict (the n of the mean final score)"}
+
+
+def count_warnings(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """A warning per count (no-reply episodes, the final score's n) that differs between rows
+    compared side by side: a supporter silent in some cases has its mean final score over fewer,
+    other episodes, and its row would otherwise read like the rest. Rows that lack a count (older
+    files) are passed over."""
+    warnings = []
+    for key, meaning in COUNTED.items():
+        counts = {label: row[key] for label, row in rows.items() if row.get(key) is not None}
+        if len(set(counts.values())) > 1:
+            warnings.append(f"{meaning} differ between rows: "
+                            + ", ".join(f"{label} {count}" for label, count in counts.items()))
+    return warnings
+
+
+def count_text(count: int | None) -> str:
+    """A count as a table shows it: `-` where an older file did not keep it."""
+    return "-" if count is None else str(count)
+
+
+def with_count_warnings(warnings: list[str], rows: dict[str, dict[str, Any]]) -> list[str]:
+    """`warnings` and any count warning they lack (a file written before counts were warned of)."""
+    return list(warnings) + [w for w in count_warnings(rows) if w not in warnings]
 
 
 def plot_success_by_turn(curves: dict[str, dict[str, float]], path: Path) -> None:
@@ -147,9 +211,30 @@ def incomplete(summary: dict[str, Any]) -> list[str]:
             "(rerun its simulate command to finish them)"]
 
 
-def format_p(p_value: float) -> str:
-    """`= 0.034`, or `< 0.001`: a p-value is never printed as 0."""
-    return "< 0.001" if p_value < 0.001 else f"= {p_value:.3f}"
+def p_method(flips: int | None) -> str:
+    """How a permutation p-value was computed: `exact`, or from `flips` random sign patterns."""
+    return "exact" if flips is None else f"monte carlo, {flips} flips, resolution 1/{flips}"
+
+
+def p_text(p_value: float | None, flips: int | None = None, *, mark_monte_carlo: bool = False) -> str:
+    """`0.034`, or `< 0.001`: a p-value is never printed as 0. A Monte-Carlo p-value (`flips`
+    draws) is never printed finer than its resolution 1/flips: 1,000 flips with none as extreme
+    give `≤ 0.001`, not `< 0.001`. `mark_monte_carlo` (a table cell, where exact goes without
+    saying) adds how a Monte-Carlo one was drawn."""
+    if p_value is None:
+        return "-"
+    if flips is not None and 1 / flips >= 0.001 and p_value < 1 / flips:
+        text = f"≤ {1 / flips:g}"
+    else:
+        text = "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
+    return f"{text} ({p_method(flips)})" if mark_monte_carlo and flips is not None else text
+
+
+def format_p(p_value: float, flips: int | None = None, *, method: bool = False) -> str:
+    """`= 0.034`, `< 0.001` or `≤ 0.001` (see `p_text`); with `method`, how it was computed."""
+    text = p_text(p_value, flips)
+    text = text if text[0] in "<≤" else f"= {text}"
+    return f"{text} ({p_method(flips)})" if method else text
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ import yaml
 from esc_agents.core.errors import UserError
 from esc_agents.core.runlog import read_unique
 from esc_agents.evaluation.intervals import wilson_interval
+from esc_agents.evaluation.metrics import summarize
 from esc_agents.jobs import outstanding_failures
 from training.futures.records import RECORDS, read_records
 from training.grpo.records import FUTURES, read_futures
@@ -28,13 +29,16 @@ DATA_MARK = "/*VIEWER-DATA*/"
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
-    """A message as shown: `raw` only where the model's full output differs from what others saw."""
+    """A message as shown: `raw` only where the model's full output differs from what others saw;
+    `forged`: the spans cleaning removed as another role's words or a verdict, marked on the reply."""
     shown = {"speaker": message["speaker"], "content": message["content"]}
     raw = message.get("raw")
     if raw and raw.strip() != message["content"].strip():
         shown["raw"] = raw
     if message.get("strategy"):
         shown["strategy"] = message["strategy"]
+    if message.get("forged"):
+        shown["forged"] = message["forged"]
     return shown
 
 
@@ -91,8 +95,17 @@ def _known_cases(dataset: str | None) -> dict[str, Any]:
         return {}
 
 
-def _episodes_folder(name: str, kind: str, columns: dict[str, Path], extra: dict[str, Any] | None = None) -> dict:
-    """Simulate runs side by side on their cases (one column for a simulate folder)."""
+def _turns_and_critic(trajectories: list[dict[str, Any]], max_turns: int | None) -> dict[str, Any]:
+    """A run's AT and invalid-critic rate as `evaluate` computes them (a failure, no-reply ones
+    included, counts T turns); None where the run has no episode or no T."""
+    summary = summarize(trajectories, max_turns) if trajectories and max_turns else {}
+    return {key: summary.get(key) for key in ("average_turns", "average_turns_ci95", "invalid_critic_rate", "no_reply")}
+
+
+def _episodes_folder(name: str, kind: str, columns: dict[str, Path], extra: dict[str, Any] | None = None,
+                     conditions: dict[str, dict[str, Any]] | None = None) -> dict:
+    """Simulate runs side by side on their cases (one column for a simulate folder); `conditions`
+    adds each bias column's group and seed."""
     column_info, by_case, names = [], {}, {}
     for index, (label, folder) in enumerate(columns.items()):
         run = _run_json(folder)
@@ -124,6 +137,7 @@ def _episodes_folder(name: str, kind: str, columns: dict[str, Path], extra: dict
             "episodes": len(trajectories), "failed_to_run": len(failures),
             "success_rate": successes / len(trajectories) if trajectories else None,
             "success_rate_wilson95": wilson_interval(successes, len(trajectories)),
+            **_turns_and_critic(trajectories, episode.get("max_turns")), **(conditions or {}).get(label, {}),
         })
     cases = sorted(by_case.values(), key=lambda case: _natural(case["id"]))
     for case in cases:
@@ -135,6 +149,18 @@ def _episodes_folder(name: str, kind: str, columns: dict[str, Path], extra: dict
 def _natural(key: str) -> list:
     """ppdpp_test-2 before ppdpp_test-10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def _conditions(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each bias condition's group (its label less the seed) and seed, seeds of a group together
+    in the order the groups first come."""
+    found = {}
+    for label, row in report["conditions"].items():
+        match = re.fullmatch(r"(.+)_seed(\d+)", label)
+        found[label] = {"group": match[1], "seed": row.get("seed", int(match[2]))} if match else {"group": label}
+    groups = list(dict.fromkeys(c["group"] for c in found.values()))
+    order = sorted(found, key=lambda label: (groups.index(found[label]["group"]), found[label].get("seed", 0)))
+    return {label: found[label] for label in order}
 
 
 def _run_folders(folder: Path, labels: list[str], recorded: dict[str, str]) -> dict[str, Path]:
@@ -203,9 +229,10 @@ def load_folder(folder: Path) -> dict[str, Any] | None:
         return _episodes_folder(folder.name, "compare", _run_folders(folder, labels, report.get("runs", {})))
     if (folder / "bias.json").exists():
         report = json.loads((folder / "bias.json").read_text())
-        labels = list(report["conditions"])
-        return _episodes_folder(folder.name, "bias", _run_folders(folder, labels, {}),
-                                {"reference": report.get("reference")})
+        conditions = _conditions(report)
+        return _episodes_folder(folder.name, "bias", _run_folders(folder, list(conditions), report.get("runs", {})),
+                                {"reference": report.get("reference"), "personas": report.get("personas", {})},
+                                conditions)
     run = _run_json(folder)
     if (folder / RECORDS).exists() and "rewards" in run.get("fingerprint", {}):
         return _rewards_folder(folder, run)
@@ -221,8 +248,9 @@ def viewer_parts(folders: list[dict[str, Any]]) -> tuple[str, str]:
     template = resources.files("esc_agents.evaluation").joinpath("viewer.html").read_text(encoding="utf-8")
     style = template.split("<style>", 1)[1].split("</style>", 1)[0]
     body = template.split("<body>", 1)[1].split("</body>", 1)[0]
-    # "</" inside a string must not end the script element early.
-    data = json.dumps({"folders": folders}, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    # No "<" at all in the data element: a policy's "</script>" cannot end it early, nor "<!--<script>"
+    # keep it open past its end (JSON has "<" only inside strings, where \u003c means the same).
+    data = json.dumps({"folders": folders}, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     return style, body.replace(DATA_MARK, data)
 
 

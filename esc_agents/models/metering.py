@@ -18,15 +18,20 @@ class UsageObserver(Protocol):
 
 @dataclass
 class RoleUsage:
-    calls: int = 0
-    cached: int = 0
+    """Each field counts one unit (a table that put requests and samples in one column would add
+    apples to pears: one request with n = 10 brings 10 samples). Names kept from older files."""
+
+    calls: int = 0  # requests that reached the server
+    cached: int = 0  # samples replayed from the cache (or from an identical request in flight)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    samples: int = 0  # samples the server returned
+    cached_calls: int = 0  # asks for a prompt's samples that the cache answered whole: no request sent
 
 
 @dataclass
 class UsageMeter:
-    """LLM calls and tokens per role; a cached completion counts as `cached`, not a call."""
+    """Requests, samples and tokens per role; a cached sample counts as `cached`, not a request."""
 
     roles: dict[str, RoleUsage] = field(default_factory=lambda: defaultdict(RoleUsage))
 
@@ -37,8 +42,11 @@ class UsageMeter:
             if completion.cached:
                 usage.cached += 1
             else:
+                usage.samples += 1
                 usage.prompt_tokens += completion.prompt_tokens
                 usage.completion_tokens += completion.completion_tokens
+        if completions and not requests and all(completion.cached for completion in completions):
+            usage.cached_calls += 1
 
     @property
     def total_calls(self) -> int:

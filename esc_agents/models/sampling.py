@@ -8,14 +8,18 @@ import asyncio
 import hashlib
 from typing import Any
 
+from esc_agents.models.scope import cache_scope
 from esc_agents.models.completion import Completion
 from esc_agents.models.transport import Transport
 
 
-def request_seed(run_seed: int, index: int, attempt: int) -> int:
+def request_seed(run_seed: int, index: int, attempt: int, scope: str | None = None) -> int:
     """The `seed` sent for one sample: fixed by the run seed, yet different per sample index and
-    attempt (one seed for all would make servers that honour it return m identical samples)."""
-    digest = hashlib.sha256(f"{run_seed}:{index}:{attempt}".encode()).digest()
+    attempt (one seed for all would make servers that honour it return m identical samples), and
+    per cache scope: a GRPO step's fresh future must be a new sample on a server that honours
+    seeds too, not the same seed's replay of an earlier step's future."""
+    blob = f"{run_seed}:{index}:{attempt}" if scope is None else f"{run_seed}:{index}:{attempt}:{scope}"
+    digest = hashlib.sha256(blob.encode()).digest()
     return int.from_bytes(digest[:4], "big") >> 1  # 31 bits: every server takes it
 
 
@@ -50,4 +54,4 @@ class Sampler:
 
     def seed_for(self, run_seed: int, index: int, attempt: int) -> int | None:
         """The request's `seed` where the server honours one; an `n` request uses its first index."""
-        return request_seed(run_seed, index, attempt) if self.honours_seed else None
+        return request_seed(run_seed, index, attempt, cache_scope.get()) if self.honours_seed else None

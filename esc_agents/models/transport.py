@@ -74,6 +74,26 @@ def retry_policy(profile: EndpointProfile) -> AsyncRetrying:
     )
 
 
+def served_identity(base_url: str, models: httpx.Response, requested: str) -> dict[str, str]:
+    """Who answers requests for `requested`: the base URL, and from the server's `/models` list the
+    served model's `id` (the entry of that name, else the only entry: a one-model server such as
+    llama.cpp answers any name with it) and, where the server names them as vLLM does, the weights
+    it was loaded from (`root`). A name alone does not tell two servers apart; these may. Only what
+    the server offers is recorded."""
+    identity = {"base_url": base_url.rstrip("/")}
+    try:
+        listed = models.json().get("data") if models.status_code == 200 else None
+    except (ValueError, AttributeError):
+        listed = None
+    entries = [entry for entry in listed or [] if isinstance(entry, dict) and entry.get("id")]
+    chosen = [entry for entry in entries if entry["id"] == requested] or (entries if len(entries) == 1 else [])
+    if chosen:
+        identity["model"] = str(chosen[0]["id"])
+        if (root := chosen[0].get("root")) and root != chosen[0]["id"]:
+            identity["root"] = str(root)
+    return identity
+
+
 class Transport:
     """One endpoint profile's connection: `send` makes one request (with `n` samples) under the
     concurrency limit and the retry policy. `chat_model` replaces the HTTP client (tests)."""
@@ -103,8 +123,9 @@ class Transport:
         if self._http is not None:
             await self._http.aclose()
 
-    async def preflight(self) -> None:
-        """Fail fast, before any model load or episode, when the endpoint can't be reached."""
+    async def preflight(self) -> dict[str, str]:
+        """Fail fast, before any model load or episode, when the endpoint can't be reached; else say
+        what answers there (`served_identity`), so a run can tell when its server was swapped."""
         url = self.profile.base_url.rstrip("/") + "/models"
         headers = {"Authorization": f"Bearer {resolve_api_key(self.name, self.profile)}"}
         try:
@@ -120,6 +141,7 @@ class Transport:
                 f"endpoint {self.name!r} at {self.profile.base_url} rejected the API key "
                 f"(HTTP {response.status_code}){hint}"
             )
+        return served_identity(self.profile.base_url, response, self.request_model)
 
     def describe(self, exc: BaseException | None) -> str:
         if isinstance(exc, openai.APITimeoutError):

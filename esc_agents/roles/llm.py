@@ -6,6 +6,7 @@ or parses the answer. No graph logic lives here: `graphs.episode` decides who sp
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from esc_agents.core.types import Case, CriticScore, Message, windowed
 from esc_agents.datasets import ESCONV_STRATEGIES
 from esc_agents.models.endpoints import Endpoint
 from esc_agents.prompts import Prompt
-from esc_agents.roles.replies import clean_utterance, supporter_turn
+from esc_agents.roles.replies import DEFAULT_GUARD, ReplyGuard, clean_utterance, supporter_turn
 
 T = TypeVar("T")
 
@@ -27,7 +28,16 @@ class EmptyReplyError(JobFailure):
 
 
 def render_transcript(messages: list[Message]) -> str:
+    """A dialogue for a person to read (annotation sheets)."""
     return "\n".join(f"{m.speaker.capitalize()}: {m.content}" for m in messages)
+
+
+def delimited_transcript(messages: list[Message]) -> str:
+    """A dialogue for a model that judges it (critic, judge): each turn one escaped block on one
+    line, so no text inside a turn can close it, open another speaker's, or reach the answer slot
+    that follows the transcript."""
+    return "\n".join(f"<{m.speaker}>{html.escape(' '.join(m.content.split()), quote=False)}</{m.speaker}>"
+                     for m in messages)
 
 
 def supporter_messages(prompt: Prompt, history: list[Message], window: int | None = None) -> list[dict[str, str]]:
@@ -91,18 +101,23 @@ class Role:
         return [answers[index][1] for index in samples]
 
 
+@dataclass
 class Supporter(Role):
-    """Sees the seeker as `user` and itself as `assistant`."""
+    """Sees the seeker as `user` and itself as `assistant`. `guard`: what its replies may not carry
+    to the other roles (the run's critic's verdict sentences; role labels always)."""
+
+    guard: ReplyGuard = DEFAULT_GUARD
 
     def chat(self, case: Case, history: list[Message]) -> list[dict[str, str]]:
         return supporter_messages(self.prompt, history, self.settings.context_window)
 
     def _parse(self, raw: str) -> Message | None:
         spec = self.prompt.spec
-        strategy, content = supporter_turn(raw, spec.reply_format, spec.think_tag, spec.response_tag)
-        if not content:
+        turn = supporter_turn(raw, spec.reply_format, spec.think_tag, spec.response_tag, self.guard)
+        if not turn.content:
             return None
-        return Message(speaker="supporter", content=content, raw=raw, strategy=strategy)
+        return Message(speaker="supporter", content=turn.content, raw=raw, strategy=turn.strategy,
+                       forged=list(turn.forged))
 
     async def reply(self, case: Case, history: list[Message]) -> Message:
         (message,) = await self._speak(self.chat(case, history), [0])
@@ -125,7 +140,7 @@ class UserSimulator(Role):
         return [{"role": "system", "content": system}, *turns]
 
     def _parse(self, raw: str) -> Message | None:
-        content = clean_utterance(raw, "seeker")
+        content = clean_utterance(raw, "seeker").text
         return Message(speaker="seeker", content=content, raw=raw) if content else None
 
     async def reply(self, case: Case, history: list[Message]) -> Message:
@@ -140,7 +155,7 @@ class Critic(Role):
         variables = self._case_variables(case)
         return [
             {"role": "system", "content": self.prompt.render("system", **variables)},
-            {"role": "user", "content": self.prompt.render("user", conversation=render_transcript(history), **variables)},
+            {"role": "user", "content": self.prompt.render("user", conversation=delimited_transcript(history), **variables)},
         ]
 
     async def judge(self, case: Case, history: list[Message], samples: int) -> CriticScore:
@@ -165,10 +180,10 @@ class Judge(Role):
     def chat(self, situation: str, a: list[Message], b: list[Message]) -> list[dict[str, str]]:
         criteria = ", ".join(self.prompt.spec.criteria)
         return [
-            {"role": "system", "content": self.prompt.render("system", criteria=criteria)},
+            {"role": "system", "content": self.prompt.render("system", situation=situation, criteria=criteria)},
             {"role": "user", "content": self.prompt.render(
-                "user", situation=situation, conversation_a=render_transcript(a),
-                conversation_b=render_transcript(b), criteria=criteria)},
+                "user", situation=situation, conversation_a=delimited_transcript(a),
+                conversation_b=delimited_transcript(b), criteria=criteria)},
         ]
 
     def preferences(self, answer: str) -> dict[str, Preference] | None:

@@ -13,15 +13,15 @@ another plugin is refused like one with another prompt.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.metadata
 import inspect
 import json
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from esc_agents.core.errors import UserError
+from esc_agents.core.plugins import installed, load_plugin
 from esc_agents.core.types import Case, CriticScore, Message
 
 ROLE_ENTRY_POINTS = "rlff_esc.roles"
@@ -91,26 +91,7 @@ def transcript_key(case: Case, history: list[Message]) -> str:
 
 
 def installed_roles() -> dict[str, importlib.metadata.EntryPoint]:
-    return {entry.name: entry for entry in importlib.metadata.entry_points(group=ROLE_ENTRY_POINTS)}
-
-
-def load_plugin(spec: str, group: str, what: str, known: Iterable[str] = ()) -> Any:
-    """The object an installed entry point of `group` names, or `package.module:attribute`; roles
-    and R_fut formulas are both found this way. `known` are built-in names, for the error."""
-    installed = {entry.name: entry for entry in importlib.metadata.entry_points(group=group)}
-    if spec in installed:
-        return installed[spec].load()
-    if ":" not in spec:
-        names = ", ".join(sorted([*known, *installed])) or "none installed"
-        raise UserError(f"unknown {what} {spec!r} (known: {names}; or package.module:attribute)")
-    module_name, _, attribute = spec.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(f"{what} {spec!r} cannot be loaded ({type(exc).__name__}: {exc})") from None
-    return target
+    return installed(ROLE_ENTRY_POINTS)
 
 
 def make_role(role: str, spec: str, args: dict[str, Any], seed: int) -> Any:

@@ -1,8 +1,8 @@
 """A plugin package as a user would write one: a critic and a seeker in Python, registered
-through the `rlff_esc.roles` entry points of its dist-info (as `pip install` would make it), and
-an R_fut formula under `rlff_esc.formulas`."""
+through the `rlff_esc.roles` entry points of its dist-info (as `pip install` would make it), an
+R_fut formula under `rlff_esc.formulas` and a dataset under `rlff_esc.datasets`."""
 
-from esc_agents.core.types import CriticScore, Message
+from esc_agents.core.types import Case, CriticScore, Message
 from esc_agents.roles.plugins import PythonRole, transcript_key
 
 
@@ -34,3 +34,9 @@ class EchoSeeker(PythonRole):
 def final_score_halved(outcome, params):
     """Half the final critic score."""
     return None if outcome.final_score is None else outcome.final_score / 2
+
+
+def tiny_cases(split):
+    """Two cases per split, named `tiny_<split>-<i>`."""
+    return [Case(id=f"tiny_{split}-{i}", situation=f"Tiny situation {i} of {split}.", emotion="anxiety")
+            for i in range(2)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -60,11 +62,27 @@ def training_row(record: RewardRecord) -> dict[str, Any]:
     }
 
 
-def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed: int) -> dict[str, int]:
+def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed: int,
+           overwrite: bool = False) -> dict[str, int]:
+    """Write the split rows to `out`. An earlier export there is refused unless `overwrite`, and
+    then removed whole first: a split it had and this one lacks would otherwise be read with it."""
     scored = training_rows(folder)
     if not scored:
         raise UserError(f"{folder} has no scored records to export")
+    earlier = export_files(out)
+    if earlier and not overwrite:
+        raise UserError(f"{out} holds an export already ({', '.join(path.name for path in earlier)}); "
+                        "name a new --out, or pass --overwrite to replace it")
+    if len(labels := {row["label"] for row in scored}) == 1:
+        print(f"rlff-esc: warning: every exported label is {labels.pop()} ({len(scored)} rows): a classification "
+              "reward model cannot learn from one class (train-rm refuses it); `rlff-esc rewards relabel` with "
+              "another --delta moves the threshold", file=sys.stderr)
     rows = {name: members for name, members in split_by_dialogue(scored, valid, test, seed).items() if members}
+    for path in earlier:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         for name, members in rows.items():
@@ -86,6 +104,14 @@ def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed
     return {name: len(members) for name, members in rows.items()}
 
 
+def export_files(out: Path) -> list[Path]:
+    """What an export (of any format, a half-written one too) left in `out`."""
+    names = ["export.json", "dataset_dict.json",
+             *(f"{split}.{suffix}" for split in SPLITS for suffix in ("jsonl", "parquet"))]
+    return [out / name for name in names if (out / name).exists()] + [
+        out / split for split in SPLITS if (out / split / "state.json").exists()]
+
+
 def stats(folder: Path) -> dict[str, Any]:
     """Counts, success, K, label balance, spread within contexts, cost; writes stats.json and a histogram."""
     records = read_records(folder / RECORDS)
@@ -97,7 +123,10 @@ def stats(folder: Path) -> dict[str, Any]:
         by_context[record.context_key].append(record)
     multi = [group for group in by_context.values() if len(group) > 1]
     usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for line in read_jsonl(folder / "usage.jsonl"):
+    lines = list(read_jsonl(folder / "usage.jsonl"))
+    # A usage line from before calls answered by the cache were counted, yet with cache hits: unknown.
+    hits_known = all("cached_calls" in counts or not counts.get("cached") for line in lines for counts in line.values())
+    for line in lines:
         for role, counts in line.items():
             for name, value in counts.items():
                 usage[role][name] += value
@@ -126,7 +155,11 @@ def stats(folder: Path) -> dict[str, Any]:
         ),
         "within_context_r_fut_std": float(np.mean([np.std([r.r_fut for r in g]) for g in multi])) if multi else None,
         "calls": {role: dict(counts) for role, counts in usage.items()},
+        # Requests sent per record (cache hits cost none), and the calls a record takes with the cache
+        # hits counted too (what it costs from a cold cache; a call the cache answered whole counts once).
         "llm_calls_per_record": sum(c["calls"] for c in usage.values()) / max(len(records), 1),
+        "llm_calls_per_record_with_cache": sum(c["calls"] + c["cached_calls"] for c in usage.values())
+        / max(len(records), 1) if hits_known else None,
         "invalid_critic_rate": invalid_verdict_rate(score.model_dump() for r in records for score in r.critic_scores),
     }
     write_json(folder / "stats.json", summary)
@@ -151,7 +184,9 @@ def format_stats(summary: dict[str, Any]) -> str:
         f"R_fut            mean {summary['r_fut_mean']:.3f} sd {summary['r_fut_std']:.3f} ({summary['formula']})",
         f"label balance    {summary['label_balance']:.1%} positive at δ = {summary['delta']:g}",
         "same-label ctx   " + (f"{same:.1%} of multi-candidate contexts" if same is not None else "n/a (m = 1)"),
-        f"LLM calls/record {summary['llm_calls_per_record']:.1f}",
+        f"LLM calls/record {summary['llm_calls_per_record']:.1f} sent, "
+        + (f"{calls:.1f} counting cache hits" if (calls := summary.get("llm_calls_per_record_with_cache")) is not None
+           else "with cache hits unknown (usage from an older version)"),
         f"invalid critic   {summary['invalid_critic_rate']:.1%} of verdicts",
     ]
     if summary.get("cut_short_scored"):

@@ -28,7 +28,7 @@ from esc_agents.core.types import Message
 from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.engine import Engine
 from esc_agents.jobs import FAILURES, JobsResult, outstanding_failures, run_logged
-from esc_agents.provenance import differing_fields, write_run_record
+from esc_agents.provenance import describe_identity, differing_fields, moved_servers, settings_only, write_run_record
 from graphs.episode import run_episode
 from training.contexts import Context, sample_contexts, shard
 from training.futures.formulas import (
@@ -162,7 +162,8 @@ async def generate_rewards(
         run = write_run_record(
             out, config, engine.prompts, dataset, held_out=held_out, plugins=engine.plugin_fingerprints,
             critic_range=engine.critic_range, rewards=settings.model_dump(), shard=shard_spec,
-            growable=GROWABLE, grow=grow, extra=CONTEXT_ORDER, **check
+            growable=GROWABLE, grow=grow, extra=CONTEXT_ORDER, identities=engine.endpoint_identities,
+            same_model=engine.same_model, **check
         )
         provenance.update(_provenance(run) if run else {})
 
@@ -277,13 +278,19 @@ def _labels(run: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in labelling(run).items() if key != "at"}
 
 
-def merge(parts: list[Path], out: Path) -> dict[str, Any]:
-    """Merge shard folders into one: same settings required; duplicates and missing keys reported."""
+def merge(parts: list[Path], out: Path, *, same_model: bool = False) -> dict[str, Any]:
+    """Merge shard folders into one: same settings required; duplicates and missing keys reported.
+    Parts whose roles ran on other servers (each node its own vLLM, say) merge only with
+    `same_model`: the servers serve the same weights; an identity a part does not record matches any."""
     runs = [_load_run(part) for part in parts]
     reference = {**runs[0]["fingerprint"], "shard": None}
     for part, run in zip(parts[1:], runs[1:]):
-        if diff := differing_fields(reference, {**run["fingerprint"], "shard": None}):
+        if diff := differing_fields(settings_only(reference), settings_only({**run["fingerprint"], "shard": None})):
             raise UserError(f"{part} was made with other settings than {parts[0]}: {', '.join(diff)}")
+        if not same_model and (moves := moved_servers(reference, run["fingerprint"])):
+            role, before, after = moves[0]
+            raise UserError(f"{part} ran the {role} on another server than {parts[0]} ({describe_identity(after)}, "
+                            f"not {describe_identity(before)}); add --same-model if both serve the same weights")
         if prefix_stable(run) != prefix_stable(runs[0]):
             raise UserError(f"{part} orders its contexts otherwise than {parts[0]} (one was made by an older "
                             "version); merge parts made by one version")

@@ -5,18 +5,29 @@ alpha = 0.5, LoRA on attention and MLP projections); the policy defaults to the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from esc_agents.config import ContextSampling, Strict, load_typed
 from training.reward_model.config import LoraSettings
+from training.trainer_settings import check_passthrough
 
 # A finished run folder holds the LoRA adapter and its run card.
 ADAPTER = "adapter"
 RUN_CARD = "grpo.json"
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RewardMode = Literal["model", "simulated", "hybrid"]
+# The GRPOConfig fields this run's own settings decide, {GRPOConfig field: the setting}; `trl:` may
+# set every other GRPOConfig field and is refused these, so that no value is set two ways.
+TRL_DECIDED = {
+    "output_dir": "run folder (--out)", "reward_weights": "alpha", "bf16": "dtype",
+    "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "gradient_accumulation",
+    "lr_scheduler_type": "lr_scheduler", "activation_checkpointing": "gradient_checkpointing",  # its new name
+    **{name: name for name in ("num_generations", "temperature", "max_completion_length", "learning_rate", "beta",
+                               "max_steps", "logging_steps", "save_steps", "report_to", "seed",
+                               "gradient_checkpointing", "use_vllm", "vllm_mode", "vllm_server_base_url")},
+}
 
 
 class FutureSimulation(Strict):
@@ -89,6 +100,18 @@ class GrpoRunConfig(Strict):
                                                      "as a server")
     vllm_server_base_url: str | None = Field(None, description="vLLM server mode: its URL")
     seed: int = Field(0, description="seed of context sampling, generation and training")
+    trl: dict[str, Any] = Field(default_factory=dict, description="any other field of TRL's GRPOConfig (loss_type, "
+                                "scale_rewards, num_iterations, epsilon, top_p, ...), checked against its name and "
+                                "type; not those the settings above set")
+
+    @field_validator("trl")
+    @classmethod
+    def _trl_fields(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        if not settings:
+            return settings
+        from trl import GRPOConfig
+
+        return check_passthrough(settings, GRPOConfig, TRL_DECIDED)
 
     @model_validator(mode="after")
     def _group_fits(self) -> GrpoRunConfig:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from esc_agents.roles.replies import supporter_turn
+from esc_agents.roles.replies import DEFAULT_GUARD, ReplyGuard, SupporterTurn, supporter_turn
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class FormatSpec:
     think_tag: str = "think"
     response_tag: str = "response"
     prefilled: bool = False  # the prompt already ends with <think>
+    guard: ReplyGuard = DEFAULT_GUARD  # the run's critic's verdict sentences, removed from every reply
 
     @cached_property
     def _pattern(self) -> re.Pattern[str]:
@@ -50,8 +51,11 @@ class FormatSpec:
     def response(self, completion: str) -> str:
         """The reply the seeker would see, cleaned exactly as an evaluated supporter turn is: the
         response block's text (else the completion without think blocks), cut where it starts
-        speaking as anyone."""
-        return supporter_turn(self.full_text(completion), "think", self.think_tag, self.response_tag)[1]
+        speaking as anyone, without the critic's verdict sentences."""
+        return self.turn(completion).content
+
+    def turn(self, completion: str) -> SupporterTurn:
+        return supporter_turn(self.full_text(completion), "think", self.think_tag, self.response_tag, self.guard)
 
 
 def completion_text(completion: Any) -> str:

@@ -31,6 +31,7 @@ from esc_agents.core.errors import JobFailure, UserError
 from esc_agents.core.types import Message
 from esc_agents.engine import Engine
 from esc_agents.models.cache import cache_scope
+from esc_agents.roles.replies import ReplyGuard
 from graphs.episode import run_episode
 from training.contexts import Context
 from training.futures.formulas import FutureOutcome, checked_formula
@@ -59,6 +60,12 @@ def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
     critic_range = Engine(run_config, use_cache=False).critic_range  # checks eta too; opens nothing
     checked_formula(rewards.formula, rewards.formula_params, rewards.delta, run_config.episode.max_turns, critic_range)
     return run_config
+
+
+def reply_guard(config: GrpoRunConfig) -> ReplyGuard:
+    """What every completion is cleaned of in every reward mode (the reward model's text as much as
+    a simulated future's): role labels, and the verdict sentences of the critic futures would use."""
+    return Engine(simulation_run_config(config), use_cache=False).reply_guard
 
 
 def usage_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -250,10 +257,15 @@ class FutureSimulator:
                 "critic_samples": self.run_config.episode.critic_samples}
 
 
-def spoken_replies(completions: Sequence[Any], spec: FormatSpec) -> tuple[list[str], list[int]]:
+def spoken_replies(completions: Sequence[Any], spec: FormatSpec, log_metric=None) -> tuple[list[str], list[int]]:
     """The reply of each completion, cleaned as every supporter turn is, and the indices of those
-    with any reply left (the silent others are neither scored nor simulated)."""
-    replies = [spec.response(completion_text(completion)) for completion in completions]
+    with any reply left (the silent others are neither scored nor simulated). The spans cleaning
+    removed as another role's words or a verdict are logged per step (`hack/forged_spans`): a
+    policy learning to write them shows while it happens."""
+    turns = [spec.turn(completion_text(completion)) for completion in completions]
+    if log_metric is not None:
+        log_metric("hack/forged_spans", sum(len(turn.forged) for turn in turns))
+    replies = [turn.content for turn in turns]
     return replies, [i for i, reply in enumerate(replies) if reply]
 
 
@@ -289,8 +301,8 @@ class ModelFutureReward:
         self.spec = spec
         self.__name__ = "r_fut"
 
-    def __call__(self, prompts, completions, context, **_) -> list[float]:
-        replies, spoken = spoken_replies(completions, self.spec)
+    def __call__(self, prompts, completions, context, log_metric=_no_metric, **_) -> list[float]:
+        replies, spoken = spoken_replies(completions, self.spec, log_metric)
         scores = self.scorer.score([context[i] for i in spoken], [replies[i] for i in spoken])
         return with_reply_rewards(len(replies), spoken, scores, model_floor(self.scorer.objective, scores))
 
@@ -341,7 +353,7 @@ class SimulatedFutureReward:
 
     async def __call__(self, prompts, completions, context_key, trainer_state=None, log_metric=_no_metric,
                        **_) -> list[float | None]:
-        replies, spoken = spoken_replies(completions, self.spec)
+        replies, spoken = spoken_replies(completions, self.spec, log_metric)
         unscored: set[int] = set()
         try:
             values = await self.simulator.rewards([(context_key[i], replies[i]) for i in spoken],
@@ -425,7 +437,7 @@ class HybridFutureReward:
 
     async def __call__(self, prompts, completions, context, context_key, trainer_state=None,
                        log_metric=_no_metric, **_) -> list[float]:
-        replies, spoken = spoken_replies(completions, self.spec)
+        replies, spoken = spoken_replies(completions, self.spec, log_metric)
         step = step_of(trainer_state)
         checked = checked_share(spoken, self.fraction, random.Random(f"{self.seed}:{step}"))
         simulation = asyncio.ensure_future(self.simulator.simulate(

@@ -25,9 +25,10 @@ from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.prompts import Prompt, load_prompt
 from esc_agents.provenance import versions
 from esc_agents.roles.llm import supporter_messages
+from esc_agents.roles.replies import DEFAULT_GUARD, ReplyGuard
 from training.backbones import backbone_record, resolve_backbone
 from training.contexts import Context, sample_contexts
-from training.grpo.config import ADAPTER, RUN_CARD, GrpoRunConfig
+from training.grpo.config import ADAPTER, RUN_CARD, TRL_DECIDED, GrpoRunConfig
 from training.grpo.format_reward import FormatReward, FormatSpec, ends_with_open_tag
 from training.grpo.future_rewards import (
     FormatRewardOfScoredFutures,
@@ -36,6 +37,7 @@ from training.grpo.future_rewards import (
     ModelFutureReward,
     SimulatedFutureReward,
     UnscoredCompletions,
+    reply_guard,
     simulation_run_config,
 )
 from training.grpo.records import FUTURES
@@ -49,6 +51,7 @@ from training.run_folder import (
     last_checkpoint,
     plot_log_history,
 )
+from training.trainer_settings import effective, trainer_config
 
 # Beside each checkpoint, what its trainer state does not hold: the training seconds and the
 # simulated futures' totals up to it, so that a resumed or extended run's metrics cover all steps.
@@ -60,6 +63,7 @@ CURVES = {
     "R_fmt": {"R_fmt": "rewards/r_fmt/mean"},
     "KL": {"KL": "kl"},
     "completion length": {"tokens": "completions/mean_length"},
+    "forged spans removed": {"spans": "hack/forged_spans"},  # another role's words or a verdict, cut
 }
 
 
@@ -146,19 +150,12 @@ def reward_functions(config: GrpoRunConfig, spec: FormatSpec, simulator: FutureS
 
 
 def grpo_arguments(config: GrpoRunConfig, output_dir: Path):
+    """TRL's GRPOConfig: the fields the run's settings decide (`TRL_DECIDED`), `config.trl` for the rest."""
     from trl import GRPOConfig
 
-    return GRPOConfig(
-        output_dir=str(output_dir), reward_weights=[1.0, config.alpha],
-        num_generations=config.num_generations, temperature=config.temperature,
-        max_completion_length=config.max_completion_length, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler, beta=config.beta, max_steps=config.max_steps,
-        logging_steps=config.logging_steps, save_steps=config.save_steps, save_total_limit=2,
-        report_to=config.report_to, seed=config.seed, bf16=config.dtype == "bfloat16",
-        use_cpu=not torch.cuda.is_available(), gradient_checkpointing=config.gradient_checkpointing,
-        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, vllm_server_base_url=config.vllm_server_base_url,
-    )
+    return trainer_config(GRPOConfig, config, TRL_DECIDED, converted={
+        "output_dir": str(output_dir), "reward_weights": [1.0, config.alpha], "bf16": config.dtype == "bfloat16",
+    }, defaults={"save_total_limit": 2, "use_cpu": not torch.cuda.is_available()})
 
 
 def lora_config(config: GrpoRunConfig):
@@ -168,11 +165,12 @@ def lora_config(config: GrpoRunConfig):
                       lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules)
 
 
-def format_spec(prompt: Prompt, tokenizer, rows: list[dict[str, Any]]) -> FormatSpec:
-    """The prompt's tags, and whether this tokenizer's chat template pre-fills the think tag."""
+def format_spec(prompt: Prompt, tokenizer, rows: list[dict[str, Any]], guard: ReplyGuard = DEFAULT_GUARD) -> FormatSpec:
+    """The prompt's tags, whether this tokenizer's chat template pre-fills the think tag, and the
+    critic's verdict sentences no reply may carry (`reply_guard`)."""
     rendered = tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=False)
     return FormatSpec(prompt.spec.think_tag, prompt.spec.response_tag,
-                      prefilled=ends_with_open_tag(rendered, prompt.spec.think_tag))
+                      prefilled=ends_with_open_tag(rendered, prompt.spec.think_tag), guard=guard)
 
 
 def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEFAULT_EVAL_SPLIT,
@@ -180,6 +178,7 @@ def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEF
     prompt = think_prompt(config.prompt)
     card = check_reward_model(config)
     check_generation_backend(config)
+    arguments = grpo_arguments(config, out / CHECKPOINTS)
     contexts = training_contexts(config)
     held_out = held_out_check(list({c.case.id: c.case for c in contexts}.values()), eval_split, allow_eval_overlap,
                               "train-grpo")
@@ -193,7 +192,8 @@ def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEF
     if simulator is not None:
         simulator.resume_at(checkpoint_step(resume), totals.get("simulation"))
     with simulator or contextlib.nullcontext():
-        metrics = _train(config, out, prompt, rows, policy, simulator, card, resume, totals.get("train_seconds", 0.0))
+        metrics = _train(config, arguments, out, prompt, rows, policy, simulator, card, resume,
+                         totals.get("train_seconds", 0.0))
     metrics["held_out"] = held_out
     if simulator is not None:
         metrics["simulation"] = simulator.summary()
@@ -255,7 +255,7 @@ def schedule_from_checkpoint(optimizer, lr_scheduler) -> None:
         group["lr"] = base * rate(scheduler.last_epoch)
 
 
-def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str, Any]], policy: Path,
+def _train(config: GrpoRunConfig, arguments, out: Path, prompt: Prompt, rows: list[dict[str, Any]], policy: Path,
            simulator: FutureSimulator | None, card: dict[str, Any] | None, resume: str | None,
            prior_seconds: float) -> dict[str, Any]:
     from datasets import Dataset
@@ -265,12 +265,12 @@ def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str
     tokenizer = AutoTokenizer.from_pretrained(policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    spec = format_spec(prompt, tokenizer, rows)
+    spec = format_spec(prompt, tokenizer, rows, reply_guard(config))
     totals = totals_callback(simulator, prior_seconds)
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(policy, dtype=getattr(torch, config.dtype)),
         reward_funcs=reward_functions(config, spec, simulator),
-        args=grpo_arguments(config, out / CHECKPOINTS),
+        args=arguments,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(config),
@@ -284,7 +284,7 @@ def _train(config: GrpoRunConfig, out: Path, prompt: Prompt, rows: list[dict[str
     write_json(out / RUN_CARD, {
         "policy": str(policy), "base": backbone_record(config.policy, policy, out), "prompt": config.prompt,
         "think_tag": spec.think_tag, "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward": config.reward,
-        "reward_model": card, "config": config.model_dump(),
+        "reward_model": card, "config": config.model_dump(), "grpo_config": effective(arguments),
     })
     history = trainer.state.log_history
     plot_log_history(history, curves(config.reward), out / "curves.png")
@@ -311,7 +311,7 @@ def curves(reward: str) -> dict[str, dict[str, str]]:
 
 SIMULATION_ROLES = ("user_simulator", "critic", "supporter", "future_supporter")
 _SUMMARY = {"reward": "reward", "r_fut": "rewards/r_fut/mean", "r_fmt": "rewards/r_fmt/mean", "kl": "kl",
-            "spearman": "hybrid/spearman"}
+            "spearman": "hybrid/spearman", "forged_spans": "hack/forged_spans"}
 
 
 def _logged(history: list[dict[str, Any]], key: str, index: int) -> float | None:

@@ -4,14 +4,37 @@ from the command line, and saved with the model."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from esc_agents.config import Strict, load_typed
+from training.trainer_settings import check_passthrough
 
 Objective = Literal["classification", "ranking", "regression"]
 OBJECTIVES: tuple[str, ...] = ("classification", "ranking", "regression")
+# The trainer-config fields this run's own settings decide, {field: the setting}; `trl:` may set every
+# other field of the class the objective trains with (`trainer_class`), and is refused these.
+TRL_DECIDED = {
+    "output_dir": "run folder (--out)", "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "batch_size", "gradient_accumulation_steps": "gradient_accumulation",
+    "num_train_epochs": "epochs", "warmup_steps": "warmup_ratio", "data_seed": "seed", "bf16": "dtype",
+    "eval_strategy": "eval_steps and validation split", "max_length": "max_length",
+    **{name: name for name in ("learning_rate", "max_steps", "weight_decay", "logging_steps", "eval_steps",
+                               "save_steps", "report_to", "seed")},
+}
+
+
+def trainer_class(objective: str) -> type:
+    """What the objective's trainer is configured with: TRL's RewardConfig for ranking (through
+    RewardTrainer), transformers' TrainingArguments for the pointwise objectives."""
+    if objective == "ranking":
+        from trl import RewardConfig
+
+        return RewardConfig
+    from transformers import TrainingArguments
+
+    return TrainingArguments
 
 
 class LoraSettings(Strict):
@@ -49,6 +72,16 @@ class RewardModelConfig(Strict):
                          "rewards run folder split here rather than an export")
     test: float = Field(0.15, ge=0, lt=1, description="share of dialogues for test, likewise")
     seed: int = Field(0, description="seed of the split, the head's initialisation and training")
+    trl: dict[str, Any] = Field(default_factory=dict, description="any other field of the trainer's config "
+                                "(TRL's RewardConfig for ranking, transformers' TrainingArguments otherwise), checked "
+                                "against its name and type; not those the settings above set")
+
+    @field_validator("trl")
+    @classmethod
+    def _trl_fields(cls, settings: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if not settings or "objective" not in info.data:  # a bad objective is reported on its own
+            return settings
+        return check_passthrough(settings, trainer_class(info.data["objective"]), TRL_DECIDED)
 
 
 def load_reward_model_config(path: str | Path | None, **overrides) -> RewardModelConfig:

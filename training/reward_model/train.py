@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
+from esc_agents.core.errors import UserError
 from esc_agents.core.jsonfile import write_json
 from esc_agents.core.types import windowed
 from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check
 from esc_agents.provenance import versions
 from training.backbones import load_backbone, resolve_backbone
-from training.reward_model.config import OBJECTIVES, RewardModelConfig
+from training.reward_model.config import OBJECTIVES, TRL_DECIDED, RewardModelConfig, trainer_class
 from training.reward_model.data import (
     check_trainable,
     context_window_of,
@@ -34,6 +35,7 @@ from training.reward_model.data import (
 from training.reward_model.metrics import auc, classification_metrics, ranking_metrics
 from training.reward_model.scorer import MODEL_CARD, MODEL_FOLDER
 from training.run_folder import CHECKPOINTS, claim, last_checkpoint, plot_log_history
+from training.trainer_settings import check_passthrough, effective, trainer_config
 
 
 def train_reward_model(config: RewardModelConfig, data: Path, out: Path, *,
@@ -46,6 +48,7 @@ def train_reward_model(config: RewardModelConfig, data: Path, out: Path, *,
     window = context_window_of(data)
     splits = {name: [{**row, "context": windowed(row["context"], window)} for row in rows]
               for name, rows in splits.items()}
+    arguments = trainer_arguments(config, out, evaluate=_evaluates(config, splits))
     resolve_backbone(config.backbone)  # a backbone without weights fails here, before the folder is claimed
     settings = {"config": config.model_dump(), "data": str(data), "data_hash": data_hash(splits)}
     claim(out, settings)
@@ -57,7 +60,7 @@ def train_reward_model(config: RewardModelConfig, data: Path, out: Path, *,
             task_type=TaskType.SEQ_CLS, r=config.lora.r, lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules,
         ))
-    trainer = _trainer(config, model, tokenizer, splits, out)
+    trainer = _trainer(config, arguments, model, tokenizer, splits)
     trainer.train(resume_from_checkpoint=last_checkpoint(out))
 
     final = trainer.model.merge_and_unload() if config.lora is not None else trainer.model
@@ -83,7 +86,7 @@ def train_reward_model(config: RewardModelConfig, data: Path, out: Path, *,
         "train_rows": len(splits["train"]), "steps": trainer.state.global_step,
         **evaluate_scores(predictions, rows, config.objective),
         "data_hash": settings["data_hash"], "held_out": held_out, "config": config.model_dump(),
-        "versions": versions(),
+        "trainer_config": effective(arguments), "versions": versions(),
     }
     write_json(out / "metrics.json", metrics)
     return metrics
@@ -103,25 +106,31 @@ def evaluate_scores(scores: list[float], rows: list[dict], objective: str) -> di
     return result
 
 
-def _trainer(config: RewardModelConfig, model, tokenizer, splits: dict[str, list[dict]], out: Path):
+def _evaluates(config: RewardModelConfig, splits: dict[str, list[dict]]) -> bool:
+    """Whether there is anything to evaluate on: same-context pairs for ranking, rows otherwise."""
+    valid = splits.get("valid", [])
+    return bool(same_context_pairs(valid) if config.objective == "ranking" else valid)
+
+
+def trainer_arguments(config: RewardModelConfig, out: Path, *, evaluate: bool):
+    """The objective's trainer config (`trainer_class`): the fields the run's settings decide
+    (`TRL_DECIDED`), `config.trl` for the rest."""
+    return trainer_config(trainer_class(config.objective), config, TRL_DECIDED, converted={
+        "output_dir": str(out / CHECKPOINTS), "max_steps": config.max_steps or -1, "bf16": config.dtype == "bfloat16",
+        "eval_strategy": "steps" if evaluate else "no",
+        "max_length": None,  # ranking pairs come tokenized, cut to max_length by `encode`
+    }, defaults={"save_total_limit": 2, "use_cpu": not torch.cuda.is_available(), "disable_tqdm": False})
+
+
+def _trainer(config: RewardModelConfig, arguments, model, tokenizer, splits: dict[str, list[dict]]):
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer
 
     def encoded(row: dict) -> list[int]:
         return encode(tokenizer, row["context"], row["reply"], config.max_length)
 
-    common = dict(
-        output_dir=str(out / CHECKPOINTS), learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation, num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
-        logging_steps=config.logging_steps, save_steps=config.save_steps, save_total_limit=2,
-        eval_strategy="steps" if splits.get("valid") else "no", eval_steps=config.eval_steps,
-        report_to=config.report_to, seed=config.seed, data_seed=config.seed,
-        bf16=config.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
-    )
     if config.objective == "ranking":
-        from trl import RewardConfig, RewardTrainer
+        from trl import RewardTrainer
 
         def pairs(rows: list[dict]) -> Dataset | None:
             found = same_context_pairs(rows)
@@ -133,12 +142,9 @@ def _trainer(config: RewardModelConfig, model, tokenizer, splits: dict[str, list
                 for p in found
             ])
 
-        valid = pairs(splits.get("valid", []))
-        if valid is None:
-            common["eval_strategy"] = "no"
         return RewardTrainer(
-            model=model, processing_class=tokenizer, train_dataset=pairs(splits["train"]), eval_dataset=valid,
-            args=RewardConfig(**common, max_length=None, center_rewards_coefficient=None),
+            model=model, processing_class=tokenizer, train_dataset=pairs(splits["train"]),
+            eval_dataset=pairs(splits.get("valid", [])), args=arguments,
         )
 
     def pointwise(rows: list[dict]) -> Dataset:
@@ -146,7 +152,7 @@ def _trainer(config: RewardModelConfig, model, tokenizer, splits: dict[str, list
         return Dataset.from_list([{"input_ids": encoded(r), "labels": target(r)} for r in rows])
 
     return Trainer(
-        model=model, args=TrainingArguments(**common), processing_class=tokenizer,
+        model=model, args=arguments, processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         train_dataset=pointwise(splits["train"]),
         eval_dataset=pointwise(splits["valid"]) if splits.get("valid") else None,
@@ -174,14 +180,21 @@ def _predict(model, tokenizer, config: RewardModelConfig, rows: list[dict]) -> l
 
 
 def ablate(config: RewardModelConfig, data: Path, out: Path, **held_out: Any) -> dict[str, dict[str, Any]]:
-    """The three objectives on the same data, split and backbone, one after the other."""
+    """The three objectives on the same data, split and backbone, one after the other; `trl`
+    settings are checked for each objective's trainer first (ranking's has more fields)."""
+    for objective in OBJECTIVES:
+        try:
+            check_passthrough(config.trl, trainer_class(objective), TRL_DECIDED)
+        except ValueError as error:
+            raise UserError(f"ablate trains {objective} too: {error}") from None
     results = {}
     for objective in OBJECTIVES:
         print(f"rlff-esc: training the {objective} reward model", file=sys.stderr)
         results[objective] = train_reward_model(config.model_copy(update={"objective": objective}), data,
                                                 out / objective, **held_out)
     write_json(out / "ablation.json",
-               {name: {k: v for k, v in m.items() if k not in ("config", "versions")} for name, m in results.items()})
+               {name: {k: v for k, v in m.items() if k not in ("config", "trainer_config", "versions")}
+                for name, m in results.items()})
     return results
 
 

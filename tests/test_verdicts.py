@@ -1,0 +1,149 @@
+"""A critic's answer read right: option marks only where they are marks, denied and hypothetical
+verdicts never taken as asserted, two verdicts invalid; for every shipped critic prompt, for
+prompts written with the old bare-letter patterns, for a numbered scale, and through a whole run."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esc_agents.prompts import available, load_prompt
+from tests.conftest import read_jsonl, rlff_esc
+from tests.seeded_server import SeededServer
+
+FIXTURE = Path(__file__).parent / "fixtures" / "critic_answers.jsonl"
+ANSWERS = read_jsonl(FIXTURE)
+MISREAD_BEFORE = {  # the issue's three answers, and what they were read as
+    "No, the issue has not been solved.": "issue solved",
+    "The seeker does not feel better.": "feels better",
+    "A bit better, but not solved.": "feels worse",
+}
+
+
+def test_the_fixture_covers_every_kind_of_answer():
+    kinds = {row["kind"] for row in ANSWERS}
+    assert len(ANSWERS) >= 80
+    assert {"option form", "negation", "hedge", "two verdicts", "recorded: embedded SmolLM2-135M critic"} <= kinds
+    assert sum(row["kind"].startswith("recorded") for row in ANSWERS) >= 30
+    assert {row["verdict"] for row in ANSWERS} == {None, "feels worse", "feels the same", "feels better", "issue solved"}
+
+
+@pytest.mark.parametrize("name", available("critic"))
+def test_every_shipped_critic_prompt_reads_the_fixture_as_a_person_would(name):
+    critic = load_prompt("critic", name)
+    wrong = [(row["answer"], row["verdict"], critic.read(row["answer"])) for row in ANSWERS
+             if critic.read(row["answer"]).label != row["verdict"]]
+    assert wrong == []
+
+
+def test_the_shipped_critic_no_longer_misreads_the_issues_answers():
+    critic = load_prompt("critic", "default")
+    for answer, misread in MISREAD_BEFORE.items():
+        assert critic.classify(answer) is None or critic.classify(answer).label != misread, answer
+
+
+OLD_STYLE = """\
+system: You review conversations.
+user: |-
+  {conversation}
+  How does the help-seeker feel now? Answer with exactly one of:
+  A) The seeker feels worse.
+  B) The seeker feels the same.
+  C) The seeker feels better.
+  D) The seeker's issue is solved.
+verdicts:
+  - {label: feels worse, score: -1.0, patterns: ["feels worse", "feel worse", "^\\\\W*a\\\\b"]}
+  - {label: feels the same, score: -0.5, patterns: ["feels the same", "feel the same", "^\\\\W*b\\\\b"]}
+  - {label: feels better, score: 0.5, patterns: ["feels better", "feel better", "^\\\\W*c\\\\b"]}
+  - {label: issue solved, score: 1.0, patterns: ["issue is solved", "issue solved", "been solved", "^\\\\W*d\\\\b"]}
+"""
+
+
+def test_a_prompt_with_bare_letter_patterns_gets_the_same_rules(tmp_path):
+    """A user's prompt written as the old default was: its letter patterns become option marks, so
+    "A bit better" is not option A, and its phrases are read with negation."""
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_STYLE)
+    critic = load_prompt("critic", str(path))
+    assert [(option.mark, option.sentence) for option in critic.reader.options] == [
+        ("A", "The seeker feels worse."), ("B", "The seeker feels the same."), ("C", "The seeker feels better."),
+        ("D", "The seeker's issue is solved.")]
+    for answer, misread in MISREAD_BEFORE.items():
+        assert critic.read(answer).label != misread, answer
+    assert critic.read("a").label == "feels worse" and critic.read("D) The seeker's issue is solved.").label == "issue solved"
+    assert critic.read("The issue has been solved.").label == "issue solved"
+    assert critic.read("The issue has never been solved.").label is None
+    for row in ANSWERS:
+        if row["kind"] in ("option form", "two verdicts", "negation"):
+            assert critic.read(row["answer"]).label in (row["verdict"], None), row["answer"]
+
+
+FIVE_POINT = """\
+system: You rate conversations.
+user: "{conversation}\\nRate how the seeker feels now from 1 (much worse) to 5 (resolved):"
+verdicts:
+  - {label: "1", score: 1, patterns: ["^\\\\W*1"]}
+  - {label: "2", score: 2, patterns: ["^\\\\W*2"]}
+  - {label: "3", score: 3, patterns: ["^\\\\W*3"]}
+  - {label: "4", score: 4, patterns: ["^\\\\W*4", "\\\\bfour\\\\b"]}
+  - {label: "5", score: 5, patterns: ["^\\\\W*5"]}
+"""
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("4", "4"), ("4.", "4"), ("(4)", "4"), ("4/5", "4"), ("4 out of 5", "4"), ("Rating: 4", "4"), ("**4**", "4"),
+    ("I'd say four.", "4"), ("Not four.", None), ("4 or 5", None), ("3-4", None), ("4.5", None), ("45 minutes", None),
+    ("The seeker feels better.", None),
+])
+def test_a_numbered_scale_is_read_by_the_same_rules(tmp_path, answer, expected):
+    path = tmp_path / "five.yaml"
+    path.write_text(FIVE_POINT)
+    assert load_prompt("critic", str(path)).read(answer).label == expected
+
+
+def test_prompts_check_prints_each_reading_and_fails_on_an_unexpected_one(tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("\n".join(json.dumps(row) for row in [
+        {"answer": "No, the issue has not been solved.", "verdict": None},
+        {"answer": "C) The seeker feels better.", "verdict": "feels better"},
+        {"answer": "A bit better, but not solved.", "verdict": "feels worse"},  # the old misreading, expected
+    ]))
+    result = rlff_esc("prompts", "check", "default", "--answers", str(answers), timeout=120)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("ok invalid") and "denies 'issue solved'" in lines[0]
+    assert lines[1].startswith("ok feels better") and "option C" in lines[1]
+    assert lines[2].startswith("XX feels better")
+    assert lines[-1] == "3 answers: 1 invalid (33.3%); 1 read otherwise than expected"
+    plain = tmp_path / "answers.txt"
+    plain.write_text("D\nThe seeker would feel better.\n")
+    result = rlff_esc("prompts", "check", "default", "--answers", str(plain), timeout=120)
+    assert result.returncode == 0 and "issue solved" in result.stdout.splitlines()[0]
+    (tmp_path / "bad.jsonl").write_text('{"text": "C"}\n')
+    result = rlff_esc("prompts", "check", "default", "--answers", str(tmp_path / "bad.jsonl"), timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().endswith('bad.jsonl:1: not a JSON object with an "answer"')
+
+
+def negating_critic(messages, seed) -> str:
+    """A critic that answers in sentences the old patterns read as verdicts they deny."""
+    if "How does the help-seeker feel now?" in messages[-1]["content"]:
+        return ["No, the issue has not been solved.", "The seeker does not feel better."][seed % 2]
+    return "I see. Tell me more."
+
+
+def test_a_run_against_a_critic_that_denies_every_verdict_has_no_success(tmp_path):
+    with SeededServer(negating_critic) as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "endpoints": {"fake": {"base_url": server.base_url, "model": server.model, "honours_seed": True,
+                                   "supports_n": False}},
+            **{role: {"endpoint": "fake"} for role in ("supporter", "user_simulator", "critic")}}))
+        result = rlff_esc("simulate", "--config", str(config), "--limit", "3", "--max-turns", "2",
+                          "--critic-samples", "4", "--no-cache", "--out", str(tmp_path / "run"), timeout=300)
+    assert result.returncode in (0, 3), result.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["success_rate"] == 0.0 and summary["invalid_critic_rate"] == 1.0  # was SR 1.0
+    trajectories = read_jsonl(tmp_path / "run" / "trajectories.jsonl")
+    assert len(trajectories) == 3 and all(t["final_score"] is None for t in trajectories)
