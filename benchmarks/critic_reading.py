@@ -5,7 +5,7 @@ critic answers were read before `esc_agents/verdicts.py`).
 The critic (the shipped `default` prompt, its configured temperature and max_tokens, one answer
 per request, no re-asking, cache off) judges prefixes of real ESConv dialogues, drawn with a
 fixed seed. `--save FILE` keeps the raw answers as JSONL (`rlff-esc prompts check default
---answers FILE` then shows how each reads). Last line: `invalid=<x> changed=<y> n=<answers>`.
+--answers FILE` then shows how each reads); `--answers FILE` reads such a file again, no model. Last line: `invalid=<x> changed=<y> n=<answers>`.
 """
 
 from __future__ import annotations
@@ -61,8 +61,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8, help="answers per context")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--save", type=Path, help="write the raw answers here (JSONL)")
+    parser.add_argument("--answers", type=Path, help="read answers saved by --save instead of asking the critic")
     args = parser.parse_args()
-    answers = asyncio.run(collect(args.contexts, args.samples, args.seed))
+    if args.answers:
+        answers = [json.loads(line)["answer"] for line in args.answers.read_text().splitlines() if line.strip()]
+    else:
+        answers = asyncio.run(collect(args.contexts, args.samples, args.seed))
     critic = load_prompt("critic", "default")
     read = [critic.read(answer).label for answer in answers]
     before = [legacy(answer) for answer in answers]

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from esc_agents.runs import RunFolder
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = Path("docs/known-answer/env.yaml")
 GRPO = Path("docs/known-answer/grpo.yaml")
@@ -50,11 +52,12 @@ def records(folder: Path) -> int:
     return sum(1 for line in path.open() if line.strip()) if path.exists() else 0
 
 
-def grpo(out: Path, name: str, steps: int, *reward: str) -> str:
+def grpo(out: Path, name: str, steps: int, seed: int, *reward: str) -> str:
     folder = out / name
     if (folder / "metrics.json").exists():  # finished in an earlier run of this script
         return str(folder)
-    rlff_esc(out, "train-grpo", "--config", str(GRPO), "--max-steps", str(steps), *reward, "--out", str(folder))
+    rlff_esc(out, "train-grpo", "--config", str(GRPO), "--max-steps", str(steps), "--seed", str(seed), *reward,
+             "--out", str(folder))
     return str(folder)
 
 
@@ -83,12 +86,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="GRPO steps per policy (default: %(default)s)")
     parser.add_argument("--cases", type=int, default=60, help="PPDPP test cases compared (default: %(default)s)")
     parser.add_argument("--contexts", type=int, default=160, help="--full: D_r contexts (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed of every policy; OUT gets a folder of its own per seed (default: %(default)s)")
     args = parser.parse_args()
     os.chdir(ROOT)  # every path below, and in the logged commands, is relative to the repository root
-    out = args.out
+    out = args.out / f"seed{args.seed}" if args.seed else args.out  # seed 0 keeps the folders of earlier runs
     out.mkdir(parents=True, exist_ok=True)
     simulation = ["--simulation-config", str(ENV), "--future-turns", "1", "--critic-samples", "5"]
-    policies = {"simulated": grpo(out, "grpo-simulated", args.steps, "--reward", "simulated", *simulation)}
+    policies = {"simulated": grpo(out, "grpo-simulated", args.steps, args.seed, "--reward", "simulated", *simulation)}
     if args.full:
         dr = out / "dr"
         if records(dr) < args.contexts * 4:
@@ -96,15 +101,15 @@ def main() -> None:
                      COMPLETION, "--context-window", WINDOW, "--dataset", "esconv:ppdpp_train", "--contexts",
                      str(args.contexts), "--candidates", "4", "--max-turns", "1", "--concurrency", "16",
                      "--out", str(dr))
-        run = json.loads((dr / "run.json").read_text())
-        if run.get("labels", run["fingerprint"]["rewards"])["delta"] != DELTA:  # labels: as relabelled
+        if RunFolder.open(dr, "rewards").record.labelling()["delta"] != DELTA:  # as relabelled, where it was
             rlff_esc(out, "rewards", "relabel", str(dr), "--formula", "terminal_efficiency", "--delta", str(DELTA))
         if not (out / "rm" / "reward_model.json").exists():
             rlff_esc(out, "train-rm", "--data", str(out / "dr"), "--out", str(out / "rm"), "--max-steps", "60",
                      "--batch-size", "8", "--learning-rate", "1e-4")
-        policies["model"] = grpo(out, "grpo-model", args.steps, "--reward", "model", "--reward-model",
+        policies["model"] = grpo(out, "grpo-model", args.steps, args.seed, "--reward", "model", "--reward-model",
                                  str(out / "rm"))
-        policies["random"] = grpo(out, "grpo-random", args.steps, "--reward", "model", "--reward-model", "random")
+        policies["random"] = grpo(out, "grpo-random", args.steps, args.seed, "--reward", "model", "--reward-model",
+                                  "random")
     rlff_esc(out, "compare", "--config", str(ENV), "--supporters", ",".join(["think", *policies.values()]),
              "--supporter-max-tokens", COMPLETION, "--context-window", WINDOW, "--limit", str(args.cases), "--concurrency", "16",
              "--out", str(out / "compare"))

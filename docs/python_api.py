@@ -1,5 +1,5 @@
 """rlff-esc from Python: a config, an engine with a role object passed in directly, one episode,
-then a whole `simulate` run, and its trajectories read back. Runs on the embedded default, or on
+then a whole `simulate` run, read back through `RunFolder`. Runs on the embedded default, or on
 the endpoints and roles of a run config (`--config`, as `rlff-esc simulate --config` reads it):
 
     .venv/bin/python docs/python_api.py --out runs/python-api --limit 4
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 
 from esc_agents.config import build_config
-from esc_agents.core.runlog import read_jsonl
-from esc_agents.core.types import CriticScore
+from esc_agents.core.types import CriticScore, counted_turns
 from esc_agents.datasets import load_cases
 from esc_agents.engine import Engine
 from esc_agents.evaluation.metrics import evaluate_run
 from esc_agents.roles.plugins import PythonRole, transcript_key
+from esc_agents.runs import RunFolder
 from esc_agents.simulate import simulate
 from graphs.episode import run_episode
 
@@ -53,10 +52,12 @@ async def main(out: Path, limit: int, config_file: Path | None = None) -> None:
     engine = Engine(config, roles={"critic": QuestionCritic()})
     result = await simulate(config, cases, out, dataset="esconv:ppdpp_test", engine=engine, progress=False)
     print(f"{result.completed} episodes run, {result.skipped} already done")
-    critic = json.loads((out / "run.json").read_text())["fingerprint"]["roles"]["critic"]
-    print("critic in run.json:", critic)
-    for record in read_jsonl(out / "trajectories.jsonl"):
-        print(record["case_id"], record["status"], record["turns"])
+    run = RunFolder.open(out)  # the run folder, typed: run.json's record, its trajectories, its prompts
+    print("critic in run.json:", run.fingerprint.roles["critic"])
+    prompts = {role: run.prompt(role).name for role, spec in run.fingerprint.roles.items() if "prompt" in spec}
+    print(f"dataset {run.fingerprint.dataset}, T = {run.max_turns}, {len(run.cases())} cases, LLM prompts {prompts}")
+    for record in run.trajectories():
+        print(record["case_id"], record["status"], record["turns"], "AT counts", counted_turns(record, run.max_turns))
     summary = evaluate_run(out)
     print(f"SR {summary['success_rate']:.3f}, AT {summary['average_turns']:.2f} on {summary['cases']} cases")
 

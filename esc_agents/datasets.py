@@ -23,6 +23,7 @@ import os
 import random
 import site
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,8 @@ def _loader(spec: str, registered: dict[str, str]) -> tuple[str, Callable[..., A
     """(what to call it in errors, the loader, the split or None) for a spec naming a loader."""
     name, colon, split = spec.partition(":")
     if name in registered:
-        return f"dataset {name!r}", import_object(registered[name], f"dataset {name!r}: loader"), split if colon else None
+        what = f"dataset {name!r}"
+        return what, import_object(registered[name], f"{what}: loader"), split if colon else None
     target, at, split = spec.partition("@")
     module_name = target.partition(":")[0]
     try:
@@ -254,8 +256,8 @@ def load_cases(spec: str) -> list[Case]:
     try:
         inspect.signature(loader).bind(*arguments)
     except TypeError:
-        needs = f"needs a split ({spec}:SPLIT)" if split is None else "takes no split"
-        raise UserError(f"{what} {needs}") from None
+        with_split = f"{spec}:SPLIT" if spec in registered else f"{spec}@SPLIT"
+        raise UserError(f"{what} " + (f"needs a split ({with_split})" if split is None else "takes no split")) from None
     except ValueError:  # no signature to read (a builtin): let the call say
         pass
     cases = loader(*arguments)
@@ -265,9 +267,8 @@ def load_cases(spec: str) -> list[Case]:
     if wrong := next((case for case in cases if not isinstance(case, Case)), None):
         raise UserError(f"{what} returned a {type(wrong).__name__} among its cases; build each with "
                         "esc_agents.core.types.Case")
-    seen: set[str] = set()
-    if twice := next((case.id for case in cases if case.id in seen or seen.add(case.id)), None):
-        raise UserError(f"{what}: case id {twice!r} appears twice (runs resume by case id)")
+    if twice := [case_id for case_id, count in Counter(case.id for case in cases).items() if count > 1]:
+        raise UserError(f"{what}: case id {twice[0]!r} appears twice (runs resume by case id)")
     return cases
 
 

@@ -8,7 +8,7 @@ from esc_agents.config import RunConfig
 from esc_agents.core.types import Case
 from esc_agents.engine import Engine
 from esc_agents.jobs import JobsResult, run_logged
-from esc_agents.provenance import write_run_record
+from esc_agents.runs import TRAJECTORIES, RunRecord, check_run, record_run
 from graphs.episode import run_episode
 
 
@@ -24,12 +24,12 @@ async def simulate(
 ) -> JobsResult:
     engine = engine or Engine(config)
 
-    def record(**check) -> dict:
-        return write_run_record(out, config, engine.prompts, dataset, cases=[case.id for case in cases],
-                                plugins=engine.plugin_fingerprints, critic_range=engine.critic_range,
-                                identities=engine.endpoint_identities, same_model=engine.same_model, **check)
+    def planned() -> RunRecord:
+        return RunRecord.new(config, engine.prompts, dataset, cases=[case.id for case in cases],
+                             plugins=engine.plugin_fingerprints, critic_range=engine.critic_range,
+                             identities=engine.endpoint_identities)
 
-    record(dry_run=True)
+    check_run(out, planned(), same_model=engine.same_model)  # a rerun with other settings: refused before any work
 
     def episode(case: Case):
         async def job() -> dict:
@@ -37,6 +37,7 @@ async def simulate(
 
         return job
 
-    return await run_logged(engine, out / "trajectories.jsonl", "case_id", {case.id: episode(case) for case in cases},
-                            record=record, total=len(cases), concurrency=concurrency, desc="episodes",
+    return await run_logged(engine, out / TRAJECTORIES, "case_id", {case.id: episode(case) for case in cases},
+                            record=lambda: record_run(out, planned(), same_model=engine.same_model),
+                            total=len(cases), concurrency=concurrency, desc="episodes",
                             progress=progress)

@@ -19,7 +19,7 @@ ROOMS = [
     ("models", ["esc_agents.models"]),
     ("roles", ["esc_agents.roles"]),
     ("graphs", ["graphs"]),
-    ("runs", ["esc_agents.engine", "esc_agents.jobs", "esc_agents.provenance", "esc_agents.simulate"]),
+    ("runs", ["esc_agents.engine", "esc_agents.jobs", "esc_agents.provenance", "esc_agents.runs", "esc_agents.simulate"]),
     ("training shared", ["training.backbones", "training.run_folder", "training.contexts", "training"]),
     ("stage 1: futures", ["training.futures"]),
     ("stage 2: reward model", ["training.reward_model"]),

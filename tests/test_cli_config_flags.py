@@ -48,7 +48,7 @@ def as_help(default) -> str:
     if isinstance(default, bool):
         return "on" if default else "off"
     if isinstance(default, list):
-        return ", ".join(default)
+        return ", ".join(default) or "none"
     if default == {}:
         return "none"
     return str(default)
@@ -84,7 +84,7 @@ def _field_info(model, field):
 def test_each_option_given_its_default_lands_on_its_field(path, flags):
     for flag in flags.flags:
         default = config_default(flags.model, flag.field)
-        if default is None or isinstance(default, (bool, dict)):
+        if default is None or isinstance(default, (bool, dict)) or default == []:  # nothing to give
             continue
         values = default if isinstance(default, list) else [default]
         argv = [*path, *BASE[path[0]]] + [part for value in values for part in (flag.name, str(value))]

@@ -13,7 +13,7 @@ from tests.conftest import QUICK_RM, REWARD_FIXTURE, rlff_esc
 from tests.test_graph_logic import SEEKER, SUPPORTER, run
 from training.contexts import Context
 from training.grpo.config import load_grpo_config
-from training.grpo.future_rewards import simulation_run_config
+from training.grpo.futures_simulator import simulation_run_config
 from training.grpo.trainer import check_reward_model, prompt_rows, think_prompt
 
 

@@ -8,7 +8,7 @@ import pytest
 from esc_agents.config import build_config
 from esc_agents.core.errors import UserError
 from esc_agents.prompts import load_prompt
-from esc_agents.provenance import write_run_record
+from esc_agents.runs import RunRecord, record_run
 from tests.conftest import rlff_esc
 from training.futures.formulas import checked_formula
 
@@ -64,10 +64,10 @@ def test_run_json_keeps_the_prompts_full_texts(five_point_critic, tmp_path):
     config = build_config(None, {"critic": {"prompt": str(five_point_critic)}, "episode": {"success_threshold": 3}})
     prompts = {"supporter": load_prompt("supporter", "vanilla"), "user_simulator": load_prompt("user_simulator",
                "cooperative"), "critic": load_prompt("critic", str(five_point_critic))}
-    write_run_record(tmp_path / "run", config, prompts, "esconv:ppdpp_test", cases=["a"])
+    record_run(tmp_path / "run", RunRecord.new(config, prompts, "esconv:ppdpp_test", cases=["a"]))
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["prompt_texts"]["critic"] == FIVE_POINT_CRITIC
     assert record["prompt_texts"]["supporter"] == prompts["supporter"].path.read_text()
     assert record["critic_range"] == [1.0, 5.0] and record["cases"] == ["a"]
-    write_run_record(tmp_path / "run", config, prompts, "esconv:ppdpp_test", cases=["a", "b"])  # a resume with more
+    record_run(tmp_path / "run", RunRecord.new(config, prompts, "esconv:ppdpp_test", cases=["a", "b"]))  # a resume with more
     assert json.loads((tmp_path / "run" / "run.json").read_text())["cases"] == ["a", "b"]

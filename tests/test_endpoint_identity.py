@@ -18,7 +18,7 @@ from esc_agents.engine import Engine
 from esc_agents.evaluation.bias import Condition, bias_report
 from esc_agents.models.cache import model_identity
 from esc_agents.models.transport import served_identity
-from esc_agents.provenance import write_run_record
+from esc_agents.runs import RunRecord, check_run, record_run
 from tests.conftest import read_jsonl, rlff_esc
 from tests.seeded_server import SeededServer
 from tests.test_viewer import episode, score, simulate_folder
@@ -203,11 +203,14 @@ def test_what_this_session_does_not_know_is_kept_and_a_moved_server_is_refused_b
     out = tmp_path / "run"
     there = {"base_url": "http://a:8000/v1", "model": "m"}
 
-    def record(identities, cases=("c1",), **kwargs):
-        return write_run_record(out, config, prompts, "d", cases=list(cases), identities=identities, **kwargs)
+    def planned(identities, cases=("c1",)):
+        return RunRecord.new(config, prompts, "d", cases=list(cases), identities=identities)
+
+    def record(identities, cases=("c1",)):
+        return record_run(out, planned(identities, cases))
 
     record({"critic": there})
-    record(None, dry_run=True)
+    check_run(out, planned(None))  # the check before any work
     record(None)  # an offline replay: nothing learnt, nothing forgotten
     assert identities(out)["critic"] == there
     record({"critic": {"base_url": "http://a:8000/v1"}})  # a server that stopped listing its models

@@ -18,16 +18,15 @@ from tests.fault_proxy import FaultProxy
 from training.contexts import Context
 from training.futures.formulas import FutureOutcome, get_formula
 from training.grpo.config import load_grpo_config
-from training.grpo.format_reward import FormatSpec
-from training.grpo.future_rewards import (
+from training.grpo.format_reward import FormatReward, FormatSpec
+from training.grpo.futures_simulator import FutureSimulator, simulation_run_config
+from training.grpo.reward_terms import (
     AgreementWindow,
-    FormatRewardOfScoredFutures,
-    FutureSimulator,
     HybridFutureReward,
     SimulatedFutureReward,
     UnscoredCompletions,
+    WithheldWhereFutureFailed,
     checked_share,
-    simulation_run_config,
 )
 from training.grpo.records import FUTURES, read_futures
 
@@ -200,7 +199,7 @@ def test_a_resumed_hybrid_run_starts_its_agreement_window_with_the_checks_before
 def test_a_completion_whose_future_failed_gets_no_format_reward_either(format_first):
     spec = FormatSpec()
     unscored = UnscoredCompletions()
-    format_reward = FormatRewardOfScoredFutures(spec, unscored)
+    format_reward = WithheldWhereFutureFailed(FormatReward(spec), unscored)
     completions = ["<think>a</think><response>b</response>", "<think>a</think><response>c</response>", "plain"]
 
     async def both():
@@ -237,7 +236,7 @@ def test_simulated_rewards_follow_the_formula_and_withhold_both_rewards_of_an_un
             return await asyncio.gather(
                 SimulatedFutureReward(simulator, spec, unscored)([], completions, context_key=[context.key] * 3,
                                                                  log_metric=logged.__setitem__),
-                FormatRewardOfScoredFutures(spec, unscored)([], completions))
+                WithheldWhereFutureFailed(FormatReward(spec), unscored)([], completions))
 
     r_fut, r_fmt = asyncio.run(step())
     # Goal reached at K = 1 of T = 2: s_K + lambda * (T - K) / T = 1 + 0.5 * 1/2.

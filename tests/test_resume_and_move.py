@@ -15,7 +15,7 @@ import pytest
 from esc_agents.core.errors import UserError
 from tests.conftest import kill_when, read_jsonl, rlff_esc
 from training.backbones import backbone_record, resolve_recorded_backbone
-from training.grpo.future_rewards import drop_futures_from
+from training.grpo.futures_simulator import drop_futures_from
 from training.run_folder import claim
 
 # The smallest GRPO run: two contexts, groups of two, eight-token completions.

@@ -23,7 +23,7 @@ from esc_agents.engine import Engine
 from esc_agents.jobs import FAILURES, run_jobs
 from esc_agents.models.local_server import LocalServer, cache_dir, lease_dir, live_leases, take_lease
 from esc_agents.prompts import PROMPTS_DIR
-from esc_agents.provenance import run_prompt
+from esc_agents.runs import RunFolder, RunRecord
 from tests.conftest import PLUMBING_ENV, REWARD_FIXTURE, read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel
 from tests.test_compare import fake_run
@@ -165,7 +165,8 @@ def test_run_folders_moved_elsewhere_still_evaluate_relabel_and_export(reward_ru
     scored = [r for r in read_jsonl(moved / "dr" / "records.jsonl") if r["r_fut"] is not None]
     assert sum(len(read_jsonl(path)) for path in (moved / "export").glob("*.jsonl")) == len(scored) > 0
     run = json.loads((moved / "sim" / "run.json").read_text())
-    assert run_prompt(moved / "sim", run, "critic").sha256 == run["fingerprint"]["roles"]["critic"]["prompt_sha256"]
+    critic = RunFolder.open(moved / "sim").prompt("critic")
+    assert critic.sha256 == run["fingerprint"]["roles"]["critic"]["prompt_sha256"]
 
 
 def scripted_rewards(out: Path, contexts: int, candidates: int = 2):
@@ -257,6 +258,9 @@ def test_rewards_into_a_folder_another_command_made_is_one_line(tmp_path):
 def test_a_runs_prompt_resolves_from_its_text_or_a_builtin_and_what_is_missing_is_named(tmp_path):
     builtin = (PROMPTS_DIR / "critic" / "default.yaml").read_text()
     digest = hashlib.sha256(builtin.encode()).hexdigest()
+    def run_prompt(folder, run, role):
+        return RunFolder(folder, RunRecord.model_validate(run)).prompt(role)
+
     run = {"fingerprint": {"roles": {"critic": {"prompt": "default", "prompt_sha256": digest}}}}
     assert run_prompt(tmp_path, run, "critic").text == builtin  # the built-in of that name and content
     edited = builtin + "\n# edited\n"

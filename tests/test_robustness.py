@@ -321,7 +321,7 @@ def test_grpo_stops_after_consecutive_steps_whose_futures_all_gave_no_reward(tmp
     from esc_agents.core.types import Case, Message
     from tests.fakes import ScriptedChatModel
     from training.contexts import Context
-    from training.grpo.future_rewards import FutureSimulator
+    from training.grpo.futures_simulator import FutureSimulator
 
     case = Case(id="c1", situation="I lost my job.", dialog=[Message(speaker="seeker", content="I lost my job."),
                                                              Message(speaker="supporter", content="I'm sorry.")])

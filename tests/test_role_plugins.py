@@ -186,7 +186,7 @@ def test_an_installed_plugin_runs_in_simulate_and_rewards_and_a_resume_with_othe
 def test_online_futures_run_with_plugin_roles_and_rank_the_known_answer(tmp_path):
     from training.contexts import Context
     from training.grpo.config import load_grpo_config
-    from training.grpo.future_rewards import FutureSimulator, simulation_run_config
+    from training.grpo.futures_simulator import FutureSimulator, simulation_run_config
 
     simulation = tmp_path / "known_answer.yaml"
     simulation.write_text("user_simulator: {factory: known-answer-seeker}\ncritic: {factory: known-answer-critic}\n")

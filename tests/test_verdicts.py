@@ -3,6 +3,7 @@ verdicts never taken as asserted, two verdicts invalid; for every shipped critic
 prompts written with the old bare-letter patterns, for a numbered scale, and through a whole run."""
 
 import json
+import time
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from esc_agents.prompts import available, load_prompt
 from tests.conftest import read_jsonl, rlff_esc
+from tests.test_critic_scale import FIVE_POINT_CRITIC
 from tests.seeded_server import SeededServer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "critic_answers.jsonl"
@@ -80,16 +82,9 @@ def test_a_prompt_with_bare_letter_patterns_gets_the_same_rules(tmp_path):
             assert critic.read(row["answer"]).label in (row["verdict"], None), row["answer"]
 
 
-FIVE_POINT = """\
-system: You rate conversations.
-user: "{conversation}\\nRate how the seeker feels now from 1 (much worse) to 5 (resolved):"
-verdicts:
-  - {label: "1", score: 1, patterns: ["^\\\\W*1"]}
-  - {label: "2", score: 2, patterns: ["^\\\\W*2"]}
-  - {label: "3", score: 3, patterns: ["^\\\\W*3"]}
-  - {label: "4", score: 4, patterns: ["^\\\\W*4", "\\\\bfour\\\\b"]}
-  - {label: "5", score: 5, patterns: ["^\\\\W*5"]}
-"""
+# The numbered critic of test_critic_scale, with a phrase for 4 ("four").
+FIVE_POINT = FIVE_POINT_CRITIC.replace('patterns: ["^\\\\W*4"]', 'patterns: ["^\\\\W*4", "\\\\bfour\\\\b"]')
+assert FIVE_POINT != FIVE_POINT_CRITIC
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -112,7 +107,9 @@ def test_prompts_check_prints_each_reading_and_fails_on_an_unexpected_one(tmp_pa
     ]))
     result = rlff_esc("prompts", "check", "default", "--answers", str(answers), timeout=120)
     assert result.returncode == 1, result.stderr
-    lines = result.stdout.splitlines()
+    header = [line for line in result.stdout.splitlines() if line.startswith("# ")]
+    assert header[0] == "# feels worse: option A (The seeker feels worse.), 3 phrase(s)" and len(header) == 4
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("# ")]
     assert lines[0].startswith("ok invalid") and "denies 'issue solved'" in lines[0]
     assert lines[1].startswith("ok feels better") and "option C" in lines[1]
     assert lines[2].startswith("XX feels better")
@@ -120,7 +117,7 @@ def test_prompts_check_prints_each_reading_and_fails_on_an_unexpected_one(tmp_pa
     plain = tmp_path / "answers.txt"
     plain.write_text("D\nThe seeker would feel better.\n")
     result = rlff_esc("prompts", "check", "default", "--answers", str(plain), timeout=120)
-    assert result.returncode == 0 and "issue solved" in result.stdout.splitlines()[0]
+    assert result.returncode == 0 and "issue solved" in result.stdout.splitlines()[4]
     (tmp_path / "bad.jsonl").write_text('{"text": "C"}\n')
     result = rlff_esc("prompts", "check", "default", "--answers", str(tmp_path / "bad.jsonl"), timeout=120)
     assert result.returncode == 2 and result.stderr.strip().endswith('bad.jsonl:1: not a JSON object with an "answer"')
@@ -147,3 +144,66 @@ def test_a_run_against_a_critic_that_denies_every_verdict_has_no_success(tmp_pat
     assert summary["success_rate"] == 0.0 and summary["invalid_critic_rate"] == 1.0  # was SR 1.0
     trajectories = read_jsonl(tmp_path / "run" / "trajectories.jsonl")
     assert len(trajectories) == 3 and all(t["final_score"] is None for t in trajectories)
+
+
+INSTRUCTED = """\
+system: You review conversations.
+user: |-
+  {conversation}
+  1. Decide whether the seeker feels better or worse.
+  2. Check whether the seeker feels worse than before.
+  Then answer with one of:
+  A) The seeker feels worse.
+  B) The seeker feels the same.
+  C) The seeker feels better.
+  D) The seeker's issue is solved.
+verdicts:
+  - {label: worse, score: -1.0, patterns: ["feels worse"]}
+  - {label: same, score: -0.5, patterns: ["feels the same"]}
+  - {label: better, score: 0.5, patterns: ["feels better"]}
+  - {label: solved, score: 1.0, patterns: ["issue is solved"]}
+"""
+
+YES_NO = """\
+system: You review conversations.
+user: |-
+  {conversation}
+  Is the seeker's issue resolved?
+  A) Yes
+  B) No
+verdicts:
+  - {label: "yes", score: 1.0, patterns: ["^\\\\W*yes\\\\W*$"]}
+  - {label: "no", score: -1.0, patterns: ["^\\\\W*no\\\\W*$"]}
+"""
+
+
+def test_option_marks_come_from_the_options_block_not_from_numbered_instructions(tmp_path):
+    path = tmp_path / "instructed.yaml"
+    path.write_text(INSTRUCTED)
+    critic = load_prompt("critic", str(path))
+    assert [option.mark for option in critic.reader.options] == ["A", "B", "C", "D"]
+    assert [critic.read(mark).label for mark in "ABCD"] == ["worse", "same", "better", "solved"]
+
+
+def test_one_word_option_sentences_are_read_only_as_options(tmp_path):
+    path = tmp_path / "yes_no.yaml"
+    path.write_text(YES_NO)
+    critic = load_prompt("critic", str(path))
+    assert critic.read("A) Yes").label == "yes" and critic.read("Yes").label == "yes" and critic.read("B").label == "no"
+    assert critic.read("Hard to say; the seeker only said yes to trying therapy.").label is None
+
+
+def test_list_numbering_is_not_a_rating(tmp_path):
+    path = tmp_path / "five.yaml"
+    path.write_text(FIVE_POINT)
+    critic = load_prompt("critic", str(path))
+    assert critic.read("1. The seeker opened up.\n2. The supporter validated her.\nOverall: 4").label is None
+    assert critic.read("1. The seeker was anxious. 2. Now calmer.").label is None
+
+
+def test_long_adversarial_answers_are_read_in_linear_time():
+    critic = load_prompt("critic", "default")
+    for answer in ("C\n" + "!\n" * 4000, "<" * 4000, "*" * 4000, "not " * 1000 + "solved"):
+        started = time.perf_counter()
+        critic.read(answer)
+        assert time.perf_counter() - started < 2.0, answer[:20]

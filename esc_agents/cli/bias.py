@@ -7,9 +7,9 @@ import argparse
 from typing import Any
 
 from esc_agents.cli import options
+from esc_agents.cli.config_flags import ConfigFlags, option
 from esc_agents.cli.outcome import critic_trust
 from esc_agents.cli.studies import simulate_parts, unique_labels
-from esc_agents.cli.values import COUNT
 from esc_agents.core.errors import UserError
 
 HELP = "simulator-bias study: one supporter under several personas, user and critic models, seeds"
@@ -20,24 +20,29 @@ bootstrap), the final-score distribution shift (Wasserstein, KS test), the SR sp
 pooled over user-simulator models and seeds, and each varying factor pooled over seeds and the others."""
 
 
+class BiasOptions(options.RunOptions):
+    personas: str = option("cooperative,resistant", "user-simulator personas (prompt names or files)",
+                           metavar="A,B,...")
+    user_models: str | None = option(None, "endpoint profiles for the user simulator, one condition each",
+                                     metavar="PROFILE,...", unset="--user-endpoint, else --endpoint, else the config's")
+    critic_models: str | None = option(None, "endpoint profiles for the critic, one condition each",
+                                       metavar="PROFILE,...",
+                                       unset="--critic-endpoint, else --endpoint, else the config's")
+    seeds: int = option(1, "seeds per condition", ge=1, metavar="K")
+    labels: dict[str, str] = options.labels_option("conditions and factor levels (personas, user and critic models)")
+
+
+FLAGS = ConfigFlags(BiasOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("bias", help=HELP, description=DESCRIPTION)
-    options.add_run_options(parser)
-    parser.add_argument("--personas", default="cooperative,resistant", metavar="A,B,...",
-                        help="user-simulator personas (prompt names or files; default: %(default)s)")
-    parser.add_argument("--user-models", metavar="PROFILE,...",
-                        help="endpoint profiles for the user simulator, one condition each (default: "
-                        "--user-endpoint, else --endpoint, else the config's)")
-    parser.add_argument("--critic-models", metavar="PROFILE,...",
-                        help="endpoint profiles for the critic, one condition each (default: --critic-endpoint, "
-                        "else --endpoint, else the config's)")
-    parser.add_argument("--seeds", type=COUNT, default=1, metavar="K", help="seeds per condition (default: %(default)s)")
-    options.add_labels_option(parser, "conditions and factor levels (personas, user and critic models)")
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run, writes="out")
 
 
 def condition_options(condition, args: argparse.Namespace | None = None) -> dict[str, Any]:
-    """The shared run options (as `options.add_run_options` names them) a bias condition sets; a
+    """The shared run options (as `options.RunOptions` names them) a bias condition sets; a
     condition that does not vary the user or critic model keeps --user-endpoint / --critic-endpoint."""
     return {"persona": condition.persona,
             "user_endpoint": condition.user_model or getattr(args, "user_endpoint", None),

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from esc_agents.cli import options
+from esc_agents.cli.config_flags import ConfigFlags, option
 from esc_agents.cli.outcome import critic_trust
 from esc_agents.cli.studies import simulate_parts, unique_labels
 from esc_agents.core.errors import UserError
@@ -19,14 +20,21 @@ on --supporter-endpoint (else --endpoint, else the config's), PROMPT@PROFILE for
 model folder from `rlff-esc export`, or a train-grpo folder (merged on first use)."""
 
 
+class CompareOptions(options.RunOptions):
+    supporters: str | None = option(None, "supporter specs to run and compare", metavar="A,B,...", unset="none")
+    runs: list[Path] | None = option(None, "compare existing simulate runs instead", nargs="+", metavar="DIR",
+                                     unset="none")
+    allow_mismatch: bool = option(False, "compare runs whose cases or settings differ (a warning is kept in the "
+                                  "report)")
+    labels: dict[str, str] = options.labels_option("the supporters (labels as printed, e.g. warm.yaml-alt=Warm)")
+
+
+FLAGS = ConfigFlags(CompareOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("compare", help=HELP, description=DESCRIPTION)
-    options.add_run_options(parser)
-    parser.add_argument("--supporters", metavar="A,B,...", help="supporter specs to run and compare")
-    parser.add_argument("--runs", type=Path, nargs="+", metavar="DIR", help="compare existing simulate runs instead")
-    parser.add_argument("--allow-mismatch", action="store_true",
-                        help="compare runs whose cases or settings differ (a warning is kept in the report)")
-    options.add_labels_option(parser, "the supporters (labels as printed, e.g. warm.yaml-alt=Warm)")
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run, writes="out")
 
 

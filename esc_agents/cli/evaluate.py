@@ -6,17 +6,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from esc_agents.cli.options import add_max_invalid_rate
+from esc_agents.cli.config_flags import ConfigFlags, option
+from esc_agents.cli.options import TrustOptions
 from esc_agents.cli.outcome import critic_trust
 
 HELP = "SR / AT summary of a simulate run"
 DESCRIPTION = """Write DIR/summary.json and DIR/success_by_turn.png; print a table."""
 
 
+class EvaluateOptions(TrustOptions):
+    run: Path = option(..., "a simulate run folder", positional=True, metavar="DIR")
+
+
+FLAGS = ConfigFlags(EvaluateOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("evaluate", help=HELP, description=DESCRIPTION)
-    parser.add_argument("run", type=Path, metavar="DIR", help="a simulate run folder")
-    add_max_invalid_rate(parser)
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run)
 
 

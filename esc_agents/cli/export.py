@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
 from esc_agents.cli.values import OUT_FOLDER
 
 HELP = "merge a GRPO adapter into a model folder the local server can serve"
@@ -12,10 +13,17 @@ DESCRIPTION = """Merge DIR/adapter into its base model and save a full model fol
 --supporter-model OUT` then serves and evaluates it."""
 
 
+class ExportOptions(Options):
+    adapter: Path = option(..., "a train-grpo folder", metavar="DIR")
+    out: Path = option(..., "the merged model folder", parse=OUT_FOLDER, metavar="DIR")
+
+
+FLAGS = ConfigFlags(ExportOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("export", help=HELP, description=DESCRIPTION)
-    parser.add_argument("--adapter", type=Path, required=True, metavar="DIR", help="a train-grpo folder")
-    parser.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="the merged model folder")
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run, writes=None)
 
 

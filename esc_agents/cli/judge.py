@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 
 from esc_agents.cli import options, outcome
-from esc_agents.cli.values import COUNT, OUT_FOLDER, SEED
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
+from esc_agents.cli.values import OUT_FOLDER
+from esc_agents.config import RunConfig
 from esc_agents.core.errors import UserError
 
 HELP = "LLM-judge pairwise quality of two supporters, both orders; human annotation round trip"
@@ -19,19 +21,53 @@ orders; a preference that flips with the order counts as a tie. Prints win/tie/l
 95% intervals; writes judge.json and judgments.jsonl (appended, resumable)."""
 
 
+class JudgeOptions(options.EngineOptions):
+    """The judge's options: the runs, and the judge's binding in the run config."""
+
+    target = RunConfig
+
+    runs: list[Path] | None = option(None, "the two simulate runs (A first)", nargs=2, metavar="DIR",
+                                     needed="required unless an ACTION is given")
+    out: Path | None = option(None, "output folder (created or resumed)", parse=OUT_FOLDER, metavar="DIR",
+                              needed="required unless an ACTION is given")
+    config: str | None = option(None, "YAML config: endpoint profiles", metavar="FILE",
+                                unset="none, the built-in profiles")
+    judge_prompt: str = option("default", "the judge's prompt", metavar="NAME|FILE", sets="judge.prompt")
+    judge_endpoint: str = option("local", "endpoint profile of the judge", metavar="PROFILE", sets="judge.endpoint")
+    concurrency: int = option(8, "pairs judged at once", ge=1, metavar="CONCURRENCY")
+    seed: int | None = option(None, "part of every cache key: a new seed draws new samples", sets="seed")
+    allow_mismatch: bool = option(False, "judge runs whose settings differ")
+
+
+class SheetOptions(Options):
+    """An action that writes an annotation sheet and its key to --out, in an order drawn by --seed."""
+
+    out: Path = option(..., "folder for the sheet and key", parse=OUT_FOLDER, metavar="DIR")
+    seed: int = option(0, "draws the item order")
+
+
+class PairSheetOptions(SheetOptions):
+    runs: list[Path] = option(..., "the two simulate runs", nargs=2, metavar="DIR")
+    judge_prompt: str = option("default", "the judge prompt whose criteria become the sheet's columns",
+                               metavar="NAME|FILE")
+
+
+class EpisodeSheetOptions(SheetOptions):
+    run: Path = option(..., "a simulate run", metavar="DIR")
+
+
+class ImportOptions(Options):
+    key: Path = option(..., "the key written beside the sheet", positional=True, metavar="KEY.json")
+    sheets: list[Path] = option(..., "one per annotator", positional=True, nargs="+", metavar="SHEET.csv")
+    judgments: Path | None = option(None, "a `judge` output folder to compare with", metavar="DIR", unset="none")
+
+
+FLAGS = ConfigFlags(JudgeOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("judge", help=HELP, description=DESCRIPTION)
-    parser.add_argument("--runs", type=Path, nargs=2, metavar="DIR", help="the two simulate runs (A first)")
-    parser.add_argument("--out", type=OUT_FOLDER, metavar="DIR", help="output folder (created or resumed)")
-    parser.add_argument("--config", metavar="FILE", help="YAML config: endpoint profiles")
-    add_judge_prompt_option(parser, "the judge's prompt")
-    parser.add_argument("--judge-endpoint", metavar="PROFILE", help="endpoint profile of the judge (default local)")
-    parser.add_argument("--concurrency", type=COUNT, default=8, help="pairs judged at once (default: %(default)s)")
-    parser.add_argument("--seed", type=SEED, help="part of every cache key: a new seed draws new samples (default 0)")
-    options.add_cache_options(parser)
-    options.add_same_model_option(parser)
-    parser.add_argument("--allow-mismatch", action="store_true", help="judge runs whose settings differ")
-    options.add_max_invalid_rate(parser)
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run, writes="out")
     actions = parser.add_subparsers(dest="judge_command", metavar="ACTION")
 
@@ -39,36 +75,21 @@ def add_parser(commands) -> None:
         "export", help="annotation sheet of the same pairs: random item ids and A/B order, key kept apart",
         description="Write a CSV sheet of the two runs' dialogues on their common cases for human raters, with "
         "item ids and the A/B order drawn by --seed, and the key (which side is which) in a separate file.")
-    pairs.add_argument("--runs", type=Path, nargs=2, required=True, metavar="DIR", help="the two simulate runs")
-    add_sheet_options(pairs, run_export)
-    add_judge_prompt_option(pairs, "whose criteria become the sheet's columns")
+    ConfigFlags(PairSheetOptions, ["runs", "out", "seed", "judge_prompt"]).add_to(pairs)
+    pairs.set_defaults(func=run_export, writes="out")
     episodes = actions.add_parser("export-critic", help="annotation sheet of one run's episodes for human success labels",
                                   description="Write a CSV sheet of one run's episodes for raters to label "
                                   "success (yes / no), to set against the critic's verdicts; the key goes apart.")
-    episodes.add_argument("--run", type=Path, required=True, metavar="DIR", help="a simulate run")
-    add_sheet_options(episodes, run_export_critic)
+    ConfigFlags(EpisodeSheetOptions, ["run", "out", "seed"]).add_to(episodes)
+    episodes.set_defaults(func=run_export_critic, writes="out")
 
     imported = actions.add_parser(
         "import", help="read filled sheets; human results, Krippendorff's alpha, Cohen's kappa with the model",
         description="Read the filled sheets (pairs: 1, 2 or tie per criterion; episodes: yes or no; a blank cell "
         "is not rated) with their key; print the human results, agreement between raters (Krippendorff's alpha) "
         "and, with --judgments, agreement with the model (Cohen's kappa).")
-    imported.add_argument("key", type=Path, metavar="KEY.json", help="the key written beside the sheet")
-    imported.add_argument("sheets", type=Path, nargs="+", metavar="SHEET.csv", help="one per annotator")
-    imported.add_argument("--judgments", type=Path, metavar="DIR", help="a `judge` output folder to compare with")
+    ConfigFlags(ImportOptions).add_to(imported)
     imported.set_defaults(func=run_import, writes=None)
-
-
-def add_judge_prompt_option(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--judge-prompt", default="default", metavar="NAME|FILE",
-                        help=f"{what} (default: %(default)s)")
-
-
-def add_sheet_options(sheet: argparse.ArgumentParser, func) -> None:
-    """An action that writes an annotation sheet and its key to --out, in an order drawn by --seed."""
-    sheet.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="folder for the sheet and key")
-    sheet.add_argument("--seed", type=SEED, default=0, help="draws the item order (default: %(default)s)")
-    sheet.set_defaults(func=func, writes="out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.runs or len(args.runs) != 2 or args.out is None:
         raise UserError("judge needs --runs A B (two simulate runs) and --out DIR")
-    given = {"judge.endpoint": "--judge-endpoint"} if args.judge_endpoint else {}
-    config = build_config(args.config, {"judge": {"endpoint": args.judge_endpoint or "local",
-                                                   "prompt": args.judge_prompt}, "seed": args.seed},
+    given = FLAGS.given(args)
+    config = build_config(args.config, FLAGS.overrides(args),
                           describe=lambda error, source: describe_problems(error, given, source))
     engine = options.engine(args, config)
     result = asyncio.run(judge_runs(config, {folder.name: folder for folder in args.runs}, args.out,

@@ -29,6 +29,7 @@ from esc_agents.cli import (
     view,
     warmup_format,
 )
+from esc_agents.cli.options import PROCESS
 from esc_agents.cli.values import Parser
 from esc_agents.core import progress
 from esc_agents.core.errors import UserError
@@ -45,26 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="RLFF-ESC: simulate emotional-support dialogues with LLM roles, build future-oriented "
         "rewards, train the reward model and the GRPO policy, and evaluate supporters.",
     )
+    # The one option declared by hand: it prints the version and exits, it sets nothing.
     parser.add_argument("--version", action="version", version=f"rlff-esc {__version__}")
-    _add_process_options(parser, root=True)
+    # Options of the process, not of one command, so they go before the command or after it: a
+    # command's parser leaves them unset unless given there, and the root's value stands.
+    PROCESS.add_to(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)
     for command_parser in _command_parsers(parser):
-        _add_process_options(command_parser, root=False)
+        PROCESS.add_to(command_parser, title="options of every command", suppress=True)
     return parser
-
-
-def _add_process_options(parser: argparse.ArgumentParser, root: bool) -> None:
-    """Options of the process, not of one command, so they go before the command or after it:
-    a command's parser leaves them unset unless given there, and the root's value stands."""
-    group = parser if root else parser.add_argument_group("options of every command")
-    group.add_argument("--app-dir", metavar="DIR", default="." if root else argparse.SUPPRESS,
-                       help="where your own Python modules are found (a role's or formula's package.module:name), "
-                       "after the installed packages (default: the working directory)")
-    group.add_argument("--progress", choices=progress.MODES, default="auto" if root else argparse.SUPPRESS,
-                       help="live progress bars: auto draws them only where stderr is a terminal, elsewhere each "
-                       "stage ends with one line (default: auto)")
 
 
 def _command_parsers(parser: argparse.ArgumentParser):

@@ -1,100 +1,139 @@
-"""Options shared by several commands, and what they turn into: the run config, the engine, the
-cases, the supporter a spec names."""
+"""The options shared by several commands, as `Options` models (each option a field: its name, type,
+bounds, help and shown default come from there, see config_flags.py), and what they turn into: the
+run config, the engine, the cases, the supporter a spec names."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from esc_agents.cli.values import COUNT, OUT_FOLDER, SCORE, SEED, SHARE, labels
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
+from esc_agents.cli.values import OUT_FOLDER, SHARE, labels
+from esc_agents.config import RunConfig
+from esc_agents.core import progress
 from esc_agents.core.errors import UserError
 
-OFFLINE_HELP = "replay from the cache alone: start no server, call no endpoint; a missing completion is an error"
 MAX_INVALID_RATE_ENV = "RLFF_ESC_MAX_INVALID_RATE"  # a default for every command, e.g. for smoke runs of a tiny critic
+MAX_INVALID_RATE = 0.2
+ProgressMode = Literal[progress.MODES]
 
 
-def add_cache_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache", metavar="FILE", help="completion cache (default: <cache dir>/completions.sqlite)")
-    parser.add_argument("--no-cache", action="store_true", help="neither replay nor record completions")
-    parser.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
-
-
-def add_same_model_option(parser: argparse.ArgumentParser) -> None:
-    """For commands that write run folders: a resume against another server is refused unless told."""
-    parser.add_argument("--same-model", action="store_true",
-                        help="resume a run folder although a role's server moved (another base URL or served "
-                        "model): it serves the same weights; run.json records the move")
-
-
-def add_labels_option(parser: argparse.ArgumentParser, rows: str) -> None:
-    """Display names for a table's rows, so a file or spec name need not go into a paper."""
-    parser.add_argument("--labels", type=labels, default={}, metavar="ROW=NAME,...",
-                        help=f"display names for {rows} in the tables (folders keep their names); a ROW that names "
-                        "none is refused")
-
-
-def add_max_invalid_rate(parser: argparse.ArgumentParser) -> None:
-    default = os.environ.get(MAX_INVALID_RATE_ENV) or "0.2"
+def default_max_invalid_rate() -> float:
+    """The default of --max-invalid-rate, read when the parser is built: $RLFF_ESC_MAX_INVALID_RATE
+    where it is set."""
     try:
-        default_rate = SHARE(default)
+        return SHARE(os.environ.get(MAX_INVALID_RATE_ENV) or str(MAX_INVALID_RATE))
     except argparse.ArgumentTypeError as exc:
         raise UserError(f"${MAX_INVALID_RATE_ENV}: {exc}") from None
-    parser.add_argument("--max-invalid-rate", type=SHARE, default=default_rate, metavar="R",
-                        help="exit 3 when more than this share of critic (or judge) answers match no verdict "
-                        f"(default: %(default)s, or ${MAX_INVALID_RATE_ENV})")
 
 
-def add_run_options(parser: argparse.ArgumentParser, dataset: str = "esconv:ppdpp_test", out_required: bool = True) -> None:
-    """Options shared by every command that runs episodes."""
-    parser.add_argument("--config", metavar="FILE", help="YAML config: endpoint profiles, roles, episode settings")
-    parser.add_argument("--dataset", default=dataset,
-                        help="a registered NAME:SPLIT (esconv:<split>, extes:<split>, or a package's), a JSONL file, "
-                        "or a loader of yours, package.module:function[@SPLIT] (default: %(default)s)")
-    parser.add_argument("--limit", type=COUNT, metavar="N", help="use the first N cases (default: all)")
-    parser.add_argument("--max-turns", type=COUNT, metavar="T", help="turn cap T (default 8)")
-    parser.add_argument("--critic-samples", type=COUNT, metavar="L", help="critic samples per turn l (default 10)")
-    parser.add_argument("--success-threshold", type=SCORE, metavar="ETA",
-                        help="goal reached when the critic's mean score exceeds this (default 0.5)")
-    parser.add_argument("--concurrency", type=COUNT, default=8, metavar="C",
-                        help="episodes run at once (default: %(default)s)")
-    parser.add_argument("--seed", type=SEED, help="part of every cache key: a new seed draws new samples (default 0)")
-    parser.add_argument("--supporter-prompt", metavar="NAME|FILE", help="supporter prompt: vanilla (the default), think, strategy, or a file")
-    parser.add_argument("--persona", metavar="NAME|FILE", help="user-simulator persona: cooperative (the default), resistant, ... (`rlff-esc prompts`), or a file")
-    parser.add_argument("--critic-prompt", metavar="NAME|FILE", help="critic prompt (default: the one named `default`)")
-    parser.add_argument("--critic", metavar="PLUGIN", help="a critic written in Python: an installed role name "
-                        "(see `rlff-esc roles`) or package.module:callable; replaces the LLM critic")
-    parser.add_argument("--seeker", metavar="PLUGIN", help="a user simulator written in Python (as --critic)")
-    parser.add_argument("--endpoint", metavar="PROFILE", help="endpoint profile for every role (local, vllm, openai, ...)")
-    parser.add_argument("--supporter-endpoint", metavar="PROFILE", help="endpoint profile of the supporter alone")
-    parser.add_argument("--supporter-model", type=Path, metavar="DIR",
-                        help="serve this policy locally as the supporter: a model folder from `rlff-esc export` "
-                        "or a train-grpo folder (merged on first use)")
-    parser.add_argument("--user-endpoint", metavar="PROFILE", help="endpoint profile of the user simulator alone")
-    parser.add_argument("--critic-endpoint", metavar="PROFILE", help="endpoint profile of the critic alone")
-    add_cache_options(parser)
-    add_same_model_option(parser)
-    parser.add_argument("--context-window", type=COUNT, metavar="N",
-                        help="the supporter sees the latest N messages of the dialogue (default: all); the reward "
-                        "model and GRPO inherit it from the reward data")
-    parser.add_argument("--supporter-max-tokens", type=COUNT, metavar="N",
-                        help="supporter max_tokens (default 96; a trained policy: its training max_completion_length)")
-    add_max_invalid_rate(parser)
-    parser.add_argument("--out", required=out_required, type=OUT_FOLDER, metavar="DIR",
-                        help="run folder (created or resumed)"
-                        + ("" if out_required else "; required unless an ACTION is given"))
-
-
-def add_held_out_options(parser: argparse.ArgumentParser) -> None:
-    """Training on dialogues of the split a policy is evaluated on inflates its SR without an error."""
+def default_eval_split() -> str:
     from esc_agents.datasets import DEFAULT_EVAL_SPLIT
 
-    parser.add_argument("--eval-split", default=DEFAULT_EVAL_SPLIT, metavar="SPEC",
-                        help="refuse training dialogues that are also in this evaluation split ('none': no check; "
-                        "default: %(default)s)")
-    parser.add_argument("--allow-eval-overlap", action="store_true",
-                        help="go on despite such dialogues, with a warning and a record in the provenance")
+    return DEFAULT_EVAL_SPLIT
+
+
+def labels_option(rows: str) -> Any:
+    """Display names for a table's rows, so a file or spec name need not go into a paper."""
+    return option({}, f"display names for {rows} in the tables (folders keep their names); a ROW that names none "
+                  "is refused", parse=labels, repeat=False, metavar="ROW=NAME,...")
+
+
+class ProcessOptions(Options):
+    """Options of the process, not of one command, so they go before the command or after it."""
+
+    app_dir: str = option(".", "where your own Python modules are found (a role's or formula's package.module:name), "
+                          "after the installed packages; . is the working directory", metavar="DIR")
+    progress: ProgressMode = option(
+        "auto", "live progress bars: auto draws them only where stderr is a terminal, elsewhere each stage ends "
+        "with one line")
+
+
+class TrustOptions(Options):
+    """Whether a result's numbers rest on enough parsable verdicts to trust (see outcome.py)."""
+
+    max_invalid_rate: float = option(
+        default_factory=default_max_invalid_rate, description="exit 3 when more than this share of critic (or judge) answers "
+        f"match no verdict (${MAX_INVALID_RATE_ENV} sets the default)", ge=0, le=1, metavar="R")
+
+
+class EngineOptions(TrustOptions):
+    """The completion cache and the servers of a command that calls LLM roles (see `engine`)."""
+
+    cache: Path | None = option(None, "completion cache", metavar="FILE", unset="<cache dir>/completions.sqlite")
+    no_cache: bool = option(False, "neither replay nor record completions")
+    offline: bool = option(False, "replay from the cache alone: start no server, call no endpoint; a missing "
+                           "completion is an error")
+    same_model: bool = option(False, "resume a run folder although a role's server moved (another base URL or "
+                              "served model): it serves the same weights; run.json records the move")
+
+
+class RunOptions(EngineOptions):
+    """The options of every command that runs episodes: the cases, and the run config's settings
+    (`sets`: the RunConfig fields an option overrides; see `config_from`)."""
+
+    target = RunConfig
+
+    config: str | None = option(None, "YAML config: endpoint profiles, roles, episode settings", metavar="FILE",
+                                unset="none, the built-in settings")
+    dataset: str = option("esconv:ppdpp_test", "a registered NAME:SPLIT (esconv:<split>, extes:<split>, or a "
+                          "package's), a JSONL file, or a loader of yours, package.module:function[@SPLIT]",
+                          metavar="DATASET")
+    limit: int | None = option(None, "use the first N cases", ge=1, metavar="N", unset="all")
+    max_turns: int | None = option(None, "turn cap T", ge=1, metavar="T", sets="episode.max_turns")
+    critic_samples: int | None = option(None, "critic samples per turn l", ge=1, metavar="L",
+                                        sets="episode.critic_samples")
+    success_threshold: float | None = option(None, "goal reached when the critic's mean score exceeds this",
+                                             metavar="ETA", sets="episode.success_threshold")
+    concurrency: int = option(8, "episodes run at once", ge=1, metavar="C")
+    seed: int | None = option(None, "part of every cache key: a new seed draws new samples", sets="seed")
+    supporter_prompt: str | None = option(None, "supporter prompt: vanilla, think, strategy, or a file",
+                                          metavar="NAME|FILE", sets="supporter.prompt")
+    persona: str | None = option(None, "user-simulator persona: cooperative, resistant, ... (`rlff-esc prompts`), "
+                                 "or a file", metavar="NAME|FILE", sets="user_simulator.prompt")
+    critic_prompt: str | None = option(None, "critic prompt: a name (`rlff-esc prompts`) or a file",
+                                       metavar="NAME|FILE", sets="critic.prompt")
+    critic: str | None = option(None, "a critic written in Python: an installed role name (see `rlff-esc roles`) "
+                                "or package.module:callable; replaces the LLM critic", metavar="PLUGIN",
+                                sets="critic.factory", unset="none, the LLM critic")
+    seeker: str | None = option(None, "a user simulator written in Python (as --critic)", metavar="PLUGIN",
+                                sets="user_simulator.factory", unset="none, the LLM user simulator")
+    # --endpoint before the roles' own: where both are given, the role's wins
+    endpoint: str | None = option(None, "endpoint profile for every role (local, vllm, openai, ...)",
+                                  metavar="PROFILE", sets=("supporter.endpoint", "user_simulator.endpoint",
+                                                           "critic.endpoint"))
+    supporter_endpoint: str | None = option(None, "endpoint profile of the supporter alone, over --endpoint",
+                                            metavar="PROFILE", sets="supporter.endpoint")
+    supporter_model: Path | None = option(None, "serve this policy locally as the supporter: a model folder from "
+                                          "`rlff-esc export` or a train-grpo folder (merged on first use)",
+                                          metavar="DIR", unset="none")
+    user_endpoint: str | None = option(None, "endpoint profile of the user simulator alone, over --endpoint",
+                                       metavar="PROFILE", sets="user_simulator.endpoint")
+    critic_endpoint: str | None = option(None, "endpoint profile of the critic alone, over --endpoint",
+                                         metavar="PROFILE", sets="critic.endpoint")
+    context_window: int | None = option(None, "the supporter sees the latest N messages of the dialogue; the reward "
+                                        "model and GRPO inherit it from the reward data", ge=1, metavar="N",
+                                        sets="supporter.context_window", unset="all")
+    supporter_max_tokens: int | None = option(None, "supporter max_tokens (a trained policy's default: its "
+                                              "training max_completion_length)", ge=1, metavar="N",
+                                              sets="supporter.max_tokens")
+    out: Path = option(..., "run folder (created or resumed)", parse=OUT_FOLDER, metavar="DIR")
+
+
+class HeldOutOptions(Options):
+    """Training on dialogues of the split a policy is evaluated on inflates its SR without an error."""
+
+    eval_split: str = option(default_factory=default_eval_split, description="refuse training dialogues that are also in "
+                             "this evaluation split ('none': no check)", metavar="SPEC")
+    allow_eval_overlap: bool = option(False, "go on despite such dialogues, with a warning and a record in the "
+                                      "provenance")
+
+
+PROCESS = ConfigFlags(ProcessOptions)
+RUN = ConfigFlags(RunOptions)
+HELD_OUT = ConfigFlags(HeldOutOptions)
 
 
 def held_out_options(args: argparse.Namespace) -> dict:
@@ -127,52 +166,32 @@ def supporter(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def config_from(args: argparse.Namespace, supporter_spec: str | None = None, blame: dict[str, str] | None = None,
-                **sections):
-    """The run config from the shared options; `supporter_spec` (see `compare`) or
-    --supporter-model replaces the supporter's binding. A value the config refuses (an unknown
-    endpoint profile) is blamed on the option that gave it, `blame` naming those of `sections`."""
+                flags: ConfigFlags = RUN, **sections):
+    """The run config: the options of `flags` that set its fields (`sets`) over the config file;
+    `supporter_spec` (see `compare`) or --supporter-model replaces the supporter's binding. A value
+    the config refuses (an unknown endpoint profile) is blamed on the option that gave it, `blame`
+    naming those of `sections` and of values a command put in `args` itself."""
     from esc_agents.cli.config_flags import describe_problems
     from esc_agents.config import build_config
-
-    def role(endpoint: str | None, prompt: str | None) -> dict:
-        return {"endpoint": endpoint or args.endpoint, "prompt": prompt}
-
-    given = {f"{name}.endpoint": option if value else "--endpoint"
-             for name, value, option in (("supporter", args.supporter_endpoint, "--supporter-endpoint"),
-                                         ("user_simulator", args.user_endpoint, "--user-endpoint"),
-                                         ("critic", args.critic_endpoint, "--critic-endpoint"))
-             if value or args.endpoint}
 
     for plugin, prompt in (("--seeker", args.persona), ("--critic", args.critic_prompt)):
         if prompt is not None and getattr(args, plugin[2:]) is not None:
             raise UserError(f"{plugin} replaces the LLM role; it cannot go with that role's prompt {prompt!r}")
-    binding = {"supporter": role(args.supporter_endpoint, args.supporter_prompt)}
-    if args.supporter_model is not None:
-        binding = supporter(str(args.supporter_model))[1]
-        binding["supporter"]["prompt"] = args.supporter_prompt or binding["supporter"]["prompt"]
-        given.pop("supporter.endpoint", None)
-    if supporter_spec is not None:
+    overrides, given = flags.overrides(args), flags.given(args)
+    chosen = overrides.pop("supporter", {})  # the supporter's settings the options gave
+    binding = {"supporter": chosen}
+    if supporter_spec is not None:  # the spec names the supporter; the options give what it leaves
         binding = supporter(supporter_spec)[1]
-        if "endpoint" not in binding["supporter"] and (args.supporter_endpoint or args.endpoint):
-            binding["supporter"]["endpoint"] = args.supporter_endpoint or args.endpoint
-        elif "endpoint" in binding["supporter"]:
+        if "endpoint" in binding["supporter"]:
             given["supporter.endpoint"] = "--supporters"
-    if args.supporter_max_tokens is not None:
-        binding["supporter"]["max_tokens"] = args.supporter_max_tokens
-    if args.context_window is not None:
-        binding["supporter"]["context_window"] = args.context_window
-    return build_config(args.config, {
-        **binding,
-        "user_simulator": {**role(args.user_endpoint, args.persona), "factory": args.seeker},
-        "critic": {**role(args.critic_endpoint, args.critic_prompt), "factory": args.critic},
-        "episode": {
-            "max_turns": args.max_turns,
-            "critic_samples": args.critic_samples,
-            "success_threshold": args.success_threshold,
-        },
-        "seed": args.seed,
-        **sections,
-    }, describe=lambda error, source: describe_problems(error, {**given, **(blame or {})}, source))
+        binding["supporter"] = {**chosen, **binding["supporter"],
+                                **{key: value for key, value in chosen.items() if key not in ("endpoint", "prompt")}}
+    elif args.supporter_model is not None:  # served from the folder: its endpoint, the options' other settings
+        binding = supporter(str(args.supporter_model))[1]
+        binding["supporter"].update({key: value for key, value in chosen.items() if key != "endpoint"})
+        given.pop("supporter.endpoint", None)
+    return build_config(args.config, {**overrides, **binding, **sections},
+                        describe=lambda error, source: describe_problems(error, {**given, **(blame or {})}, source))
 
 
 def load_cases(args: argparse.Namespace):

@@ -6,9 +6,26 @@ import argparse
 import json
 from pathlib import Path
 
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
 from esc_agents.cli.values import existing_file
 
 HELP = "list the built-in prompts and personas; render one for a case"
+
+
+class RenderOptions(Options):
+    prompt: str = option(..., "a built-in prompt's name or a prompt file", positional=True, metavar="NAME|FILE")
+    case: str = option(..., "a case id of the dataset, e.g. ppdpp_test-0", metavar="ID")
+    dataset: str = option("esconv:ppdpp_test", "the dataset the case is in", metavar="DATASET")
+    role: str | None = option(None, "the prompt's role", metavar="ROLE", unset="a file's folder, where that names a "
+                              "role, else what the file holds: verdicts make a critic, criteria a judge, ...; a name: "
+                              "the role whose built-in prompt it is")
+
+
+class CheckOptions(Options):
+    prompt: str = option(..., "a built-in critic prompt's name or a critic prompt file", positional=True,
+                         metavar="NAME|FILE")
+    answers: Path = option(..., "answers to read: .txt (one a line) or .jsonl ({\"answer\": ..., \"verdict\": ...})",
+                           parse=existing_file, metavar="ANSWERS")
 
 
 def add_parser(commands) -> None:
@@ -20,12 +37,7 @@ def add_parser(commands) -> None:
         "render", help="print the exact messages a role sends for a dataset case (JSON)",
         description="Load and check a prompt as a run would, and print the chat its role sends at the case's "
         "first exchange; the replies a run would have are placeholders.")
-    render.add_argument("prompt", metavar="NAME|FILE", help="a built-in prompt's name or a prompt file")
-    render.add_argument("--case", required=True, metavar="ID", help="a case id of the dataset, e.g. ppdpp_test-0")
-    render.add_argument("--dataset", default="esconv:ppdpp_test", help="default: %(default)s")
-    render.add_argument("--role", help="the prompt's role (default: a file's folder, where that names a role, "
-                        "else what the file holds: verdicts make a critic, criteria a judge, ...; a name: the role "
-                        "whose built-in prompt it is)")
+    ConfigFlags(RenderOptions).add_to(render)
     render.set_defaults(func=run_render)
     check = actions.add_parser(
         "check", help="print how a critic prompt reads each of a file of answers",
@@ -33,9 +45,7 @@ def add_parser(commands) -> None:
         "and print its verdict, or `invalid`, with the reason. ANSWERS is a text file with one answer a line, or "
         "JSONL with an `answer` per line and optionally the `verdict` it must get (null: invalid); then every "
         "answer read otherwise is marked and the exit code is 1.")
-    check.add_argument("prompt", metavar="NAME|FILE", help="a built-in critic prompt's name or a critic prompt file")
-    check.add_argument("--answers", required=True, metavar="ANSWERS", type=existing_file,
-                       help="answers to read: .txt (one a line) or .jsonl ({\"answer\": ..., \"verdict\": ...})")
+    ConfigFlags(CheckOptions).add_to(check)
     check.set_defaults(func=run_check)
 
 
@@ -67,6 +77,9 @@ def run_check(args: argparse.Namespace) -> int:
     labels = {verdict.label for verdict in critic.spec.verdicts}
     if unknown := sorted({str(expected) for _, expected in answers if expected not in (None, ..., *labels)}):
         raise UserError(f"{args.answers}: verdict {unknown[0]!r} is none of the prompt's ({', '.join(sorted(labels))})")
+    for option in critic.reader.options:  # what the reader took from the prompt, for the author to check
+        print(f"# {option.label}: option {option.mark or '-'}"
+              + (f" ({option.sentence})" if option.sentence else "") + f", {len(option.phrases)} phrase(s)")
     wrong = 0
     for answer, expected in answers:
         reading = critic.read(answer)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from esc_agents.cli import options
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
 from esc_agents.cli.values import OUT_FILE, OUT_FOLDER
 
 HELP = "one self-contained HTML file for any mix of run folders"
@@ -15,15 +16,21 @@ with no external asset. Two or more train-grpo folders (e.g. one per --reward mo
 curves on shared axes and a cost table."""
 
 
+class ReportOptions(Options):
+    folders: list[Path] = option(..., "run folders of any command", positional=True, nargs="+", metavar="DIR")
+    out: Path = option(..., "the report (its folder is created)", parse=OUT_FILE, metavar="FILE.html")
+    labels: dict[str, str] = options.labels_option("folders, supporters, conditions and factor levels")
+    latex: Path | None = option(None, "also write the SR / AT tables of compare, bias and evaluated simulate "
+                                "folders, with their 95% intervals, as LaTeX (booktabs) files into DIR",
+                                parse=OUT_FOLDER, metavar="DIR", unset="none")
+
+
+FLAGS = ConfigFlags(ReportOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("report", help=HELP, description=DESCRIPTION)
-    parser.add_argument("folders", type=Path, nargs="+", metavar="DIR", help="run folders of any command")
-    parser.add_argument("--out", type=OUT_FILE, required=True, metavar="FILE.html", help="the report (its folder is "
-                        "created)")
-    options.add_labels_option(parser, "folders, supporters, conditions and factor levels")
-    parser.add_argument("--latex", type=OUT_FOLDER, metavar="DIR",
-                        help="also write the SR / AT tables of compare, bias and evaluated simulate folders, with "
-                             "their 95%% intervals, as LaTeX (booktabs) files into DIR")
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run)
 
 

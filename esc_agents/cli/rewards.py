@@ -7,9 +7,11 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Literal
 
 from esc_agents.cli import options, outcome
-from esc_agents.cli.values import COUNT, OUT_FOLDER, SCORE, SEED, SHARE
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
+from esc_agents.cli.values import OUT_FOLDER, named_number
 from esc_agents.core.errors import UserError
 
 HELP = "build the future-oriented reward dataset D_r (stage 1)"
@@ -18,27 +20,83 @@ simulate each one's future with the episode graph, and append one record per (co
 DIR/records.jsonl. A rerun resumes; --shard i/N splits the work across machines."""
 
 
-def add_parser(commands) -> None:
+def formulas() -> str:
+    """The R_fut formulas, built in and registered, as the help lists them."""
     from training.futures.formulas import FORMULAS
 
-    formulas = ", ".join(sorted(FORMULAS))
+    return ": " + ", ".join(sorted(FORMULAS))
+
+
+class RewardsOptions(options.RunOptions):
+    """Building D_r: the run options, and the stage-1 settings of the run config."""
+
+    dataset: str = option("esconv:ppdpp_train", options.RunOptions.model_fields["dataset"].description,
+                          metavar="DATASET")
+    limit: int | None = option(None, "use the first N cases", ge=1, metavar="N", unset="all",
+                               sets="rewards.sampling.dialogues")
+    out: Path | None = option(None, "run folder (created or resumed)", parse=OUT_FOLDER, metavar="DIR",
+                              needed="required unless an ACTION is given")
+    contexts: int | None = option(None, "contexts to sample", ge=1, metavar="N", sets="rewards.sampling.contexts",
+                                  unset="all selected")
+    candidates: int | None = option(None, "candidate replies per context m", ge=1, metavar="M",
+                                    sets="rewards.candidates")
+    positions: Literal["all", "random", "first"] | None = option(None, "which positions of each dialogue",
+                                                                 sets="rewards.sampling.positions")
+    per_dialogue: int | None = option(None, "positions per dialogue for random/first", ge=1, metavar="K",
+                                      sets="rewards.sampling.per_dialogue")
+    min_history: int | None = option(None, "messages before the reply", ge=1, metavar="N",
+                                     sets="rewards.sampling.min_history")
+    formula: str | None = option(None, "R_fut formula", metavar="FORMULA", more=formulas, sets="rewards.formula")
+    delta: float | None = option(None, "label = 1[R_fut > delta]", metavar="DELTA", sets="rewards.delta")
+    param: dict[str, float] | None = option(None, "formula parameter, e.g. lambda=0.5 or gamma=0.8 (repeatable)",
+                                            parse=named_number, metavar="NAME=VALUE", sets="rewards.formula_params")
+    shard: str | None = option(None, "produce only the i-th of N disjoint parts", metavar="i/N", unset="all")
+    future_supporter_prompt: str | None = option(None, "supporter that continues futures", metavar="NAME|FILE",
+                                                 sets="future_supporter.prompt", unset="the candidate proposer")
+    future_supporter_endpoint: str | None = option(None, "endpoint profile of the supporter that continues futures",
+                                                   metavar="PROFILE", sets="future_supporter.endpoint",
+                                                   unset="the proposer's")
+
+
+class RelabelOptions(Options):
+    folder: Path = option(..., "a rewards folder", positional=True, metavar="DIR")
+    formula: str = option(..., "R_fut formula", metavar="FORMULA", more=formulas)
+    delta: float = option(0.5, "label = 1[R_fut > delta], whatever delta the run had", metavar="DELTA")
+    param: dict[str, float] = option({}, "formula parameter, e.g. lambda=0.5 or gamma=0.8 (repeatable)",
+                                     parse=named_number, metavar="NAME=VALUE")
+    out: Path | None = option(None, "write a relabelled copy here and leave DIR as it is", parse=OUT_FOLDER,
+                              metavar="DIR", unset="relabel DIR in place")
+
+
+class MergeOptions(Options):
+    parts: list[Path] = option(..., "the shard folders", positional=True, nargs="+", metavar="PART")
+    out: Path = option(..., "the merged folder (new)", parse=OUT_FOLDER, metavar="DIR")
+    same_model: bool = option(False, "parts whose roles ran on different servers (one per node) serve the same "
+                              "weights")
+
+
+class StatsOptions(Options):
+    folder: Path = option(..., "a rewards folder", positional=True, metavar="DIR")
+
+
+class ExportOptions(Options):
+    folder: Path = option(..., "a rewards folder", positional=True, metavar="DIR")
+    out: Path = option(..., "the dataset folder", parse=OUT_FOLDER, metavar="DIR")
+    format: Literal["hf", "parquet", "jsonl"] = option("hf", "Hugging Face datasets folder, parquet or JSONL per "
+                                                       "split")
+    valid: float = option(0.1, "share of dialogues", ge=0, le=1, metavar="VALID")
+    test: float = option(0.1, "share of dialogues", ge=0, le=1, metavar="TEST")
+    seed: int = option(0, "draws the split")
+    overwrite: bool = option(False, "replace an export already in --out (by default it is refused)")
+
+
+FLAGS = ConfigFlags(RewardsOptions)
+
+
+def add_parser(commands) -> None:
     parser = commands.add_parser("rewards", help=HELP, description=DESCRIPTION)
-    options.add_run_options(parser, dataset="esconv:ppdpp_train", out_required=False)
-    parser.add_argument("--contexts", type=COUNT, metavar="N", help="contexts to sample (default: all selected)")
-    parser.add_argument("--candidates", type=COUNT, metavar="M", help="candidate replies per context m (default 4)")
-    parser.add_argument("--positions", choices=["all", "random", "first"],
-                        help="which positions of each dialogue (default random)")
-    parser.add_argument("--per-dialogue", type=COUNT, metavar="K", help="positions per dialogue for random/first (default 1)")
-    parser.add_argument("--min-history", type=COUNT, metavar="N", help="messages before the reply (default 1)")
-    parser.add_argument("--formula", help=f"R_fut formula: {formulas} (default terminal_efficiency)")
-    parser.add_argument("--delta", type=SCORE, help="label = 1[R_fut > delta] (default 0.5)")
-    add_param_option(parser, "formula parameter, e.g. lambda=0.5 or gamma=0.8 (rewards.formula_params)")
-    parser.add_argument("--shard", metavar="i/N", help="produce only the i-th of N disjoint parts")
-    parser.add_argument("--future-supporter-prompt", metavar="NAME|FILE",
-                        help="supporter that continues futures (default: the candidate proposer)")
-    parser.add_argument("--future-supporter-endpoint", metavar="PROFILE",
-                        help="endpoint profile of the supporter that continues futures (default: the proposer's)")
-    options.add_held_out_options(parser)
+    FLAGS.add_to(parser)
+    options.HELD_OUT.add_to(parser)
     parser.set_defaults(func=run, writes="out")
     actions = parser.add_subparsers(dest="rewards_command", metavar="ACTION")
 
@@ -47,63 +105,31 @@ def add_parser(commands) -> None:
                                  "--formula, its --param values and --delta; no LLM call. The settings the futures "
                                  "were generated with stay in the fingerprint, so the generating command still "
                                  "resumes (its new records get these labels).")
-    relabel.add_argument("folder", type=Path, metavar="DIR", help="a rewards folder")
-    relabel.add_argument("--formula", required=True, help=formulas)
-    relabel.add_argument("--delta", type=SCORE, default=0.5,
-                         help="label = 1[R_fut > delta] (default: %(default)s, whatever delta the run had)")
-    add_param_option(relabel, "formula parameter, e.g. lambda=0.5 or gamma=0.8")
-    relabel.add_argument("--out", type=OUT_FOLDER, metavar="DIR",
-                         help="write a relabelled copy here and leave DIR as it is (default: relabel DIR in place)")
+    ConfigFlags(RelabelOptions).add_to(relabel)
     relabel.set_defaults(func=run_relabel, writes=lambda args: args.out or args.folder)
 
     merge = actions.add_parser("merge", help="validate and merge shard folders",
                                description="Check that the --shard parts were made with the same settings, merge "
                                "their records, failures and costs into a new folder, and report duplicate and "
                                "missing keys.")
-    merge.add_argument("parts", type=Path, nargs="+", metavar="PART", help="the shard folders")
-    merge.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="the merged folder (new)")
-    merge.add_argument("--same-model", action="store_true",
-                       help="parts whose roles ran on different servers (one per node) serve the same weights")
+    ConfigFlags(MergeOptions).add_to(merge)
     merge.set_defaults(func=run_merge, writes="out")
 
     stats = actions.add_parser("stats", help="counts, success, label balance, R_fut histogram, cost",
                                description="Print and write DIR/stats.json and DIR/r_fut_hist.png: records and "
                                "scored ones, success rate and mean K over every future, label balance and R_fut "
                                "spread over the scored ones, calls per record.")
-    stats.add_argument("folder", type=Path, metavar="DIR", help="a rewards folder")
+    ConfigFlags(StatsOptions).add_to(stats)
     stats.set_defaults(func=run_stats, writes=None)
 
     export = actions.add_parser("export", help="split by dialogue and write a dataset for the reward model",
                                 description="Split the scored records by dialogue into train, valid and test "
                                 "(no dialogue in two splits) and write them for `train-rm --data`.")
-    export.add_argument("folder", type=Path, metavar="DIR", help="a rewards folder")
-    export.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR", help="the dataset folder")
-    export.add_argument("--format", choices=["hf", "parquet", "jsonl"], default="hf",
-                        help="Hugging Face datasets folder, parquet or JSONL per split (default: %(default)s)")
-    export.add_argument("--valid", type=SHARE, default=0.1, help="share of dialogues (default: %(default)s)")
-    export.add_argument("--test", type=SHARE, default=0.1, help="share of dialogues (default: %(default)s)")
-    export.add_argument("--seed", type=SEED, default=0, help="draws the split (default: %(default)s)")
-    export.add_argument("--overwrite", action="store_true",
-                        help="replace an export already in --out (by default it is refused)")
+    ConfigFlags(ExportOptions).add_to(export)
     export.set_defaults(func=run_export, writes="out")
     # Building D_r needs --out; an ACTION has its own. argparse cannot require an option only
     # without a sub-command (`run` checks it), so the usage says it.
     parser.usage = f"%(prog)s [OPTIONS] --out DIR\n       %(prog)s {{{','.join(actions.choices)}}} ..."
-
-
-def add_param_option(parser: argparse.ArgumentParser, help: str) -> None:
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=help)
-
-
-def formula_params(pairs: list[str]) -> dict[str, float]:
-    params = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        try:
-            params[name] = float(value)
-        except ValueError:
-            raise UserError(f"--param takes NAME=NUMBER, got {pair!r}") from None
-    return params
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,15 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise UserError("rewards: --out DIR is required")
-    config = options.config_from(args, blame={"future_supporter.endpoint": "--future-supporter-endpoint"}
-                                 if args.future_supporter_endpoint else None, future_supporter={
-        "endpoint": args.future_supporter_endpoint, "prompt": args.future_supporter_prompt,
-    } if (args.future_supporter_endpoint or args.future_supporter_prompt) else None, rewards={
-        "candidates": args.candidates, "formula": args.formula, "delta": args.delta,
-        "formula_params": formula_params(args.param) or None,
-        "sampling": {"dialogues": args.limit, "contexts": args.contexts, "positions": args.positions,
-                     "per_dialogue": args.per_dialogue, "min_history": args.min_history},
-    })
+    config = options.config_from(args, flags=FLAGS)
     if config.rewards.candidates < 2:
         print("rlff-esc: warning: m < 2 candidates gives no within-context pairs for a ranking reward model",
               file=sys.stderr)
@@ -143,7 +161,7 @@ def run_relabel(args: argparse.Namespace) -> int:
     from training.futures.export import format_stats, stats
     from training.futures.generate import relabel
 
-    report = relabel(args.folder, args.formula, args.delta, formula_params(args.param), out=args.out)
+    report = relabel(args.folder, args.formula, args.delta, args.param, out=args.out)
     target = args.out or args.folder
     print(f"relabelled {report['records']} records with {args.formula} (δ = {args.delta:g}); "
           f"{report['labels_changed']} labels changed; no LLM call -> {target}")

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from esc_agents.cli.values import COUNT, OUT_FILE
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
+from esc_agents.cli.values import OUT_FILE
 from esc_agents.core.errors import UserError
 
 HELP = "score (context, reply) pairs with a trained reward model"
@@ -14,14 +15,20 @@ DESCRIPTION = """Read JSONL rows with `context` and `reply`, write them back wit
 and `label` present, also print the reward model's metrics on them."""
 
 
+class ScoreOptions(Options):
+    pairs: Path = option(..., "one JSON object per line with `context` (messages) and `reply`", positional=True,
+                         metavar="FILE.jsonl")
+    reward_model: str = option(..., "a `train-rm` folder, or 'random' for an untrained head", metavar="DIR|random")
+    out: Path | None = option(None, "the scored pairs", parse=OUT_FILE, metavar="FILE", unset="FILE.scored.jsonl")
+    batch_size: int = option(16, "pairs per forward pass", ge=1, metavar="BATCH_SIZE")
+
+
+FLAGS = ConfigFlags(ScoreOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("score", help=HELP, description=DESCRIPTION)
-    parser.add_argument("pairs", type=Path, metavar="FILE.jsonl", help="one JSON object per line with `context` "
-                        "(messages) and `reply`")
-    parser.add_argument("--reward-model", required=True, metavar="DIR|random",
-                        help="a `train-rm` folder, or 'random' for an untrained head")
-    parser.add_argument("--out", type=OUT_FILE, metavar="FILE", help="default: FILE.scored.jsonl")
-    parser.add_argument("--batch-size", type=COUNT, default=16, help="pairs per forward pass (default: %(default)s)")
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run)
 
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
 from esc_agents.core.errors import UserError
 
 HELP = "run the embedded local server in the foreground"
@@ -14,10 +15,18 @@ SmolLM2-135M-Instruct for the default `local` profile, or the model folder a pro
 `model_path` names (an exported policy, for instance)."""
 
 
+class ServeOptions(Options):
+    config: str | None = option(None, "YAML config whose endpoint profile to serve", metavar="FILE",
+                                unset="none, the built-in profiles")
+    profile: str = option("local", "embedded endpoint profile", metavar="PROFILE")
+
+
+FLAGS = ConfigFlags(ServeOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("serve", help=HELP, description=DESCRIPTION)
-    parser.add_argument("--config", metavar="FILE", help="YAML config whose endpoint profile to serve")
-    parser.add_argument("--profile", default="local", help="embedded endpoint profile (default: %(default)s)")
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run)
 
 
@@ -34,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.profile not in endpoints:
         raise UserError(f"--profile: unknown endpoint profile {args.profile!r} (known: {', '.join(sorted(endpoints))})")
     profile = endpoints[args.profile]
-    if not profile.embedded:
+    if profile.kind != "embedded":
         raise UserError(f"--profile: profile {args.profile!r} is not the embedded server")
     server = LocalServer(profile)
     command = serve_command(server.model_path or embedded_model_dir(), server.host, server.port,

@@ -14,7 +14,7 @@ DIR/trajectories.jsonl as episodes finish; a rerun resumes."""
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("simulate", help=HELP, description=DESCRIPTION)
-    options.add_run_options(parser)
+    options.RUN.add_to(parser)
     parser.set_defaults(func=run, writes="out")
 
 

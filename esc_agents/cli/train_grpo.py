@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
+from typing import Any
 
 from esc_agents.cli import options
-from esc_agents.cli.config_flags import ConfigFlags, Flag
+from esc_agents.cli.config_flags import ConfigFlags, Flag, option
 from esc_agents.cli.outcome import usage_columns
 from esc_agents.cli.values import OUT_FOLDER
 from esc_agents.core.errors import UserError
 from training.grpo.config import GrpoRunConfig
+
+
+def reward_term(text: str) -> dict[str, Any]:
+    """`--reward-fn NAME:WEIGHT`: a reward function (package.module:function or an entry point's
+    name) and its weight, split at the last colon; whether NAME loads is checked before training."""
+    name, _, weight = text.rpartition(":")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = None
+    if not name or value is None or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME:WEIGHT (a package.module:function or an "
+                                         "rlff_esc.rewards entry point, then a finite weight: "
+                                         "mypkg.terms:length_penalty:-0.1)")
+    return {"fn": name, "weight": value}
+
 
 # The GrpoRunConfig fields the command line sets; name, type, bounds, help and default come from the field.
 FLAGS = ConfigFlags(GrpoRunConfig, [
@@ -27,6 +46,8 @@ FLAGS = ConfigFlags(GrpoRunConfig, [
     # the optimisation
     "max_steps", "alpha", "num_generations", "temperature", "learning_rate", "batch_size", "max_completion_length",
     "report_to", "seed",
+    # terms added to the rubric (R_fut, R_fmt), e.g. --reward-fn mypkg.terms:length_penalty:0.1
+    Flag("rewards", "--reward-fn", metavar="NAME:WEIGHT", parse=reward_term),
     # any other field of TRL's GRPOConfig, e.g. --trl loss_type=dr_grpo --trl scale_rewards=none
     Flag("trl", metavar="KEY=VALUE"),
 ])
@@ -36,18 +57,26 @@ DESCRIPTION = """GRPO on TRL with a LoRA adapter: G samples per training context
 prompt, rewarded by R_fut + alpha * R_fmt. R_fut comes from the reward model on the response (--reward
 model, the paper's), from simulating each response's future with the run config's user simulator and
 critic (--reward simulated), or from the reward model with a random share also simulated and the two
-compared in the logs (--reward hybrid). Writes the adapter, curves.png and metrics.json (simulated
-futures to futures.jsonl); a rerun resumes from the last checkpoint. Every setting is a GrpoRunConfig
-field (--config FILE); the flags below override the file. Any other field of TRL's GRPOConfig
-is set with trl: in the file or --trl KEY=VALUE (repeatable), checked before any weight loads."""
+compared in the logs (--reward hybrid). Any other weighted term is added with --reward-fn
+package.module:function:WEIGHT (repeatable) or rewards: in the file, each logged on its own. Writes
+the adapter, curves.png and metrics.json (simulated futures to futures.jsonl); a rerun resumes from
+the last checkpoint. Every setting is a GrpoRunConfig field (--config FILE); the flags below override
+the file. Any other field of TRL's GRPOConfig is set with trl: in the file or --trl KEY=VALUE
+(repeatable), checked before any weight loads."""
+
+
+class TrainGrpoOptions(options.HeldOutOptions):
+    """The command's own options, beside the GrpoRunConfig fields."""
+
+    out: Path | None = option(None, "run folder (created, or resumed from its last checkpoint)", parse=OUT_FOLDER,
+                              metavar="DIR", needed="required")
+    config: str | None = option(None, "YAML with any GrpoRunConfig field", metavar="FILE",
+                                unset="none, the defaults")
 
 
 def add_parser(commands) -> None:
     grpo = commands.add_parser("train-grpo", help=HELP, description=DESCRIPTION)
-    grpo.add_argument("--out", type=OUT_FOLDER, metavar="DIR", help="run folder (created, or resumed from its last "
-                      "checkpoint)")
-    grpo.add_argument("--config", metavar="FILE", help="YAML with any GrpoRunConfig field")
-    options.add_held_out_options(grpo)
+    ConfigFlags(TrainGrpoOptions, ["out", "config", "eval_split", "allow_eval_overlap"]).add_to(grpo)
     FLAGS.add_to(grpo)
     grpo.set_defaults(func=run, writes="out")
 
@@ -65,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         first, last = metrics[f"{name}_first"], metrics[f"{name}_last"]
         if first is not None:
             print(f"  {name:8s} first {first:7.3f}   last {last:7.3f}")
+    for name, term in list(metrics.get("rewards", {}).items())[2:]:  # the user's terms, after R_fut and R_fmt
+        if term["first"] is not None:
+            print(f"  {name:8s} first {term['first']:7.3f}   last {term['last']:7.3f}   (weight {term['weight']:g})")
     if simulation := metrics.get("simulation"):
         steps = max(metrics["steps"], 1)
         print(f"  futures  {simulation['futures']} simulated, {simulation['failed']} gave no reward; "

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from esc_agents.cli import options
-from esc_agents.cli.config_flags import ConfigFlags, Flag
+from esc_agents.cli.config_flags import ConfigFlags, Flag, option
 from esc_agents.cli.values import OUT_FOLDER
 from esc_agents.core.errors import UserError
 from training.reward_model.config import RewardModelConfig
@@ -39,12 +39,22 @@ def add_parser(commands) -> None:
     ablate.set_defaults(func=run_ablate, writes="out")
 
 
+class TrainRmOptions(options.HeldOutOptions):
+    """The command's own options, beside the RewardModelConfig fields."""
+
+    data: Path | None = option(None, "`rewards export` folder (any format) or a `rewards` run folder (split here by "
+                               "dialogue)", metavar="DIR", needed="required")
+    out: Path | None = option(None, "run folder (created, or resumed after a kill)", parse=OUT_FOLDER, metavar="DIR",
+                              needed="required")
+    config: str | None = option(None, "YAML with any RewardModelConfig field", metavar="FILE",
+                                unset="none, the defaults")
+
+
+OWN = ConfigFlags(TrainRmOptions, ["data", "out", "config", "eval_split", "allow_eval_overlap"])
+
+
 def add_options(parser: argparse.ArgumentParser, *, objective: bool) -> None:
-    parser.add_argument("--data", type=Path, metavar="DIR",
-                        help="`rewards export` folder (any format) or a `rewards` run folder (split here by dialogue)")
-    parser.add_argument("--out", type=OUT_FOLDER, metavar="DIR", help="run folder (created, or resumed after a kill)")
-    parser.add_argument("--config", metavar="FILE", help="YAML with any RewardModelConfig field")
-    options.add_held_out_options(parser)
+    OWN.add_to(parser)
     FLAGS.add_to(parser, exclude=() if objective else ("objective",))
 
 

@@ -1,4 +1,5 @@
-"""Checked numeric options and a parser whose errors are one line.
+"""The argparse types an option's field names (checked numbers, output paths, KEY=VALUE pairs) and
+a parser whose errors are one line.
 
 A count of 0 (`--concurrency 0` waits forever on a semaphore that never opens) or a negative
 rate would otherwise reach the run and fail late, hang, or end in a traceback; argparse's usage
@@ -47,12 +48,9 @@ def number(kind: type = int, *, minimum: float | None = None, above: float | Non
     return parse
 
 
-COUNT = number(int, minimum=1)  # cases, turns, samples, steps, tokens, workers
-SEED = number(int)  # any whole number
-POSITIVE = number(float, above=0)  # learning rates, epochs, temperatures
-WEIGHT = number(float, minimum=0)  # alpha, a weight of 0 turns a term off
-SHARE = number(float, minimum=0, maximum=1)  # rates and fractions
-SCORE = number(float)  # thresholds on a prompt's own scale, checked against it later
+# An option's bounds are its field's (config_flags.py builds its `number`); this one also checks
+# the environment's default of --max-invalid-rate.
+SHARE = number(float, minimum=0, maximum=1)
 
 
 def labels(text: str) -> dict[str, str]:
@@ -101,6 +99,18 @@ def key_value(text: str) -> tuple[str, object]:
     except yaml.YAMLError as error:
         raise argparse.ArgumentTypeError(f"{key.strip()}: {value!r} is not a YAML value "
                                          f"({' '.join(str(error).split())})") from None
+
+
+def named_number(text: str) -> tuple[str, float]:
+    """An argparse type for `NAME=NUMBER` (a formula parameter, `lambda=0.5`)."""
+    name, equals, value = (part.strip() for part in text.partition("="))
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not equals or not name or number is None or not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"takes NAME=NUMBER, got {text!r}")
+    return name, number
 
 
 def existing_file(text: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from esc_agents.cli.config_flags import ConfigFlags, Options, option
 from esc_agents.cli.values import OUT_FILE
 
 HELP = "browse the dialogues of run folders in one HTML file"
@@ -13,11 +14,19 @@ DESCRIPTION = """Transcripts with the critic's votes per turn (simulate), the sa
 their futures (train-grpo): filters and pages in one self-contained HTML file; no server."""
 
 
+class ViewOptions(Options):
+    folders: list[Path] = option(..., "simulate, compare, bias, rewards or train-grpo folders", positional=True,
+                                 nargs="+", metavar="DIR")
+    out: Path | None = option(None, "the viewer", parse=OUT_FILE, metavar="FILE.html",
+                              unset="DIR/view.html for one folder")
+
+
+FLAGS = ConfigFlags(ViewOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("view", help=HELP, description=DESCRIPTION)
-    parser.add_argument("folders", type=Path, nargs="+", metavar="DIR",
-                        help="simulate, compare, bias, rewards or train-grpo folders")
-    parser.add_argument("--out", type=OUT_FILE, metavar="FILE.html", help="default: DIR/view.html for one folder")
+    FLAGS.add_to(parser)
     parser.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esc_agents.cli.config_flags import ConfigFlags, Flag
+from esc_agents.cli.config_flags import ConfigFlags, Flag, Options, option
 from esc_agents.cli.values import OUT_FOLDER
 from training.grpo.config import FormatWarmupConfig
 
@@ -22,11 +22,21 @@ reading of the seeker, then the reference reply), merge it and save a model fold
 --policy`. Needed when the policy never writes the format, so R_fmt would give GRPO no signal."""
 
 
+class WarmupOptions(Options):
+    """The command's own options, beside the FormatWarmupConfig fields."""
+
+    out: Path = option(..., "the warmed-up model folder (for `train-grpo --policy DIR`)", parse=OUT_FOLDER,
+                       metavar="DIR")
+    config: str | None = option(None, "YAML with any FormatWarmupConfig field", metavar="FILE",
+                                unset="none, the defaults")
+
+
+OWN = ConfigFlags(WarmupOptions)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("warmup-format", help=HELP, description=DESCRIPTION)
-    parser.add_argument("--out", type=OUT_FOLDER, required=True, metavar="DIR",
-                        help="the warmed-up model folder (for `train-grpo --policy DIR`)")
-    parser.add_argument("--config", metavar="FILE", help="YAML with any FormatWarmupConfig field")
+    OWN.add_to(parser)
     FLAGS.add_to(parser)
     parser.set_defaults(func=run, writes=workdir)
 

@@ -15,7 +15,8 @@ from typing import Any
 from esc_agents.core.errors import UserError
 
 WHERE_MODULES_ARE = ("rlff-esc imports your own modules from the working directory, or from the folder "
-                     "`rlff-esc --app-dir DIR` names, and from installed packages (from Python: put its folder on sys.path)")
+                     "`rlff-esc --app-dir DIR` names, and from installed packages "
+                     "(from Python: put its folder on sys.path)")
 
 
 def installed(group: str) -> dict[str, importlib.metadata.EntryPoint]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
@@ -81,6 +81,22 @@ class Trajectory(BaseModel):
     success: bool
     final_score: float | None
     status: EpisodeStatus
+
+    def counted_turns(self, max_turns: int) -> int:
+        """The turns this episode counts in AT (see `counted_turns`)."""
+        return counted_turns(self, max_turns)
+
+
+def counted_turns(trajectory: Trajectory | Mapping[str, Any], max_turns: int) -> int:
+    """The turns an episode counts in average turns (AT, the PPDPP protocol): its own where it
+    succeeded, T = `max_turns` where it failed, an episode ended by a supporter with no usable
+    reply included (a failure that ended early is no quicker success). `trajectory`: a
+    `Trajectory`, or a line of trajectories.jsonl as read (any version's)."""
+    if isinstance(trajectory, Trajectory):
+        turns, success = trajectory.turns, trajectory.success
+    else:
+        turns, success = trajectory["turns"], trajectory["success"]
+    return turns if success else max_turns
 
 
 def invalid_verdict_rate(scores: Iterable[dict[str, Any]]) -> float:

@@ -7,7 +7,6 @@ reference the shifts are measured against.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -16,17 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from scipy import stats
 
 from esc_agents.core.errors import UserError
 from esc_agents.core.jsonfile import write_json
+from esc_agents.core.types import counted_turns
 from esc_agents.evaluation.compare import load_runs, mixed_servers
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.labels import rename, rename_in_text, rename_keys
 from esc_agents.evaluation.metrics import (count_text, count_warnings, format_interval, format_p, plot_success_by_turn,
                                            summarize, with_count_warnings)
 from esc_agents.evaluation.paired import paired_bootstrap
+from esc_agents.prompts import PromptFile
+from esc_agents.runs import RunFolder
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,10 @@ def bias_report(runs: dict[Condition, Path], out: Path, labels: dict[str, str] |
     `labels`: display names for conditions and factor levels (folders keep theirs)."""
     by_label = {condition.label: folder for condition, folder in runs.items()}
     loaded = load_runs(by_label, allow_mismatch=True)  # conditions differ on purpose
-    check_servers(runs, loaded.records)
+    check_servers(runs, loaded.folders)
     common, max_turns = loaded.common, loaded.max_turns
     episodes = {label: [by_case[c] for c in common] for label, by_case in loaded.trajectories.items()}
-    ran = {condition: condition.as_run(loaded.records[condition.label].get("config")) for condition in runs}
+    ran = {condition: condition.as_run(loaded.folders[condition.label].record.config) for condition in runs}
     # Every condition is compared on the cases all of them finished: a case one condition failed is
     # left out of all, and said so (a persona that makes hard cases fail would otherwise hide them).
     finished = set().union(*(set(by_case) for by_case in loaded.trajectories.values()))
@@ -186,13 +187,13 @@ FACTORS = ("persona", "user_model", "critic_model")
 SERVED_BY = {"supporter": None, "user_simulator": "user_model", "critic": "critic_model"}
 
 
-def check_servers(runs: dict[Condition, Path], records: dict[str, dict[str, Any]]) -> None:
+def check_servers(runs: dict[Condition, Path], folders: dict[str, RunFolder]) -> None:
     """Conditions at one level of a role's factor (every condition, for the supporter) must have run
     that role on one server: a server that changed between them would be reported as their effect."""
     for role, factor in SERVED_BY.items():
-        levels: dict[str, dict[str, dict[str, Any]]] = {}
+        levels: dict[str, dict[str, RunFolder]] = {}
         for condition in runs:
-            levels.setdefault(condition.level(factor) if factor else "", {})[condition.label] = records[condition.label]
+            levels.setdefault(condition.level(factor) if factor else "", {})[condition.label] = folders[condition.label]
         for level in levels.values():
             if message := mixed_servers(level, role):
                 raise UserError(f"conditions are not comparable: {message}, and the study does not vary it "
@@ -247,7 +248,7 @@ def pooled_effects(episodes: dict[Condition, list[dict]], max_turns: int) -> dic
                 "runs": len(members), "episodes": len(pooled), "success_rate": wins / len(pooled),
                 # n is the cases, not the episodes: k runs of one case are not k independent cases.
                 "success_rate_wilson95": wilson_interval(float(case_rates[level].sum()), len(case_rates[level])),
-                "average_turns": float(np.mean([t["turns"] if t["success"] else max_turns for t in pooled])),
+                "average_turns": float(np.mean([counted_turns(t, max_turns) for t in pooled])),
                 "no_reply": sum(t.get("status") == "no_reply" for t in pooled),
                 "sr_shift": shift["mean_difference"], "sr_shift_ci95": shift["ci95"], "sr_shift_p": shift["p_value"],
                 "sr_shift_p_method": shift["p_method"], "sr_shift_p_flips": shift["p_flips"]}
@@ -263,25 +264,16 @@ def pooled_effects(episodes: dict[Condition, list[dict]], max_turns: int) -> dic
     return effects
 
 
-def _prompt_file(folder: Path, role: str) -> dict[str, Any]:
-    run_file = folder / "run.json"
-    text = (json.loads(run_file.read_text()).get("prompt_texts") or {}).get(role) if run_file.exists() else None
-    try:
-        spec = yaml.safe_load(text) if text else {}
-    except yaml.YAMLError:
-        spec = {}
-    return spec if isinstance(spec, dict) else {}
-
-
 def personas(runs: dict[Condition, Path]) -> dict[str, dict[str, Any]]:
     """Each persona by its short label: what was given (a name or a file), its description and
     its axes (e.g. trust: low), from the prompt text the run recorded."""
     table: dict[str, dict[str, Any]] = {}
     for condition, folder in runs.items():
         if condition.persona_label not in table:
-            spec = _prompt_file(folder, "user_simulator")
-            table[condition.persona_label] = {"given": condition.persona, "description": spec.get("description", ""),
-                                              "axes": {str(k): str(v) for k, v in (spec.get("axes") or {}).items()}}
+            run = RunFolder.find(folder)
+            spec = run.prompt_file("user_simulator") if run else PromptFile(system="")
+            table[condition.persona_label] = {"given": condition.persona, "description": spec.description,
+                                              "axes": {str(k): str(v) for k, v in spec.axes.items()}}
     return table
 
 

@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from esc_agents.core.errors import UserError
 from esc_agents.core.jsonfile import write_json
-from esc_agents.core.runlog import read_unique
+from esc_agents.core.types import counted_turns
 from esc_agents.datasets import ESCONV_STRATEGIES
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.labels import rename, rename_in_text, rename_keys
 from esc_agents.evaluation.metrics import (INTERVALS, count_text, count_warnings, format_interval, format_p,
                                            plot_success_by_turn, summarize, with_count_warnings)
 from esc_agents.evaluation.paired import mcnemar, paired_bootstrap
-from esc_agents.provenance import describe_identity, differing_fields, same_server, served_identities, settings_only
+from esc_agents.provenance import describe_identity, differing_fields, same_server, settings_only
 from esc_agents.roles.replies import split_strategy
+from esc_agents.runs import Fingerprint, RunFolder
 
 # What must be equal for two runs to be compared: everything but the supporter.
 SHARED_FIELDS = ("dataset", "episode", "seed", "roles.user_simulator", "roles.critic")
@@ -54,10 +54,10 @@ def supporter_binding(spec: str) -> tuple[str, dict[str, Any]]:
     return label, {"supporter": {"prompt": prompt, **({"endpoint": profile} if profile else {})}}
 
 
-def _shared(fingerprint: dict[str, Any]) -> dict[str, Any]:
+def _shared(fingerprint: Fingerprint) -> dict[str, Any]:
     picked = {}
     for field in SHARED_FIELDS:
-        value: Any = settings_only(fingerprint)
+        value: Any = settings_only(fingerprint.as_json())
         for part in field.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         picked[field] = value
@@ -71,14 +71,14 @@ class LoadedRuns:
     max_turns: int  # T of the first run
     warnings: list[str]
     meant: set[str]  # case ids the runs were meant to finish (run.json `cases`), finished or not
-    records: dict[str, dict[str, Any]]  # label -> run.json
+    folders: dict[str, RunFolder]  # label -> its run
 
 
-def mixed_servers(records: dict[str, dict[str, Any]], role: str) -> str | None:
+def mixed_servers(folders: dict[str, RunFolder], role: str) -> str | None:
     """One line naming two runs whose `role` ran on different servers, or None. A run that did not
     record its server (an older run.json) is no difference; one moved with --same-model matches
     what it ran on before the move as well as after."""
-    known = {label: servers for label, run in records.items() if (servers := served_identities(run, role))}
+    known = {label: servers for label, run in folders.items() if (servers := run.record.served_identities(role))}
     for a, b in combinations(known, 2):
         if not any(same_server(x, y) for x in known[a] for y in known[b]):
             return (f"the {role} of {b} ran on {describe_identity(known[b][0])}, "
@@ -90,20 +90,13 @@ def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> LoadedRuns:
     """Trajectories per label, keyed by case id; refuses runs whose cases or settings differ, or
     whose user simulator or critic ran on other servers (a difference either makes would read as the
     supporters'), and runs that share no finished case."""
-    fingerprints, meant, records = {}, set(), {}
-    for label, folder in runs.items():
-        if not (folder / "run.json").exists():
-            raise UserError(f"{folder} is not a simulate run (no run.json)")
-        run = json.loads((folder / "run.json").read_text())
-        records[label] = run
-        fingerprints[label] = run["fingerprint"]
-        meant.update(run.get("cases") or [])
-    trajectories = {label: {t["case_id"]: t for t in read_unique(folder / "trajectories.jsonl", "case_id")}
-                    for label, folder in runs.items()}
+    folders = {label: RunFolder.open(folder, "simulate") for label, folder in runs.items()}
+    meant = {case for run in folders.values() for case in run.cases()}
+    trajectories = {label: {t["case_id"]: t for t in run.trajectories()} for label, run in folders.items()}
     warnings = []
     first = next(iter(runs))
     for label in runs:
-        differ = differing_fields(_shared(fingerprints[first]), _shared(fingerprints[label]))
+        differ = differing_fields(_shared(folders[first].fingerprint), _shared(folders[label].fingerprint))
         if set(trajectories[label]) != set(trajectories[first]):
             differ.append("cases")
         if differ:
@@ -112,14 +105,14 @@ def load_runs(runs: dict[str, Path], allow_mismatch: bool) -> LoadedRuns:
                 raise UserError(f"runs are not comparable: {message} (--allow-mismatch compares them anyway)")
             warnings.append(message)
     for role in SHARED_ROLES:
-        if message := mixed_servers(records, role):
+        if message := mixed_servers(folders, role):
             if not allow_mismatch:
                 raise UserError(f"runs are not comparable: {message} (--allow-mismatch compares them anyway)")
             warnings.append(message)
     common = sorted(set.intersection(*(set(t) for t in trajectories.values())))
     if not common:
         raise UserError("the runs share no finished case")
-    return LoadedRuns(trajectories, common, fingerprints[first]["episode"]["max_turns"], warnings, meant, records)
+    return LoadedRuns(trajectories, common, folders[first].max_turns, warnings, meant, folders)
 
 
 def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = False,
@@ -134,7 +127,7 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
     def outcomes(label: str) -> tuple[np.ndarray, np.ndarray]:
         episodes = [trajectories[label][c] for c in common]
         return (np.array([t["success"] for t in episodes]),
-                np.array([t["turns"] if t["success"] else max_turns for t in episodes], dtype=float))
+                np.array([counted_turns(t, max_turns) for t in episodes], dtype=float))
 
     pairs = {}
     for a, b in combinations(runs, 2):
@@ -149,8 +142,8 @@ def compare_runs(runs: dict[str, Path], out: Path, *, allow_mismatch: bool = Fal
               "by_emotion": by_group(trajectories, common, "emotion", max_turns),
               "by_problem": by_group(trajectories, common, "problem", max_turns),
               "format_compliance": {label: format_compliance([trajectories[label][c] for c in common],
-                                                             reply_format(folder))
-                                    for label, folder in runs.items()},
+                                                             reply_format(loaded.folders[label]))
+                                    for label in runs},
               "warnings": loaded.warnings + count_warnings(summaries)}
     report = relabel_comparison(report, labels or {})
     write_json(out / "compare.json", report)
@@ -201,26 +194,15 @@ def by_group(trajectories: dict[str, dict[str, dict]], common: list[str], key: s
             wins = sum(bool(t["success"]) for t in episodes)
             supporters[label] = {
                 "success_rate": wins / len(episodes), "success_rate_ci95": wilson_interval(wins, len(episodes)),
-                "average_turns": float(np.mean([t["turns"] if t["success"] else max_turns for t in episodes]))}
+                "average_turns": float(np.mean([counted_turns(t, max_turns) for t in episodes]))}
         table[name] = {"cases": len(cases), "supporters": supporters}
     return table
 
 
-def reply_format(folder: Path) -> dict[str, str]:
-    """The supporter prompt's reply format and tags, from the prompt text the run recorded."""
-    run = json.loads((folder / "run.json").read_text())
-    text = (run.get("prompt_texts") or {}).get("supporter")
-    spec = {}
-    if text:
-        try:
-            spec = yaml.safe_load(text) or {}
-        except yaml.YAMLError:
-            spec = {}
-    elif (name := run["fingerprint"].get("roles", {}).get("supporter", {}).get("prompt")) in ("think", "strategy"):
-        spec = {"reply_format": name}  # a bundled prompt named only
-    spec = spec if isinstance(spec, dict) else {}
-    return {"reply_format": spec.get("reply_format", "plain"), "think_tag": spec.get("think_tag", "think"),
-            "response_tag": spec.get("response_tag", "response")}
+def reply_format(run: RunFolder) -> dict[str, str]:
+    """The supporter prompt's reply format and tags, from the prompt the run recorded."""
+    spec = run.prompt_file("supporter")
+    return {"reply_format": spec.reply_format, "think_tag": spec.think_tag, "response_tag": spec.response_tag}
 
 
 def followed_format(raw: str, spec: dict[str, str]) -> bool | None:

@@ -17,7 +17,7 @@ from esc_agents.engine import Engine
 from esc_agents.evaluation.compare import load_runs
 from esc_agents.evaluation.metrics import bootstrap_ci, format_interval, in_case_order
 from esc_agents.jobs import JobsResult, run_logged
-from esc_agents.provenance import write_run_record
+from esc_agents.runs import RunRecord, check_run, record_run
 
 JUDGMENTS = "judgments.jsonl"
 OUTCOME_SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
@@ -48,12 +48,11 @@ async def judge_runs(config: RunConfig, runs: dict[str, Path], out: Path, *, con
     trajectories, common = loaded.trajectories, loaded.common
     engine = engine or Engine(config)
 
-    def record(**check) -> dict:
-        return write_run_record(out, config, engine.prompts, "judge", plugins=engine.plugin_fingerprints,
-                                identities=engine.endpoint_identities, same_model=engine.same_model,
-                                runs={a: str(a_dir), b: str(b_dir)}, **check)
+    def planned() -> RunRecord:
+        return RunRecord.new(config, engine.prompts, "judge", plugins=engine.plugin_fingerprints,
+                             identities=engine.endpoint_identities, runs={a: str(a_dir), b: str(b_dir)})
 
-    record(dry_run=True)
+    check_run(out, planned(), same_model=engine.same_model)  # a rerun with other settings: refused before any work
 
     def job(case_id: str):
         first, second = trajectories[a][case_id], trajectories[b][case_id]
@@ -68,7 +67,8 @@ async def judge_runs(config: RunConfig, runs: dict[str, Path], out: Path, *, con
         return run
 
     return await run_logged(engine, out / JUDGMENTS, "case_id", {case_id: job(case_id) for case_id in common},
-                            record=record, total=len(common), concurrency=concurrency, desc="judged cases")
+                            record=lambda: record_run(out, planned(), same_model=engine.same_model),
+                            total=len(common), concurrency=concurrency, desc="judged cases")
 
 
 def win_rates(outcomes: list[dict[str, str]], criteria: list[str]) -> dict[str, dict[str, Any]]:

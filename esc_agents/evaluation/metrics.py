@@ -23,10 +23,9 @@ import numpy as np
 from esc_agents.core.errors import UserError
 from esc_agents.core.jsonfile import write_json
 from esc_agents.core.plotting import figure_file
-from esc_agents.core.runlog import read_unique
-from esc_agents.core.types import invalid_verdict_rate
+from esc_agents.core.types import counted_turns, invalid_verdict_rate
 from esc_agents.evaluation.intervals import wilson_interval
-from esc_agents.jobs import outstanding_failures
+from esc_agents.runs import TRAJECTORIES, RunFolder
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -85,7 +84,7 @@ def _group(trajectories: list[dict], key: str, max_turns: int) -> dict[str, dict
         name: {
             "cases": len(members),
             "success_rate": float(np.mean([t["success"] for t in members])),
-            "average_turns": float(np.mean([t["turns"] if t["success"] else max_turns for t in members])),
+            "average_turns": float(np.mean([counted_turns(t, max_turns) for t in members])),
         }
         for name, members in sorted(groups.items())
     }
@@ -100,7 +99,7 @@ def summarize(trajectories: list[dict[str, Any]], max_turns: int) -> dict[str, A
         raise UserError("no finished trajectories to evaluate")
     trajectories = in_case_order(trajectories)
     success = np.array([t["success"] for t in trajectories], dtype=float)
-    turns = np.array([t["turns"] if t["success"] else max_turns for t in trajectories], dtype=float)
+    turns = np.array([counted_turns(t, max_turns) for t in trajectories], dtype=float)
     finals = np.array([t["final_score"] for t in trajectories if t["final_score"] is not None], dtype=float)
     return {
         "cases": len(trajectories),
@@ -176,27 +175,23 @@ def current_summary(folder: Path) -> dict[str, Any]:
     """A simulate run's summary as its trajectories say now (summary.json is as old as the last
     `evaluate`: a run resumed since would show stale numbers); a folder with no trajectories,
     its summary.json."""
-    if (folder / "trajectories.jsonl").exists() and (folder / "run.json").exists():
+    if (folder / TRAJECTORIES).exists() and RunFolder.holds_run(folder):
         return run_summary(folder)
     return json.loads((folder / "summary.json").read_text())
 
 
 def run_summary(out: Path) -> dict[str, Any]:
     """`evaluate`'s summary of a simulate run folder, written nowhere."""
-    run_file = out / "run.json"
-    if not run_file.exists():
-        raise UserError(f"{out} is not a simulate run folder (no run.json)")
-    run = json.loads(run_file.read_text())
-    max_turns = run["fingerprint"]["episode"]["max_turns"]
-    trajectories = read_unique(out / "trajectories.jsonl", "case_id")
-    summary = summarize(trajectories, max_turns)
+    run = RunFolder.open(out, "simulate")
+    trajectories = run.trajectories()
+    summary = summarize(trajectories, run.max_turns)
     done = {t["case_id"] for t in trajectories}
-    failed = sorted({failure["case_id"] for failure in outstanding_failures(out, "case_id", done)})
-    never_ran = [case for case in run.get("cases", []) if case not in done and case not in set(failed)]
+    failed = sorted({failure["case_id"] for failure in run.failures(done)})
+    never_ran = [case for case in run.cases() if case not in done and case not in set(failed)]
     summary["failed_cases"] = failed
     summary["missing_cases"] = never_ran
     summary["complete"] = not failed and not never_ran
-    summary["dataset"] = run["fingerprint"]["dataset"]
+    summary["dataset"] = run.fingerprint.dataset
     return summary
 
 

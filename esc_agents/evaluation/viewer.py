@@ -15,13 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from esc_agents.core.errors import UserError
 from esc_agents.core.runlog import read_unique
 from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.metrics import summarize
 from esc_agents.jobs import outstanding_failures
+from esc_agents.runs import TRAJECTORIES, Fingerprint, RunFolder
 from training.futures.records import RECORDS, read_records
 from training.grpo.records import FUTURES, read_futures
 
@@ -53,21 +52,11 @@ def _verdict_names(scores: list[dict[str, Any]], names: dict[str, str]) -> None:
             names.setdefault(f"{float(value):g}", verdict)
 
 
-def _critic_scale(run: dict[str, Any]) -> dict[str, str]:
+def _critic_scale(run: RunFolder | None) -> dict[str, str]:
     """The critic prompt's whole verdict scale, so histograms show verdicts nobody gave too: from
-    the prompt text run.json keeps, else the built-in prompt of that name; empty if neither."""
-    try:
-        text = run.get("prompt_texts", {}).get("critic")
-        if text:
-            verdicts = yaml.safe_load(text)["verdicts"]
-        else:
-            from esc_agents.prompts import load_prompt
-
-            name = run["fingerprint"]["roles"]["critic"]["prompt"]
-            verdicts = [v.model_dump() for v in load_prompt("critic", name).spec.verdicts]
-        return {f"{float(v['score']):g}": v["label"] for v in verdicts}
-    except Exception:  # an unknown prompt file or an older run.json: the verdicts seen will do
-        return {}
+    the prompt the run recorded; empty where it keeps none (the verdicts seen will do)."""
+    verdicts = run.prompt_file("critic").verdicts if run else []
+    return {f"{float(verdict.score):g}": verdict.label for verdict in verdicts}
 
 
 def _episode(trajectory: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +64,6 @@ def _episode(trajectory: dict[str, Any]) -> dict[str, Any]:
             "scores": [_score(s) for s in trajectory["scores"]],
             "turns": trajectory["turns"], "final_score": trajectory.get("final_score"),
             "outcome": "success" if trajectory["success"] else "failure", "status": trajectory.get("status")}
-
-
-def _run_json(folder: Path) -> dict[str, Any]:
-    path = folder / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _known_cases(dataset: str | None) -> dict[str, Any]:
@@ -108,14 +92,15 @@ def _episodes_folder(name: str, kind: str, columns: dict[str, Path], extra: dict
     adds each bias column's group and seed."""
     column_info, by_case, names = [], {}, {}
     for index, (label, folder) in enumerate(columns.items()):
-        run = _run_json(folder)
-        fingerprint = run.get("fingerprint", {})
+        run = RunFolder.find(folder)  # None: a folder of episodes alone
+        fingerprint = run.fingerprint if run else Fingerprint()
         for value, verdict in _critic_scale(run).items():
             names.setdefault(value, verdict)
-        episode = fingerprint.get("episode", {})
-        trajectories = read_unique(folder / "trajectories.jsonl", "case_id")
-        failures = outstanding_failures(folder, "case_id", {t["case_id"] for t in trajectories})
-        known = _known_cases(fingerprint.get("dataset")) if failures else {}
+        episode = fingerprint.episode
+        trajectories = run.trajectories() if run else read_unique(folder / TRAJECTORIES, "case_id")
+        done = {t["case_id"] for t in trajectories}
+        failures = run.failures(done) if run else outstanding_failures(folder, "case_id", done)
+        known = _known_cases(fingerprint.dataset) if failures else {}
         for trajectory in trajectories:
             _verdict_names(trajectory["scores"], names)
             case = by_case.setdefault(trajectory["case_id"], {
@@ -129,7 +114,7 @@ def _episodes_folder(name: str, kind: str, columns: dict[str, Path], extra: dict
                 "problem": found.problem if found else "unknown", "situation": found.situation if found else ""})
             case.setdefault("runs", {})[index] = {"outcome": "failed", "error": failure.get("error", "")}
         successes = sum(bool(t["success"]) for t in trajectories)
-        roles = fingerprint.get("roles", {})
+        roles = fingerprint.roles
         column_info.append({
             "label": label, "threshold": episode.get("success_threshold", 0.5),
             "max_turns": episode.get("max_turns"), "critic_samples": episode.get("critic_samples"),
@@ -171,14 +156,14 @@ def _run_folders(folder: Path, labels: list[str], recorded: dict[str, str]) -> d
         candidates = [folder / label]
         if label in recorded:
             candidates += [Path(recorded[label]), folder.parent / Path(recorded[label]).name]
-        match = next((c for c in candidates if (c / "run.json").exists()), None)
+        match = next((c for c in candidates if RunFolder.holds_run(c)), None)
         if match is None:
             raise UserError(f"{folder}: cannot find the run folder of {label!r}")
         found[label] = match
     return found
 
 
-def _rewards_folder(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
+def _rewards_folder(folder: Path, run: RunFolder) -> dict[str, Any]:
     """D_r: each context with its m candidates, their R_fut, label and simulated future."""
     contexts: dict[str, dict[str, Any]] = {}
     names = _critic_scale(run)
@@ -197,10 +182,10 @@ def _rewards_folder(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
         context["candidates"].sort(key=lambda c: (c["index"] is None, c["index"]))
         values = [c["r_fut"] for c in context["candidates"] if c["r_fut"] is not None]
         context["spread"] = max(values) - min(values) if values else None
-    fingerprint = run.get("fingerprint", {})
-    rewards = run.get("labels") or fingerprint.get("rewards", {})  # relabelled: its labels' formula and delta
-    return {"kind": "rewards", "name": folder.name, "threshold": fingerprint.get("episode", {}).get("success_threshold", 0.5),
-            "critic_samples": fingerprint.get("episode", {}).get("critic_samples"),
+    episode = run.fingerprint.episode
+    rewards = run.record.labelling()  # relabelled: its labels' formula and delta
+    return {"kind": "rewards", "name": folder.name, "threshold": episode.get("success_threshold", 0.5),
+            "critic_samples": episode.get("critic_samples"),
             "formula": rewards.get("formula"), "delta": rewards.get("delta"), "verdict_names": names,
             "contexts": sorted(contexts.values(), key=lambda c: _natural(c["key"]))}
 
@@ -233,12 +218,12 @@ def load_folder(folder: Path) -> dict[str, Any] | None:
         return _episodes_folder(folder.name, "bias", _run_folders(folder, list(conditions), report.get("runs", {})),
                                 {"reference": report.get("reference"), "personas": report.get("personas", {})},
                                 conditions)
-    run = _run_json(folder)
-    if (folder / RECORDS).exists() and "rewards" in run.get("fingerprint", {}):
+    run = RunFolder.find(folder)
+    if (folder / RECORDS).exists() and run is not None and run.kind == "rewards":
         return _rewards_folder(folder, run)
     if (folder / FUTURES).exists():
         return _futures_folder(folder)
-    if (folder / "trajectories.jsonl").exists() or (folder / "failures.jsonl").exists():
+    if (folder / TRAJECTORIES).exists() or (folder / "failures.jsonl").exists():
         return _episodes_folder(folder.name, "simulate", {folder.name: folder})
     return None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,6 +50,9 @@ class Backend:
     """One kind of backend; an instance serves one profile, named `name` in errors."""
 
     kind: ClassVar[str]
+    # Whether requests may carry `n` where the profile does not say (`supports_n: null`): None,
+    # ask once and see; False, one request per sample.
+    supports_n: ClassVar[bool | None] = None
 
     def __init__(self, name: str, profile: EndpointProfile):
         self.name = name
@@ -57,13 +61,9 @@ class Backend:
     def check(self) -> None:
         """Refuse, in one line, a profile this kind cannot serve; runs before anything starts."""
 
-    @cached_property
-    def _identity(self) -> str:
-        raise NotImplementedError
-
     def model_identity(self) -> str:
-        """What the cache key names as the model: computed once (a weights folder is hashed)."""
-        return self._identity
+        """What cache keys name as the model; needs no server (offline replay asks it too)."""
+        raise NotImplementedError
 
     def known_identity(self) -> dict[str, str] | None:
         """What served the endpoint, as far as it is known without asking a server (None: learnt
@@ -84,8 +84,7 @@ class OpenAIBackend(Backend):
 
     kind = "openai"
 
-    @cached_property
-    def _identity(self) -> str:
+    def model_identity(self) -> str:
         return f"{self.profile.base_url.rstrip('/')}#{self.profile.model}"
 
 
@@ -107,10 +106,13 @@ class EmbeddedBackend(Backend):
             raise UserError(f"endpoints.{self.name}: the embedded server binds to loopback only, not {host}")
 
     @cached_property
-    def _identity(self) -> str:
+    def _weights(self) -> str:  # once: a folder without a policy card is hashed
         profile = self.profile
         weights = bundled_weights_id() if profile.model_path is None else folder_identity(Path(profile.model_path))
         return f"{weights}@{serving_dtype(profile.embedded_dtype)}"
+
+    def model_identity(self) -> str:
+        return self._weights
 
     def known_identity(self) -> dict[str, str]:
         return {"weights": self.model_identity()}
@@ -129,38 +131,46 @@ class FactoryBackend(Backend):
     """A LangChain chat model of the user's, for a provider with no OpenAI-compatible server (or a
     fake one in tests). There is no server to ask, so the endpoint is named by what made the model:
     the factory's path, the profile's `model` (set it to tell apart versions the path alone does
-    not) and the args. Requests still go through the transport's concurrency limit and retries."""
+    not) and the args. Requests still go through the transport's concurrency limit and retries;
+    they carry `n` only where the profile says `supports_n: true`, since other providers' chat
+    models may refuse an argument they do not know."""
 
     kind = "factory"
+    supports_n = False
 
     def check(self) -> None:
+        self._factory()
+
+    def _factory(self) -> Any:
         spec = self.profile.factory or ""
         if ":" not in spec:
             raise UserError(f"endpoints.{self.name}.factory: {spec!r} is not package.module:callable")
-        self.factory = import_object(spec, f"endpoints.{self.name}.factory")
-        if not callable(self.factory):
-            raise UserError(f"endpoints.{self.name}.factory: {spec!r} is a {type(self.factory).__name__}, not callable")
+        factory = import_object(spec, f"endpoints.{self.name}.factory")
+        if not callable(factory):
+            raise UserError(f"endpoints.{self.name}.factory: {spec!r} is a {type(factory).__name__}, not callable")
+        return factory
 
     @property
     def _args(self) -> str:
-        return json.dumps(self.profile.args, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        return json.dumps(self.profile.args, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                          default=str)
 
-    @cached_property
-    def _identity(self) -> str:
+    def model_identity(self) -> str:
         return f"factory:{self.profile.factory}#{self.profile.model}#{self._args}"
 
     def known_identity(self) -> dict[str, str]:
         return {"factory": self.profile.factory, "model": self.profile.model, "args": self._args}
 
     async def open(self) -> Opened:
-        if not hasattr(self, "factory"):
-            self.check()
-        spec = self.profile.factory
+        spec, factory = self.profile.factory, self._factory()
         try:
-            made: Any = self.factory(**self.profile.args)
+            inspect.signature(factory).bind(**self.profile.args)
         except TypeError as exc:
             raise UserError(f"endpoints.{self.name}: factory {spec!r} does not take args "
                             f"{sorted(self.profile.args)} ({exc})") from None
+        except ValueError:  # no signature to read: let the call say
+            pass
+        made: Any = factory(**self.profile.args)
         if not isinstance(made, BaseChatModel):
             raise UserError(f"endpoints.{self.name}: factory {spec!r} made a {type(made).__name__}, "
                             "not a LangChain BaseChatModel")

@@ -132,8 +132,8 @@ class CachingLayer:
     call with `use_cache=False`) replays nothing; `offline`: every completion must be replayed."""
 
     def __init__(
-        self, profile: EndpointProfile, cache: CompletionCache | None, inner: CompletionSource, *, offline: bool = False,
-        identify: Callable[[], str] | None = None,
+        self, profile: EndpointProfile, cache: CompletionCache | None, inner: CompletionSource, *,
+        offline: bool = False, identify: Callable[[], str] | None = None,
     ):
         self.profile = profile
         self.cache = cache

@@ -44,7 +44,8 @@ class Endpoint:
         self.profile = profile
         self.backend = backend or backend_for(profile, name)  # names the model; opened by the engine
         self.transport = Transport(name, profile, chat_model=chat_model, request_model=request_model)
-        self.sampler = Sampler(self.transport, supports_n=profile.supports_n, honours_seed=profile.honours_seed)
+        supports_n = self.backend.supports_n if profile.supports_n is None else profile.supports_n
+        self.sampler = Sampler(self.transport, supports_n=supports_n, honours_seed=profile.honours_seed)
         self.caching = CachingLayer(profile, cache, self.sampler, offline=offline, identify=self.backend.model_identity)
         self.meter = meter if meter is not None else UsageMeter()
         self.observers: list[UsageObserver] = [self.meter]

@@ -8,40 +8,79 @@ to the utterance itself. Nothing here calls a model.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
+from esc_agents.core.plaintext import fold
 from esc_agents.datasets import ESCONV_STRATEGIES
 from esc_agents.prompts import Prompt
 from esc_agents.verdicts import sentence_pattern
 
 SPEAKER_LABELS = {
-    "seeker": ("seeker", "user", "patient", "client", "help[- ]?seeker", "human"),
-    "supporter": ("supporter", "assistant", "therapist", "counsel(?:l)?or", "listener", "ai", "system"),
+    "seeker": ("seeker", "user", "patient", "client", "help[- ]?seeker", "human", "usr"),
+    "supporter": ("supporter", "assistant", "therapist", "counsel(?:l)?or", "listener", "ai"),
 }
-# Labels no supporter or seeker turn may carry: the critic's, the judge's and the answer slot.
-FOREIGN_LABELS = ("critic", "judge", "evaluator", "answer", "final answer", "verdict", "rating", "narrator")
+# Labels no supporter or seeker turn may carry: the critic's, the judge's, the answer slot, narration.
+FOREIGN_LABELS = ("critic", "judge", "evaluator", "answer", "final answer", "verdict", "rating", "narrator", "system",
+                  "person", "speaker", "bot", "model")
 _ANY_LABEL = r"(?:%s)" % "|".join(
     label.replace(" ", r"\s+") for label in (*FOREIGN_LABELS, *(l for labels in SPEAKER_LABELS.values() for l in labels)))
-# A label anywhere in the text: markdown, quotes or brackets around it, a JSON key, any colon look-alike.
-_SPEAKER_TURN = re.compile(
-    rf"""(?<![\w'-])[*_`"'\[({{<]*\s*({_ANY_LABEL})\s*[*_`"'\])}}>]*\s*:(?!//)\s*|<\s*/?\s*({_ANY_LABEL})\b[^<>]*>\s*""",
-    re.IGNORECASE)  # or the tag of a turn block, as the critic's transcript writes turns
+# A label word (numbered too: "Seeker 2", "Seeker_1"), then what may follow it before the separator:
+# "'s reply", a speech verb ("The seeker replies:"), an aside ("(smiling)"), closing markup.
+_LABEL_WORD = re.compile(rf"(?<![\w/@-])({_ANY_LABEL})(?:[ _]?\d{{1,2}})?(?!\w)", re.IGNORECASE)
+_AFTER_LABEL = re.compile(
+    r"(?:'s\s+(?:reply|answer|response|turn|message|verdict|words))?"
+    r"(?:\s+(?:said|says|replies|replied|responds|responded|answers|answered|writes|wrote|adds|added))?"
+    r"\s{0,2}(?:\([^()\n]{0,30}\)\s{0,2})?(?P<close>[*_`\"'\])}>|]{0,4})"
+    r"\s{0,2}(?P<separator>:(?![)(/\\]|[DPp3]\b)|[-|>;](?=\s))?", re.IGNORECASE)
+_OPENING = re.compile(r"[*_`\"'\[({<#|>\s]{0,6}$")
+_DETERMINERS = {"a", "an", "the", "your", "my", "our", "their", "his", "her", "its", "own", "this", "that", "every",
+                "any", "as", "no", "some", "one", "another", "each", "good", "great", "best", "harshest", "inner"}
+_TURN_TAG = re.compile(rf"<\s*/?\s*({_ANY_LABEL})\b[^<>]*>\s*", re.IGNORECASE)  # a block as the critic reads turns
 _SPECIAL_TOKENS = re.compile(r"<\|[^|>]*\|>")
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s|$)")
-# Characters that render like nothing or like a colon: NFKC leaves these as they are.
-_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
-_COLON_LOOKALIKES = str.maketrans({"\u2236": ":", "\ua789": ":", "\u02d0": ":", "\u02f8": ":", "\u0589": ":",
-                                   "\u05c3": ":", "\u0703": ":", "\u0704": ":", "\u16ec": ":", "\u1804": ":",
-                                   "\u2806": ":", "\u205a": ":", "\u1367": ":"})
+# A sentence about "the seeker" in the third person: narration or a verdict, never something said to her.
+_NARRATION = re.compile(r"[^.!?\n]*\bthe\s+(?:help[- ]?)?seekers?(?:'s)?\b[^.!?\n]*[.!?]?", re.IGNORECASE)
 
 
-def _plain(text: str) -> str:
-    """Model text as a reader sees it: compatibility forms folded (a full-width colon is a colon),
-    invisible characters gone, so no spelling of a label hides it from the checks below."""
-    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).translate(_COLON_LOOKALIKES)
+@dataclass(frozen=True)
+class _Label:
+    start: int  # where the cut goes: before any markup, "the" or quote that opens the label
+    end: int  # where the labelled words begin
+    word: str
+
+
+def find_label(text: str, start: int = 0) -> _Label | None:
+    """The first role label at or after `start`: a label word followed by a separator (`:`, ` - `,
+    `|`, `>`, `;`), or closed by markup on its own (`[Seeker]`, `**Critic**`, `### Seeker`), or a turn
+    tag (`<seeker>`). It counts where it opens a line, a sentence or a clause, follows markup or a
+    quote, or is capitalised after a word other than a determiner ("and Seeker:", not "your
+    own therapist:" or "a counselor:")."""
+    tag = _TURN_TAG.search(text, start)
+    for word in _LABEL_WORD.finditer(text, start):
+        if tag is not None and tag.start() < word.start():
+            break
+        after = _AFTER_LABEL.match(text, word.end())
+        opening = _OPENING.search(text, 0, word.start())
+        wrapped = opening is not None and (  # "[Seeker]", "**Critic**", "| Seeker |", "### Seeker"
+            bool(after.group("close")) and bool(re.search(r"[\[*_|(<]", opening.group(0)))
+            or "#" in opening.group(0))
+        if not (after.group("separator") or after.group("close").endswith((">", "|")) or wrapped):
+            continue
+        cut = opening.start() if opening else word.start()
+        the = re.search(r"\bthe\s+$", text[:word.start()], re.IGNORECASE)
+        if the is not None and after.group(0).strip(" :").strip():  # "The seeker replies:", "the user's reply:"
+            cut = the.start()
+        before = text[:cut].rstrip()
+        previous = re.search(r"([\w']+)$", before)
+        strong = not before or before[-1] in ".!?…,;:-\n\"'*_`[(<#|>" or before.endswith(("--", "\u2026"))
+        capitalised = word.group(1)[0].isupper()
+        if strong or (previous and capitalised and previous.group(1).lower() not in _DETERMINERS):
+            return _Label(cut, after.end(), word.group(1))
+    if tag is not None:
+        return _Label(tag.start(), tag.end(), tag.group(1))
+    return None
 
 
 def _is_own_label(label: str, speaker: str) -> bool:
@@ -60,22 +99,27 @@ class Utterance:
 @dataclass(frozen=True)
 class ReplyGuard:
     """What a supporter's reply may not carry to the other roles: besides every role label
-    (cleaning cuts there), the critic's verdict sentences, with or without their option mark."""
+    (cleaning cuts there), any sentence about "the seeker" in the third person (a supporter speaks
+    to her, never about her: such a sentence is narration or a verdict), and the critic's verdict
+    sentences of three words or more, with or without their option mark."""
 
     verdict_sentences: tuple[str, ...] = ()
 
     @cached_property
     def _verdicts(self) -> re.Pattern[str] | None:
-        if not self.verdict_sentences:
+        sentences = [sentence_pattern(sentence) for sentence in self.verdict_sentences
+                     if len(re.findall(r"[\w']+", sentence)) >= 3]
+        if not sentences:
             return None
-        sentences = "|".join(sentence_pattern(sentence) for sentence in self.verdict_sentences)
-        return re.compile(rf"(?:\(?\b[A-Z0-9][).:]\s*)?(?:{sentences})[.!]?", re.IGNORECASE)
+        return re.compile(rf"(?:\(?\b[A-Z0-9][).:]\s*)?(?:{'|'.join(sentences)})[.!]?", re.IGNORECASE)
 
     def strip_verdicts(self, text: str) -> tuple[str, list[str]]:
-        if self._verdicts is None:
-            return text, []
-        found = [match.group(0) for match in self._verdicts.finditer(text)]
-        return (self._verdicts.sub(" ", text) if found else text), found
+        found: list[str] = []
+        for pattern in (self._verdicts, _NARRATION):
+            if pattern is not None and (spans := [m.group(0).strip() for m in pattern.finditer(text) if m.group(0).strip()]):
+                found += spans
+                text = pattern.sub(" ", text)
+        return text, found
 
 
 def guard_of(critic: Prompt | None) -> ReplyGuard:
@@ -90,17 +134,17 @@ def clean_utterance(text: str, speaker: str, guard: ReplyGuard | None = None) ->
     """What `speaker` said: chat-template tokens and a leading label of its own removed, cut at any
     role label anywhere (a reply that opens as another role is empty), the guard's verdict
     sentences removed, and a trailing partial sentence dropped (kept if it is the only sentence)."""
-    text = _plain(_SPECIAL_TOKENS.sub("", text)).strip()
+    text = fold(_SPECIAL_TOKENS.sub("", text)).strip()
     forged: list[str] = []
-    turn = _SPEAKER_TURN.search(text)
-    if turn and turn.start() == 0:
-        if not _is_own_label(turn.group(1) or turn.group(2), speaker):
+    label = find_label(text)
+    if label and label.start == 0:
+        if not _is_own_label(label.word, speaker):
             return Utterance("", (text,))
-        text = text[turn.end():]
-        turn = _SPEAKER_TURN.search(text)
-    if turn:
-        forged.append(text[turn.start():].strip())
-        text = text[: turn.start()]
+        text = text[label.end:].lstrip()
+        label = find_label(text)
+    if label:
+        forged.append(text[label.start:].strip())
+        text = text[: label.start]
     if guard is not None:
         text, verdicts = guard.strip_verdicts(text)
         forged += verdicts

@@ -1,6 +1,7 @@
 """A plugin package as a user would write one: a critic and a seeker in Python, registered
 through the `rlff_esc.roles` entry points of its dist-info (as `pip install` would make it), an
-R_fut formula under `rlff_esc.formulas` and a dataset under `rlff_esc.datasets`."""
+R_fut formula under `rlff_esc.formulas`, a dataset under `rlff_esc.datasets` and a GRPO reward
+term under `rlff_esc.rewards`."""
 
 from esc_agents.core.types import Case, CriticScore, Message
 from esc_agents.roles.plugins import PythonRole, transcript_key
@@ -40,3 +41,8 @@ def tiny_cases(split):
     """Two cases per split, named `tiny_<split>-<i>`."""
     return [Case(id=f"tiny_{split}-{i}", situation=f"Tiny situation {i} of {split}.", emotion="anxiety")
             for i in range(2)]
+
+
+def brevity(prompts, completions, replies, **kwargs):
+    """A GRPO reward term: 1 for a reply of at most ten words, else 0."""
+    return [float(len(reply.split()) <= 10) for reply in replies]

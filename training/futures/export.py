@@ -19,6 +19,7 @@ from esc_agents.core.plotting import figure_file
 from esc_agents.core.runlog import read_jsonl
 from esc_agents.core.types import invalid_verdict_rate
 from esc_agents.jobs import outstanding_failures
+from esc_agents.runs import RunFolder
 from training.futures.formulas import FutureOutcome
 from training.futures.records import RECORDS, RewardRecord, read_records
 
@@ -99,7 +100,7 @@ def export(folder: Path, out: Path, *, fmt: str, valid: float, test: float, seed
     write_json(out / "export.json", {
         "source": str(folder), "format": fmt, "seed": seed, "valid": valid, "test": test,
         "rows": {name: len(members) for name, members in rows.items()},
-        "run": json.loads((folder / "run.json").read_text())["fingerprint"],
+        "run": RunFolder.open(folder, None).fingerprint.as_json(),
     })
     return {name: len(members) for name, members in rows.items()}
 

@@ -22,13 +22,13 @@ from typing import Any
 from esc_agents import __version__
 from esc_agents.config import ContextSampling, RunConfig
 from esc_agents.core.errors import UserError
-from esc_agents.core.jsonfile import write_json
 from esc_agents.core.runlog import append_jsonl, read_jsonl
 from esc_agents.core.types import Message
 from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.engine import Engine
 from esc_agents.jobs import FAILURES, JobsResult, outstanding_failures, run_logged
-from esc_agents.provenance import describe_identity, differing_fields, moved_servers, settings_only, write_run_record
+from esc_agents.provenance import describe_identity, differing_fields, moved_servers, settings_only
+from esc_agents.runs import Fingerprint, RunFolder, RunRecord, check_run, record_run
 from graphs.episode import run_episode
 from training.contexts import Context, sample_contexts, shard
 from training.futures.formulas import (
@@ -61,15 +61,15 @@ def relabelled(record: RewardRecord, formula_name: str, params: dict[str, float]
     return record.model_copy(update=labels(FutureOutcome.of_record(record), formula_name, params, delta))
 
 
-def _provenance(run: dict[str, Any]) -> dict[str, Any]:
-    roles = run["fingerprint"]["roles"]
+def _provenance(run: RunRecord) -> dict[str, Any]:
+    roles = run.fingerprint.roles
     llm = {role: spec for role, spec in roles.items() if "model" in spec}
     return {
         "models": {role: spec["model"] for role, spec in llm.items()},
         "prompts_sha256": {role: spec["prompt_sha256"] for role, spec in llm.items()},
         "temperatures": {role: spec["temperature"] for role, spec in llm.items()},
         "plugins": {role: spec for role, spec in roles.items() if role not in llm},
-        "seed": run["fingerprint"]["seed"],
+        "seed": run.fingerprint.seed,
         "rlff_esc": __version__,
     }
 
@@ -87,40 +87,29 @@ def reward_contexts(config: RunConfig, dataset: str, shard_spec: str | None = No
     return shard(contexts, shard_spec)
 
 
-def prefix_stable(run: dict[str, Any] | None) -> bool:
+def prefix_stable(run: RunRecord | None) -> bool:
     """Whether a reward dataset's contexts are in the prefix-stable order (a new one always is)."""
-    return run is None or run.get("context_order") == CONTEXT_ORDER["context_order"]
+    return run is None or run.context_order == CONTEXT_ORDER["context_order"]
 
 
 LABEL_SETTINGS = ("formula", "formula_params", "delta")
 
 
-def labelling(run: dict[str, Any]) -> dict[str, Any]:
-    """The formula, parameters and delta a reward dataset's labels are made with now: those of a
-    relabelling where there was one (run.json `labels`), else those it was generated with."""
-    rewards = run["fingerprint"]["rewards"]
-    return run.get("labels") or {key: rewards.get(key) for key in LABEL_SETTINGS}
-
-
-def _read_run(out: Path) -> dict[str, Any] | None:
-    path = out / "run.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def with_labels_apart(run: dict[str, Any] | None) -> dict[str, Any] | None:
+def with_labels_apart(run: RunRecord | None) -> RunRecord | None:
     """A dataset relabelled by an older version holds its relabelling in the fingerprint, so the
     command that generated it was refused on rerun. Such a run.json (no `labels`, a rewards
     fingerprint whose formula, parameters or delta differ from the `config` it was generated with)
     comes back with the relabelling moved to `labels` and the generating settings back in the
     fingerprint, as one relabelled now reads; any other run comes back as it is."""
-    if run is None or "labels" in run or "rewards" not in run.get("fingerprint", {}) \
-            or "rewards" not in run.get("config", {}):
+    if run is None or "labels" in run.model_fields_set or run.fingerprint.rewards is None \
+            or "rewards" not in (run.config or {}):
         return run
-    made, generated = run["fingerprint"]["rewards"], run["config"]["rewards"]
+    made, generated = run.fingerprint.rewards, run.config["rewards"]
     if all(made.get(key) == generated.get(key) for key in LABEL_SETTINGS):
         return run
-    fingerprint = {**run["fingerprint"], "rewards": {**made, **{key: generated.get(key) for key in LABEL_SETTINGS}}}
-    return {**run, "fingerprint": fingerprint, "labels": {key: made.get(key) for key in LABEL_SETTINGS}}
+    fingerprint = run.fingerprint.model_copy(
+        update={"rewards": {**made, **{key: generated.get(key) for key in LABEL_SETTINGS}}})
+    return run.model_copy(update={"fingerprint": fingerprint, "labels": {key: made.get(key) for key in LABEL_SETTINGS}})
 
 
 async def generate_rewards(
@@ -139,7 +128,8 @@ async def generate_rewards(
     engine = engine or Engine(config)
     formula, params = checked_formula(settings.formula, settings.formula_params, settings.delta,
                                       config.episode.max_turns, engine.critic_range)
-    on_disk = _read_run(out)
+    folder = RunFolder.find(out)
+    on_disk = folder.record if folder else None
     existing = with_labels_apart(on_disk)
     ordered = prefix_stable(existing)
     contexts = reward_contexts(config, dataset, shard_spec, prefix_stable=ordered)
@@ -147,10 +137,10 @@ async def generate_rewards(
                               "rewards")
     provenance: dict[str, Any] = {}
 
-    def grow(previous: dict[str, Any]) -> None:
+    def grow(previous: RunRecord) -> None:
         """More contexts (or dialogues) than before: only if every context the run was made for stays."""
         before = config.model_copy(update={"rewards": settings.model_copy(
-            update={"sampling": ContextSampling.model_validate(previous["fingerprint"]["rewards"]["sampling"])})})
+            update={"sampling": ContextSampling.model_validate(previous.fingerprint.rewards["sampling"])})})
         now = {context.key for context in contexts}
         dropped = [c.key for c in reward_contexts(before, dataset, shard_spec, prefix_stable=ordered) if c.key not in now]
         if dropped:
@@ -158,28 +148,33 @@ async def generate_rewards(
                             f"({', '.join(dropped[:3])}{' ...' if len(dropped) > 3 else ''}): a run can grow "
                             "(more --contexts or --limit), not shrink or change its selection; use a new --out")
 
-    def record(**check) -> None:
-        run = write_run_record(
-            out, config, engine.prompts, dataset, held_out=held_out, plugins=engine.plugin_fingerprints,
-            critic_range=engine.critic_range, rewards=settings.model_dump(), shard=shard_spec,
-            growable=GROWABLE, grow=grow, extra=CONTEXT_ORDER, identities=engine.endpoint_identities,
-            same_model=engine.same_model, **check
-        )
-        provenance.update(_provenance(run) if run else {})
+    def planned() -> RunRecord:
+        return RunRecord.new(config, engine.prompts, dataset, held_out=held_out, plugins=engine.plugin_fingerprints,
+                             critic_range=engine.critic_range, extra=CONTEXT_ORDER,
+                             identities=engine.endpoint_identities, rewards=settings.model_dump(), shard=shard_spec)
+
+    def check() -> None:
+        """Before any work: a rerun with other settings is refused, and nothing is written."""
+        if checked := check_run(out, planned(), same_model=engine.same_model, growable=GROWABLE, may_grow=grow):
+            provenance.update(_provenance(checked.record))
+
+    def record() -> None:
+        run = record_run(out, planned(), same_model=engine.same_model, growable=GROWABLE, may_grow=grow)
+        provenance.update(_provenance(run.record))
 
     if existing is on_disk:
-        record(dry_run=True)
+        check()
     else:  # moved apart only once this command's settings are known to fit the run
-        write_json(out / "run.json", existing)
+        folder.save(existing)
         try:
-            record(dry_run=True)
+            check()
         except UserError:
-            write_json(out / "run.json", on_disk)
+            folder.save(on_disk)
             raise
         print(f"rlff-esc: note: {out}/run.json was relabelled by an older version; its relabelling is now kept "
               "under `labels`, apart from the settings it was generated with", file=sys.stderr)
     # A relabelled dataset labels its new records as it labels the rest.
-    current = labelling(existing) if existing and "labels" in existing else {
+    current = existing.labelling() if existing and existing.labels is not None else {
         "formula": formula.name, "formula_params": params, "delta": settings.delta}
     m = settings.candidates
     proposals: dict[str, asyncio.Future] = {}
@@ -230,31 +225,20 @@ async def generate_rewards(
     return result
 
 
-def _load_run(folder: Path) -> dict[str, Any]:
-    path = folder / "run.json"
-    if not path.exists():
-        raise UserError(f"{folder} is not a rewards folder (no run.json)")
-    run = json.loads(path.read_text())
-    if "rewards" not in run["fingerprint"]:
-        raise UserError(f"{folder} holds a simulate run, not a rewards run")
-    return run
-
-
 def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, float] | None = None,
             out: Path | None = None) -> dict[str, int]:
     """Recompute R_fut and labels of every record; no LLM call. In place (atomically), or with
     `out` into a relabelled copy, the source left as it was. The formula, its parameters and delta
     are recorded as run.json `labels`; the fingerprint keeps the settings the futures were generated
     with, so the generating command's rerun is still accepted (its new records get these labels)."""
-    run = _load_run(folder)
-    critic_range = tuple(run.get("critic_range") or DEFAULT_CRITIC_RANGE)  # older runs: the built-in critic's
-    _, resolved = checked_formula(formula_name, params, delta, run["fingerprint"]["episode"]["max_turns"],
-                                  critic_range)
+    run = RunFolder.open(folder, "rewards")
+    critic_range = tuple(run.record.critic_range or DEFAULT_CRITIC_RANGE)  # older runs: the built-in critic's
+    _, resolved = checked_formula(formula_name, params, delta, run.max_turns, critic_range)
     target = folder if out is None else out
     if out is not None:
         if out.resolve() == folder.resolve():
             raise UserError(f"relabel --out {out} is the source folder; leave --out out to relabel in place")
-        if (out / "run.json").exists():
+        if RunFolder.holds_run(out):
             raise UserError(f"{out} holds a run already; relabel --out into a new folder")
     records = read_records(folder / RECORDS, unique=False)
     updated = [relabelled(record, formula_name, resolved, delta) for record in records]
@@ -263,31 +247,33 @@ def relabel(folder: Path, formula_name: str, delta: float, params: dict[str, flo
     staging = target / (RECORDS + ".tmp")
     staging.write_text(jsonl(updated))
     os.replace(staging, target / RECORDS)
+    update: dict[str, Any] = {}
     if out is not None:  # what else the copy needs to be a run of its own; run.json goes last
         for name in (FAILURES, "usage.jsonl"):
             if (folder / name).exists():
                 shutil.copyfile(folder / name, out / name)
-        run["relabelled_from"] = str(folder)
-    run["labels"] = {"formula": formula_name, "formula_params": resolved, "delta": delta,
-                     "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(target / "run.json", run)
+        update["relabelled_from"] = str(folder)
+    update["labels"] = {"formula": formula_name, "formula_params": resolved, "delta": delta,
+                        "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    RunFolder.create(target, run.record.model_copy(update=update))
     return {"records": len(records), "labels_changed": changed}
 
 
-def _labels(run: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in labelling(run).items() if key != "at"}
+def _labels(run: RunRecord) -> dict[str, Any]:
+    return {key: value for key, value in run.labelling().items() if key != "at"}
 
 
 def merge(parts: list[Path], out: Path, *, same_model: bool = False) -> dict[str, Any]:
     """Merge shard folders into one: same settings required; duplicates and missing keys reported.
     Parts whose roles ran on other servers (each node its own vLLM, say) merge only with
     `same_model`: the servers serve the same weights; an identity a part does not record matches any."""
-    runs = [_load_run(part) for part in parts]
-    reference = {**runs[0]["fingerprint"], "shard": None}
+    runs = [RunFolder.open(part, "rewards").record for part in parts]
+    reference = {**runs[0].fingerprint.as_json(), "shard": None}
     for part, run in zip(parts[1:], runs[1:]):
-        if diff := differing_fields(settings_only(reference), settings_only({**run["fingerprint"], "shard": None})):
+        fingerprint = run.fingerprint.as_json()
+        if diff := differing_fields(settings_only(reference), settings_only({**fingerprint, "shard": None})):
             raise UserError(f"{part} was made with other settings than {parts[0]}: {', '.join(diff)}")
-        if not same_model and (moves := moved_servers(reference, run["fingerprint"])):
+        if not same_model and (moves := moved_servers(reference, fingerprint)):
             role, before, after = moves[0]
             raise UserError(f"{part} ran the {role} on another server than {parts[0]} ({describe_identity(after)}, "
                             f"not {describe_identity(before)}); add --same-model if both serve the same weights")
@@ -302,7 +288,7 @@ def merge(parts: list[Path], out: Path, *, same_model: bool = False) -> dict[str
         for record in read_records(part / RECORDS, unique=False):
             seen[record.key] += 1
             merged.setdefault(record.key, record)
-    config = RunConfig.model_validate(runs[0]["config"])
+    config = RunConfig.model_validate(runs[0].config)
     expected = {
         record_key(context, index)
         for context in reward_contexts(config, reference["dataset"], prefix_stable=prefix_stable(runs[0]))
@@ -316,7 +302,8 @@ def merge(parts: list[Path], out: Path, *, same_model: bool = False) -> dict[str
     (out / FAILURES).write_text("".join(json.dumps(f) + "\n" for f in failures))
     usage = [line for part in parts for line in read_jsonl(part / "usage.jsonl")]
     (out / "usage.jsonl").write_text("".join(json.dumps(u) + "\n" for u in usage))
-    write_json(out / "run.json", {**runs[0], "fingerprint": reference, "merged_from": [str(p) for p in parts]})
+    RunFolder.create(out, runs[0].model_copy(update={"fingerprint": Fingerprint.model_validate(reference),
+                                                     "merged_from": [str(p) for p in parts]}))
     return {
         "records": len(merged),
         "duplicates": sorted(key for key, count in seen.items() if count > 1),

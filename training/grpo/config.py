@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FiniteFloat, field_validator, model_validator
 
 from esc_agents.config import ContextSampling, Strict, load_typed
 from training.reward_model.config import LoraSettings
@@ -21,7 +21,7 @@ RewardMode = Literal["model", "simulated", "hybrid"]
 # The GRPOConfig fields this run's own settings decide, {GRPOConfig field: the setting}; `trl:` may
 # set every other GRPOConfig field and is refused these, so that no value is set two ways.
 TRL_DECIDED = {
-    "output_dir": "run folder (--out)", "reward_weights": "alpha", "bf16": "dtype",
+    "output_dir": "run folder (--out)", "reward_weights": "alpha and rewards", "bf16": "dtype",
     "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "gradient_accumulation",
     "lr_scheduler_type": "lr_scheduler", "activation_checkpointing": "gradient_checkpointing",  # its new name
     **{name: name for name in ("num_generations", "temperature", "max_completion_length", "learning_rate", "beta",
@@ -53,6 +53,24 @@ class FutureSimulation(Strict):
                                       "all went unscored")
 
 
+# The rubric's own terms, always first: R_fut (weight 1) and R_fmt (weight alpha); a user's term
+# may not take their names, nor those TRL logs the total and its spread under.
+BUILT_IN_TERMS = ("r_fut", "r_fmt")
+RESERVED_TERM_NAMES = (*BUILT_IN_TERMS, "reward", "reward_std")
+TERM_NAME = r"[A-Za-z_][\w.-]*"
+
+
+class RewardTermSetting(Strict):
+    """A term a user adds to the rubric: a function with TRL's reward-function signature, and its
+    weight in the total (`training/grpo/rubric.py` says what it is called with)."""
+
+    fn: str = Field(min_length=1, description="package.module:function (importable from the working directory or "
+                    "an installed package), or the name of an rlff_esc.rewards entry point")
+    weight: FiniteFloat = Field(description="the term's weight in the total reward (negative: a penalty)")
+    name: str | None = Field(None, pattern=rf"^{TERM_NAME}$", description="logged as rewards/<name>/mean; unset: "
+                             "the function's __name__")
+
+
 class GrpoRunConfig(Strict):
     policy: str = Field("embedded", description="the policy to train: 'embedded', a model folder, or a hub id "
                         "already in the local Hugging Face cache")
@@ -68,6 +86,10 @@ class GrpoRunConfig(Strict):
                                   "completions")
     simulation: FutureSimulation = Field(FutureSimulation(), description="where simulated futures come from")
     alpha: float = Field(0.5, ge=0, description="weight of R_fmt: R = R_fut + alpha * R_fmt")
+    rewards: list[RewardTermSetting] = Field(default_factory=list, description="terms added to R_fut and R_fmt, "
+                                             "each a function (package.module:function or an rlff_esc.rewards "
+                                             "entry point) and its weight, {fn, weight, name} in a config file, "
+                                             "NAME:WEIGHT as an option (repeatable); each logged on its own")
     dataset: str = Field("esconv:ppdpp_train", description="training dialogues: esconv:<split>, extes:<split> "
                          "or a JSONL file")
     sampling: ContextSampling = Field(ContextSampling(positions="random", per_dialogue=2),
@@ -112,6 +134,27 @@ class GrpoRunConfig(Strict):
         from trl import GRPOConfig
 
         return check_passthrough(settings, GRPOConfig, TRL_DECIDED)
+
+    @field_validator("rewards")
+    @classmethod
+    def _term_names(cls, terms: list[RewardTermSetting]) -> list[RewardTermSetting]:
+        names = [term.name for term in terms if term.name is not None]
+        for name in names:
+            if name in RESERVED_TERM_NAMES:
+                raise ValueError(f"a reward term may not be named {name!r} ({', '.join(RESERVED_TERM_NAMES)} are "
+                                 "the run's own)")
+        if len(set(names)) < len(names):
+            raise ValueError(f"two reward terms are named {next(n for n in names if names.count(n) > 1)!r}")
+        return terms
+
+    def claimed(self) -> dict[str, Any]:
+        """The settings a run folder is claimed with: an empty rubric is left out, so that the
+        folder of a run from before `rewards` existed (whose saved config has none) resumes."""
+        return self.model_dump(exclude=set() if self.rewards else {"rewards"})
+
+    def reward_weights(self) -> list[float]:
+        """The rubric's weights in its order: R_fut, R_fmt, then the user's terms."""
+        return [1.0, self.alpha, *(term.weight for term in self.rewards)]
 
     @model_validator(mode="after")
     def _group_fits(self) -> GrpoRunConfig:

@@ -1,5 +1,5 @@
 """The futures file of a GRPO run with simulated rewards: one JSON line per simulated completion,
-typed here so the writer (future_rewards) and the readers (the viewer, tests) agree on its fields."""
+typed here so the writer (futures_simulator) and the readers (the viewer, tests) agree on its fields."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
-"""Stage 3: GRPO with a LoRA adapter on TRL's GRPOTrainer, R = R_fut + alpha * R_fmt.
+"""Stage 3: GRPO with a LoRA adapter on TRL's GRPOTrainer, R = R_fut + alpha * R_fmt + the
+user's weighted terms (the rubric, `training/grpo/rubric.py`).
 
 Prompts are training contexts rendered by the supporter's own message builder with the
 think-format prompt. R_fut is computed on (context, the text inside the response block) by the
-reward model, by simulating the reply's future, or both (`training/grpo/future_rewards.py`); R_fmt
-is `FormatSpec.reward`. Each is logged on its own by TRL (`rewards/r_fut/mean`,
-`rewards/r_fmt/mean`), the total as `reward`.
+reward model, by simulating the reply's future, or both (`training/grpo/reward_terms.py`, the
+futures by `futures_simulator.py`); R_fmt is `FormatSpec.reward`. Each term is logged on its own
+by TRL (`rewards/r_fut/mean`, `rewards/r_fmt/mean`, `rewards/<name>/mean`), the total as `reward`.
 """
 
 from __future__ import annotations
@@ -28,22 +29,14 @@ from esc_agents.roles.llm import supporter_messages
 from esc_agents.roles.replies import DEFAULT_GUARD, ReplyGuard
 from training.backbones import backbone_record, resolve_backbone
 from training.contexts import Context, sample_contexts
-from training.grpo.config import ADAPTER, RUN_CARD, TRL_DECIDED, GrpoRunConfig
-from training.grpo.format_reward import FormatReward, FormatSpec, ends_with_open_tag
-from training.grpo.future_rewards import (
-    FormatRewardOfScoredFutures,
-    FutureSimulator,
-    HybridFutureReward,
-    ModelFutureReward,
-    SimulatedFutureReward,
-    UnscoredCompletions,
-    reply_guard,
-    simulation_run_config,
-)
+from training.grpo.config import ADAPTER, BUILT_IN_TERMS, RUN_CARD, TRL_DECIDED, GrpoRunConfig
+from training.grpo.format_reward import FormatSpec, ends_with_open_tag
+from training.grpo.futures_simulator import FutureSimulator, reply_guard, simulation_run_config
 from training.grpo.records import FUTURES
+from training.grpo.rubric import Rubric, UserTerm, rubric, user_terms
 from training.grpo.signals import failure_signals
 from training.reward_model.config import OBJECTIVES
-from training.reward_model.scorer import RANDOM, RewardScorer, read_model_card
+from training.reward_model.scorer import RANDOM, read_model_card
 from training.run_folder import (
     CHECKPOINTS,
     checkpoint_step,
@@ -137,16 +130,8 @@ def future_simulator(config: GrpoRunConfig, contexts: list[Context], out: Path) 
 
 
 def reward_functions(config: GrpoRunConfig, spec: FormatSpec, simulator: FutureSimulator | None = None) -> list:
-    """[R_fut, R_fmt], weighted [1, alpha] by `grpo_arguments`; R_fut as `config.reward` says."""
-    if config.reward == "simulated":
-        unscored = UnscoredCompletions()
-        return [SimulatedFutureReward(simulator, spec, unscored), FormatRewardOfScoredFutures(spec, unscored)]
-    scorer = RewardScorer.load(config.reward_model, batch_size=config.scorer_batch_size)
-    if config.reward == "hybrid":
-        return [HybridFutureReward(scorer, simulator, spec, fraction=config.check_fraction,
-                                   use_simulated=config.hybrid_use_simulated, window=config.agreement_window,
-                                   seed=config.seed), FormatReward(spec)]
-    return [ModelFutureReward(scorer, spec), FormatReward(spec)]
+    """The rubric's functions, [R_fut, R_fmt, *the user's terms], weighted by `grpo_arguments`."""
+    return rubric(config, spec, simulator).funcs
 
 
 def grpo_arguments(config: GrpoRunConfig, output_dir: Path):
@@ -154,7 +139,7 @@ def grpo_arguments(config: GrpoRunConfig, output_dir: Path):
     from trl import GRPOConfig
 
     return trainer_config(GRPOConfig, config, TRL_DECIDED, converted={
-        "output_dir": str(output_dir), "reward_weights": [1.0, config.alpha], "bf16": config.dtype == "bfloat16",
+        "output_dir": str(output_dir), "reward_weights": config.reward_weights(), "bf16": config.dtype == "bfloat16",
     }, defaults={"save_total_limit": 2, "use_cpu": not torch.cuda.is_available()})
 
 
@@ -177,6 +162,7 @@ def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEF
                allow_eval_overlap: bool = False) -> dict[str, Any]:
     prompt = think_prompt(config.prompt)
     card = check_reward_model(config)
+    terms = user_terms(config)  # a term that cannot load is refused here, before any weight loads
     check_generation_backend(config)
     arguments = grpo_arguments(config, out / CHECKPOINTS)
     contexts = training_contexts(config)
@@ -186,14 +172,14 @@ def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEF
     policy = resolve_backbone(config.policy)
     simulator = future_simulator(config, contexts, out)
     # A finished run extended with a larger max_steps continues from its last checkpoint.
-    claim(out, {"config": config.model_dump(), "prompt": prompt.spec.model_dump()}, may_grow=("config.max_steps",))
+    claim(out, {"config": config.claimed(), "prompt": prompt.spec.model_dump()}, may_grow=("config.max_steps",))
     resume = last_checkpoint(out)
     totals = checkpoint_totals(resume)
     if simulator is not None:
         simulator.resume_at(checkpoint_step(resume), totals.get("simulation"))
     with simulator or contextlib.nullcontext():
         metrics = _train(config, arguments, out, prompt, rows, policy, simulator, card, resume,
-                         totals.get("train_seconds", 0.0))
+                         totals.get("train_seconds", 0.0), terms)
     metrics["held_out"] = held_out
     if simulator is not None:
         metrics["simulation"] = simulator.summary()
@@ -257,7 +243,7 @@ def schedule_from_checkpoint(optimizer, lr_scheduler) -> None:
 
 def _train(config: GrpoRunConfig, arguments, out: Path, prompt: Prompt, rows: list[dict[str, Any]], policy: Path,
            simulator: FutureSimulator | None, card: dict[str, Any] | None, resume: str | None,
-           prior_seconds: float) -> dict[str, Any]:
+           prior_seconds: float, terms: list[UserTerm]) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
@@ -267,9 +253,10 @@ def _train(config: GrpoRunConfig, arguments, out: Path, prompt: Prompt, rows: li
         tokenizer.pad_token = tokenizer.eos_token
     spec = format_spec(prompt, tokenizer, rows, reply_guard(config))
     totals = totals_callback(simulator, prior_seconds)
+    rewards = rubric(config, spec, simulator, terms)
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(policy, dtype=getattr(torch, config.dtype)),
-        reward_funcs=reward_functions(config, spec, simulator),
+        reward_funcs=rewards.funcs,
         args=arguments,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -284,24 +271,33 @@ def _train(config: GrpoRunConfig, arguments, out: Path, prompt: Prompt, rows: li
     write_json(out / RUN_CARD, {
         "policy": str(policy), "base": backbone_record(config.policy, policy, out), "prompt": config.prompt,
         "think_tag": spec.think_tag, "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward": config.reward,
-        "reward_model": card, "config": config.model_dump(), "grpo_config": effective(arguments),
+        "reward_model": card, "rubric": rewards.records, "config": config.model_dump(),
+        "grpo_config": effective(arguments),
     })
     history = trainer.state.log_history
-    plot_log_history(history, curves(config.reward), out / "curves.png")
+    plot_log_history(history, curves(config.reward, rewards), out / "curves.png")
     return {
         "steps": trainer.state.global_step, "train_seconds": round(seconds, 1), "reward": config.reward,
         "prompts": len(rows), "prefilled_think": spec.prefilled,
         **{f"{name}_first": _logged(history, key, 0) for name, key in _SUMMARY.items()},
         **{f"{name}_last": _logged(history, key, -1) for name, key in _SUMMARY.items()},
+        "rewards": term_summaries(rewards, history),
         "history": [entry for entry in history if "reward" in entry],
         "warnings": failure_signals(history),
         "versions": versions(),
     }
 
 
-def curves(reward: str) -> dict[str, dict[str, str]]:
-    """The panels of curves.png: the rewards, KL and length, and what the reward mode adds."""
-    panels = dict(CURVES)
+def curves(reward: str, rewards: Rubric | None = None) -> dict[str, dict[str, str]]:
+    """The panels of curves.png: the rewards, KL and length, a panel per user's term, and what the
+    reward mode adds."""
+    added = {f"{record['name']} (weight {record['weight']:g})": {record["name"]: term_key(record["name"])}
+             for record in (rewards.records[len(BUILT_IN_TERMS):] if rewards is not None else [])}
+    panels = {}
+    for title, lines in CURVES.items():  # the user's terms beside R_fut and R_fmt
+        panels[title] = lines
+        if title == "R_fmt":
+            panels.update(added)
     if reward != "model":
         panels["LLM calls per step"] = {role: f"cost/{role}/calls" for role in SIMULATION_ROLES}
     if reward == "hybrid":
@@ -312,6 +308,17 @@ def curves(reward: str) -> dict[str, dict[str, str]]:
 SIMULATION_ROLES = ("user_simulator", "critic", "supporter", "future_supporter")
 _SUMMARY = {"reward": "reward", "r_fut": "rewards/r_fut/mean", "r_fmt": "rewards/r_fmt/mean", "kl": "kl",
             "spearman": "hybrid/spearman", "forged_spans": "hack/forged_spans"}
+
+
+def term_key(name: str) -> str:
+    """Where TRL logs a term's mean per step."""
+    return f"rewards/{name}/mean"
+
+
+def term_summaries(rewards: Rubric, history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each term of the rubric (the run's own and the user's): its weight, first and last logged mean."""
+    return {record["name"]: {"weight": record["weight"], "first": _logged(history, term_key(record["name"]), 0),
+                             "last": _logged(history, term_key(record["name"]), -1)} for record in rewards.records}
 
 
 def _logged(history: list[dict[str, Any]], key: str, index: int) -> float | None:

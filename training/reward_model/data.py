@@ -15,6 +15,7 @@ from typing import Any
 from esc_agents.core.errors import UserError
 from esc_agents.core.runlog import read_jsonl
 from esc_agents.core.types import windowed
+from esc_agents.runs import Fingerprint, RunFolder
 from training.futures.export import SPLITS, split_by_dialogue, training_rows
 from training.futures.records import RECORDS
 
@@ -71,24 +72,25 @@ def load_splits(folder: Path, *, valid: float = 0.15, test: float = 0.15, seed: 
 
 def context_window_of(folder: Path) -> int | None:
     """The supporter's context window the reward data was made with (None: the whole history)."""
-    return source_run(folder).get("roles", {}).get("supporter", {}).get("context_window")
+    return source_run(folder).role("supporter").get("context_window")
 
 
-def source_run(folder: Path) -> dict[str, Any]:
-    """The fingerprint of the `rewards` run the data came from ({} if unknown)."""
+def source_run(folder: Path) -> Fingerprint:
+    """The fingerprint of the `rewards` run the data came from (an empty one if unknown): its
+    run.json's, or the one an export kept."""
     folder = Path(folder)
-    if (folder / "run.json").exists():
-        return json.loads((folder / "run.json").read_text())["fingerprint"]
+    if (run := RunFolder.find(folder)) is not None:
+        return run.fingerprint
     if (folder / "export.json").exists():
-        return json.loads((folder / "export.json").read_text()).get("run", {})
-    return {}
+        return Fingerprint.model_validate(json.loads((folder / "export.json").read_text()).get("run", {}))
+    return Fingerprint()
 
 
 def training_dialogues(folder: Path, splits: dict[str, list[dict]]) -> list:
     """The dialogues behind the training rows, loaded from the dataset the reward data was made from."""
     from esc_agents.datasets import load_cases
 
-    dataset = source_run(folder).get("dataset")
+    dataset = source_run(folder).dataset
     if dataset is None:
         raise UserError(f"{folder}: no record of the dataset its reward data came from; "
                         "pass --eval-split none to train without the held-out check")

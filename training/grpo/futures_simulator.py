@@ -1,30 +1,24 @@
-"""R_fut for GRPO, in three modes: the reward model (`reward: model`, the paper's), each sampled
-reply's own simulated future (`simulated`), or the reward model with a random share of the
-replies also simulated to watch it (`hybrid`).
+"""The simulator of online futures for GRPO's `simulated` and `hybrid` rewards: each sampled
+reply continued by the same `Engine` and episode graph as the reward stage, scored by the R_fut
+formula, and appended to the run's futures file (which a resumed run cuts at its checkpoint).
 
-Futures run through the same `Engine` and episode graph as the reward stage, on an event loop
-of their own in a background thread that lives as long as the training run: endpoints are
-opened, and an unreachable one refused, before the policy loads; their HTTP clients stay bound
-to that one loop; TRL's async reward call only awaits work submitted there.
+Futures run on an event loop of their own in a background thread that lives as long as the
+training run: endpoints are opened, and an unreachable one refused, before the policy loads;
+their HTTP clients stay bound to that one loop; TRL's async reward call (`reward_terms.py`)
+only awaits work submitted there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import math
 import os
-import random
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
-
-from scipy import stats
 
 from esc_agents.config import RunConfig, build_config
 from esc_agents.core.errors import JobFailure, UserError
@@ -37,9 +31,7 @@ from training.contexts import Context
 from training.futures.formulas import FutureOutcome, checked_formula
 from training.futures.records import jsonl
 from training.grpo.config import GrpoRunConfig
-from training.grpo.format_reward import FormatReward, FormatSpec, completion_text
-from training.grpo.records import RewardUsed, SimulatedFuture
-from training.reward_model.scorer import RewardScorer
+from training.grpo.records import SimulatedFuture
 
 
 def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
@@ -255,215 +247,3 @@ class FutureSimulator:
                 "usage": self.usage(), "formula": self.formula.name, "formula_params": self.params,
                 "max_turns": self.run_config.episode.max_turns,
                 "critic_samples": self.run_config.episode.critic_samples}
-
-
-def spoken_replies(completions: Sequence[Any], spec: FormatSpec, log_metric=None) -> tuple[list[str], list[int]]:
-    """The reply of each completion, cleaned as every supporter turn is, and the indices of those
-    with any reply left (the silent others are neither scored nor simulated). The spans cleaning
-    removed as another role's words or a verdict are logged per step (`hack/forged_spans`): a
-    policy learning to write them shows while it happens."""
-    turns = [spec.turn(completion_text(completion)) for completion in completions]
-    if log_metric is not None:
-        log_metric("hack/forged_spans", sum(len(turn.forged) for turn in turns))
-    replies = [turn.content for turn in turns]
-    return replies, [i for i, reply in enumerate(replies) if reply]
-
-
-def with_reply_rewards(length: int, spoken: list[int], values: Sequence[float | None],
-                       silent: float) -> list[float | None]:
-    """Rewards for a whole batch: the values at the spoken completions, `silent` for the others."""
-    rewards: list[float | None] = [silent] * length
-    for i, value in zip(spoken, values):
-        rewards[i] = value
-    return rewards
-
-
-def model_floor(objective: str, scores: Sequence[float]) -> float:
-    """A silent completion's reward-model reward, never above the worst spoken reply's: the lowest
-    probability for a classifier; for ranking and regression scores, which have no fixed minimum,
-    the lowest score of the same batch."""
-    return 0.0 if objective == "classification" else min(scores, default=0.0)
-
-
-def step_of(trainer_state) -> int:
-    return trainer_state.global_step if trainer_state is not None else 0
-
-
-def _no_metric(name: str, value: float) -> None:
-    """Stands in for TRL's `log_metric` when a reward function is called outside a trainer."""
-
-
-class ModelFutureReward:
-    """`reward: model` (the paper's): R_fut from the reward model on (context, reply)."""
-
-    def __init__(self, scorer: RewardScorer, spec: FormatSpec):
-        self.scorer = scorer
-        self.spec = spec
-        self.__name__ = "r_fut"
-
-    def __call__(self, prompts, completions, context, log_metric=_no_metric, **_) -> list[float]:
-        replies, spoken = spoken_replies(completions, self.spec, log_metric)
-        scores = self.scorer.score([context[i] for i in spoken], [replies[i] for i in spoken])
-        return with_reply_rewards(len(replies), spoken, scores, model_floor(self.scorer.objective, scores))
-
-
-class UnscoredCompletions:
-    """Which completions of a reward call had a future that gave no reward. R_fmt reads it so
-    those completions get no reward at all: TRL then leaves them out of the group baseline
-    with advantage 0, instead of summing the missing R_fut as 0. Both reward functions run
-    on TRL's event loop and get the same `completions` list, which keys the hand-over."""
-
-    def __init__(self):
-        self._calls: dict[int, asyncio.Future] = {}
-
-    def _slot(self, completions: list) -> asyncio.Future:
-        return self._calls.setdefault(id(completions), asyncio.get_running_loop().create_future())
-
-    def publish(self, completions: list, indices: set[int]) -> None:
-        self._slot(completions).set_result(indices)
-
-    async def of(self, completions: list) -> set[int]:
-        try:
-            return await self._slot(completions)
-        finally:
-            self._calls.pop(id(completions), None)
-
-
-class _UnscoredRowsCountedElsewhere(logging.Filter):
-    """TRL warns with a whole row (context, prompt, completion) whenever every reward of a
-    completion is None; here that is a failed future, already counted, named in one line and
-    kept in futures.jsonl."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "All reward functions returned None" not in record.getMessage()
-
-
-_UNSCORED_ROWS_FILTER = _UnscoredRowsCountedElsewhere()
-
-
-class SimulatedFutureReward:
-    """`reward: simulated`: R_fut of every completion from its own simulated future."""
-
-    def __init__(self, simulator: FutureSimulator, spec: FormatSpec, unscored: UnscoredCompletions):
-        self.simulator = simulator
-        self.spec = spec
-        self.unscored = unscored
-        self.__name__ = "r_fut"
-        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_UNSCORED_ROWS_FILTER)  # once: same instance
-
-    async def __call__(self, prompts, completions, context_key, trainer_state=None, log_metric=_no_metric,
-                       **_) -> list[float | None]:
-        replies, spoken = spoken_replies(completions, self.spec, log_metric)
-        unscored: set[int] = set()
-        try:
-            values = await self.simulator.rewards([(context_key[i], replies[i]) for i in spoken],
-                                                  step=step_of(trainer_state), log_metric=log_metric, slots=spoken)
-            unscored = {i for i, value in zip(spoken, values) if value is None}
-        finally:
-            self.unscored.publish(completions, unscored)  # also on failure, so R_fmt never waits forever
-        return with_reply_rewards(len(replies), spoken, values, self.simulator.floor)
-
-
-class FormatRewardOfScoredFutures(FormatReward):
-    """R_fmt, and no reward for a completion whose simulated future gave none."""
-
-    def __init__(self, spec: FormatSpec, unscored: UnscoredCompletions):
-        super().__init__(spec)
-        self.unscored = unscored
-
-    async def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
-        rewards = super().__call__(prompts, completions, **kwargs)
-        unscored = await self.unscored.of(completions)
-        return [None if i in unscored else reward for i, reward in enumerate(rewards)]
-
-
-def checked_share(indices: list[int], fraction: float, rng: random.Random) -> list[int]:
-    """A random subset of `fraction` of the indices; the fractional part is drawn, so the
-    expected share is exactly `fraction` at any batch size."""
-    exact = fraction * len(indices)
-    count = math.floor(exact) + (rng.random() < exact - math.floor(exact))
-    return sorted(rng.sample(indices, count))
-
-
-class AgreementWindow:
-    """The reward model's scores against simulated R_fut on the last N checked completions."""
-
-    def __init__(self, size: int, objective: str, delta: float):
-        self.pairs: deque[tuple[float, float]] = deque(maxlen=size)
-        self.objective = objective
-        self.delta = delta
-
-    def add(self, scores: Sequence[float], simulated: Sequence[float]) -> None:
-        self.pairs.extend(zip(scores, simulated))
-
-    def metrics(self) -> dict[str, float]:
-        """Spearman's rho (once it is defined), and for classification the accuracy of the
-        model's label (P > 0.5) against the simulated one (R_fut > delta)."""
-        result: dict[str, float] = {}
-        if not self.pairs:
-            return result
-        scores, simulated = zip(*self.pairs)
-        if len(self.pairs) >= 3 and len(set(scores)) > 1 and len(set(simulated)) > 1:
-            result["spearman"] = float(stats.spearmanr(scores, simulated).statistic)
-        if self.objective == "classification":
-            result["label_accuracy"] = sum((s > 0.5) == (r > self.delta) for s, r in self.pairs) / len(self.pairs)
-        return result
-
-
-class HybridFutureReward:
-    """`reward: hybrid`: the reward model scores every completion; a random `check_fraction` is
-    also simulated and the two are compared as training goes, so reward hacking of the model
-    shows in the logs (`hybrid/spearman`, `hybrid/label_accuracy`) while it happens.
-
-    With `use_simulated`, a checked completion is rewarded on the reward model's own scale: a
-    classifier's by the simulated label 1[R_fut > δ] (a probability's two ends), a regression
-    model's by R_fut itself (what it was trained to predict); ranking scores have no scale to
-    map onto and are refused. futures.jsonl says which reward each checked completion got."""
-
-    def __init__(self, scorer: RewardScorer, simulator: FutureSimulator, spec: FormatSpec, *,
-                 fraction: float, use_simulated: bool, window: int, seed: int):
-        self.scorer = scorer
-        self.simulator = simulator
-        self.spec = spec
-        self.fraction = fraction
-        self.use_simulated = use_simulated
-        self.agreement = AgreementWindow(window, scorer.objective, simulator.delta)
-        # A resumed run's window holds the checked futures before its checkpoint, as if never stopped.
-        compared = [(row["reward_model_score"], row["r_fut"]) for row in simulator.kept_futures
-                    if row.get("reward_model_score") is not None and row["r_fut"] is not None]
-        self.agreement.add([score for score, _ in compared], [value for _, value in compared])
-        self.seed = seed
-        self.__name__ = "r_fut"
-
-    async def __call__(self, prompts, completions, context, context_key, trainer_state=None,
-                       log_metric=_no_metric, **_) -> list[float]:
-        replies, spoken = spoken_replies(completions, self.spec, log_metric)
-        step = step_of(trainer_state)
-        checked = checked_share(spoken, self.fraction, random.Random(f"{self.seed}:{step}"))
-        simulation = asyncio.ensure_future(self.simulator.simulate(
-            [(context_key[i], replies[i]) for i in checked], step=step, log_metric=log_metric, slots=checked))
-        scores = await asyncio.to_thread(self.scorer.score, [context[i] for i in spoken], [replies[i] for i in spoken])
-        rewards = with_reply_rewards(len(replies), spoken, scores, model_floor(self.scorer.objective, scores))
-        futures = await simulation
-        compared, replaced = [], 0
-        for i, future in zip(checked, futures):
-            future.reward_model_score, future.reward_used = rewards[i], "reward_model"
-            if future.r_fut is None:
-                continue
-            compared.append((rewards[i], future.r_fut))
-            if self.use_simulated:
-                rewards[i], future.reward_used = self.on_model_scale(future.r_fut)
-                replaced += 1
-        self.simulator.record(futures)
-        self.agreement.add([score for score, _ in compared], [value for _, value in compared])
-        log_metric("hybrid/checked", len(compared))
-        log_metric("hybrid/rewarded_by_simulation", replaced)
-        for name, value in self.agreement.metrics().items():
-            log_metric(f"hybrid/{name}", value)
-        return rewards
-
-    def on_model_scale(self, r_fut: float) -> tuple[float, RewardUsed]:
-        """A simulated R_fut as the reward model's kind of value, and the name of that mapping."""
-        if self.scorer.objective == "classification":
-            return float(r_fut > self.simulator.delta), "simulated_label"
-        return r_fut, "simulated_r_fut"
