@@ -14,6 +14,7 @@ from typing import Any
 from esc_agents.core import progress as progress_report
 from esc_agents.core.errors import JobFailure
 from esc_agents.core.runlog import RunLog, append_jsonl, logged_keys, read_jsonl
+from esc_agents.core.tracking import Tracker
 from esc_agents.models.endpoints import UsageMeter
 
 Job = Callable[[], Awaitable[dict[str, Any]]]
@@ -43,8 +44,21 @@ def _token_summary(meter: UsageMeter) -> str:
     )
 
 
+def _progress_metrics(desc: str, result: JobsResult, successes: list[bool], meter: UsageMeter) -> dict[str, float]:
+    """What a tracker is told as each job ends: jobs done and failed, the running success rate (of
+    this session's episodes or futures), requests sent and tokens generated per role so far."""
+    metrics = {f"{desc}/completed": result.completed, f"{desc}/failed": len(result.failed),
+               "cost/requests": meter.total_calls}
+    if successes:
+        metrics[f"{desc}/success_rate_running"] = sum(successes) / len(successes)
+    for role, usage in meter.roles.items():
+        metrics[f"cost/{role}/completion_tokens"] = usage.completion_tokens
+    return metrics
+
+
 async def run_logged(engine, path: Path, key: str, jobs: dict[str, Job], *, record: Callable[[], Any],
-                     total: int, concurrency: int, desc: str, progress: bool = True) -> JobsResult:
+                     total: int, concurrency: int, desc: str, progress: bool = True,
+                     tracker: Tracker | None = None) -> JobsResult:
     """Run the jobs whose key `path` does not hold yet. Endpoints are checked (and servers started)
     only when there is work, and `record()` writes the run's record only once they answered: an
     unreachable endpoint leaves nothing behind that would refuse the corrected rerun."""
@@ -57,7 +71,7 @@ async def run_logged(engine, path: Path, key: str, jobs: dict[str, Job], *, reco
         record()
         with RunLog(path, key=key) as log:
             return await run_jobs(jobs, log, total=total, concurrency=concurrency, meter=engine.meter,
-                                  desc=desc, progress=progress)
+                                  desc=desc, progress=progress, tracker=tracker)
 
 
 async def run_jobs(
@@ -69,8 +83,10 @@ async def run_jobs(
     meter: UsageMeter,
     desc: str,
     progress: bool = True,
+    tracker: Tracker | None = None,
 ) -> JobsResult:
     result = JobsResult(skipped=total - len(jobs))
+    successes: list[bool] = []  # of this session's results that say whether they succeeded
     limit = asyncio.Semaphore(concurrency)
     bar = progress_report.stage(total, desc=desc, initial=result.skipped, show=progress)
 
@@ -84,7 +100,11 @@ async def run_jobs(
             else:
                 log.append(record)
                 result.completed += 1
+                if isinstance(record.get("success"), bool):
+                    successes.append(record["success"])
             bar.update(1)
+            if tracker is not None:
+                tracker.log(_progress_metrics(desc, result, successes, meter), step=result.completed + len(result.failed))
             bar.set_postfix_str(
                 f"ok={result.completed} failed={len(result.failed)} calls={meter.total_calls} {_token_summary(meter)}"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from esc_agents.config import RunConfig
+from esc_agents.core.tracking import Tracker
 from esc_agents.core.types import Case
 from esc_agents.engine import Engine
 from esc_agents.jobs import JobsResult, run_logged
@@ -21,6 +22,7 @@ async def simulate(
     concurrency: int = 8,
     engine: Engine | None = None,
     progress: bool = True,
+    tracker: Tracker | None = None,
 ) -> JobsResult:
     engine = engine or Engine(config)
 
@@ -40,4 +42,4 @@ async def simulate(
     return await run_logged(engine, out / TRAJECTORIES, "case_id", {case.id: episode(case) for case in cases},
                             record=lambda: record_run(out, planned(), same_model=engine.same_model),
                             total=len(cases), concurrency=concurrency, desc="episodes",
-                            progress=progress)
+                            progress=progress, tracker=tracker)

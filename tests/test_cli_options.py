@@ -75,7 +75,7 @@ def test_every_option_of_the_run_commands_sets_a_runconfig_field_or_is_plumbing(
     plumbing = {"config", "dataset", "limit", "concurrency", "supporter_model", "cache", "no_cache", "offline",
                 "same_model", "max_invalid_rate", "out", "supporters", "runs", "allow_mismatch", "labels",
                 "personas", "user_models", "critic_models", "seeds", "shard", "eval_split", "allow_eval_overlap",
-                "app_dir", "progress"}
+                "app_dir", "progress", "report_to"}
     for path, action in actions(build_parser()):
         if len(path) != 1 or path[0] not in ("simulate", "rewards", "compare", "bias", "judge"):
             continue

@@ -12,12 +12,13 @@ from typing import Any, Literal
 from esc_agents.cli.config_flags import ConfigFlags, Options, option
 from esc_agents.cli.values import OUT_FOLDER, SHARE, labels
 from esc_agents.config import RunConfig
-from esc_agents.core import progress
+from esc_agents.core import progress, tracking
 from esc_agents.core.errors import UserError
 
 MAX_INVALID_RATE_ENV = "RLFF_ESC_MAX_INVALID_RATE"  # a default for every command, e.g. for smoke runs of a tiny critic
 MAX_INVALID_RATE = 0.2
 ProgressMode = Literal[progress.MODES]
+Tracker = Literal[tracking.TRACKERS]
 
 
 def default_max_invalid_rate() -> float:
@@ -120,6 +121,8 @@ class RunOptions(EngineOptions):
                                               "training max_completion_length)", ge=1, metavar="N",
                                               sets="supporter.max_tokens")
     out: Path = option(..., "run folder (created or resumed)", parse=OUT_FOLDER, metavar="DIR")
+    report_to: Tracker = option("none", "log the running success rate, requests, tokens and failures as jobs finish: "
+                                "tensorboard (DIR/tensorboard), wandb or trackio (project rlff-esc)")
 
 
 class HeldOutOptions(Options):
@@ -142,11 +145,18 @@ def held_out_options(args: argparse.Namespace) -> dict:
 
 
 def engine(args: argparse.Namespace, config):
-    """The engine of a command, with its cache options."""
+    """The engine of a command, with its cache options; a tracker it cannot report to is refused
+    here, before any model call."""
     from esc_agents.engine import Engine
 
+    tracking.check_tracker(getattr(args, "report_to", "none"))
     return Engine(config, use_cache=not args.no_cache, cache_path=args.cache, offline=args.offline,
                   same_model=args.same_model)
+
+
+def tracker(args: argparse.Namespace, folder: Path, config) -> tracking.Tracker:
+    """The tracker `--report-to` names, for the run in `folder`."""
+    return tracking.open_tracker(getattr(args, "report_to", "none"), folder, config.model_dump(mode="json"))
 
 
 def supporter(spec: str) -> tuple[str, dict[str, Any]]:

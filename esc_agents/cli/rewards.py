@@ -143,10 +143,14 @@ def run(args: argparse.Namespace) -> int:
         print("rlff-esc: warning: m < 2 candidates gives no within-context pairs for a ranking reward model",
               file=sys.stderr)
     engine = options.engine(args, config)
-    result = asyncio.run(generate_rewards(
-        config, args.out, dataset=args.dataset, shard_spec=args.shard, concurrency=args.concurrency, engine=engine,
-        **options.held_out_options(args),
-    ))
+    tracker = options.tracker(args, args.out, config)
+    try:
+        result = asyncio.run(generate_rewards(
+            config, args.out, dataset=args.dataset, shard_spec=args.shard, concurrency=args.concurrency, engine=engine,
+            tracker=tracker, **options.held_out_options(args),
+        ))
+    finally:
+        tracker.close()
     print(f"{result.completed} futures run, {result.skipped} already done, {len(result.failed)} failed -> {args.out}")
     outcome.print_usage(engine.meter)
     untrusted = False

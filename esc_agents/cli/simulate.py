@@ -25,9 +25,12 @@ def run(args: argparse.Namespace) -> int:
     config = options.config_from(args)
     cases = options.load_cases(args)
     engine = options.engine(args, config)
-    result = asyncio.run(
-        simulate(config, cases, args.out, dataset=args.dataset, concurrency=args.concurrency, engine=engine)
-    )
+    tracker = options.tracker(args, args.out, config)
+    try:
+        result = asyncio.run(simulate(config, cases, args.out, dataset=args.dataset, concurrency=args.concurrency,
+                                      engine=engine, tracker=tracker))
+    finally:
+        tracker.close()
     print(f"{result.completed} episodes run, {result.skipped} already done, {len(result.failed)} failed -> {args.out}")
     outcome.print_usage(engine.meter)
     if result.completed or result.skipped:

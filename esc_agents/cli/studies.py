@@ -24,6 +24,7 @@ def simulate_parts(args: argparse.Namespace, configs: dict, cases) -> dict[str, 
     """The simulate runs of a multi-run command, one per label under DIR; failed episodes are listed
     and the study goes on with the cases that finished. Every part's prompts are loaded first: a
     typo in the last spec must not cost the runs before it."""
+    from esc_agents.cli.options import tracker
     from esc_agents.core.runlock import run_lock
     from esc_agents.simulate import simulate
 
@@ -31,8 +32,12 @@ def simulate_parts(args: argparse.Namespace, configs: dict, cases) -> dict[str, 
     for label, part in engines.items():
         print(f"{label}:", file=sys.stderr)
         with run_lock(args.out / label):
-            result = asyncio.run(simulate(part.config, cases, args.out / label, dataset=args.dataset,
-                                          concurrency=args.concurrency, engine=part))
+            logger = tracker(args, args.out / label, part.config)  # each part a run of its own in the tracker
+            try:
+                result = asyncio.run(simulate(part.config, cases, args.out / label, dataset=args.dataset,
+                                              concurrency=args.concurrency, engine=part, tracker=logger))
+            finally:
+                logger.close()
         if result.failed:
             report_failures(result.failed, f"episodes of {label}")
     return {label: args.out / label for label in configs}

@@ -26,6 +26,7 @@ from esc_agents.core.runlog import append_jsonl, read_jsonl
 from esc_agents.core.types import Message
 from esc_agents.datasets import DEFAULT_EVAL_SPLIT, held_out_check, load_cases
 from esc_agents.engine import Engine
+from esc_agents.core.tracking import Tracker
 from esc_agents.jobs import FAILURES, JobsResult, outstanding_failures, run_logged
 from esc_agents.provenance import describe_identity, differing_fields, moved_servers, settings_only
 from esc_agents.runs import Fingerprint, RunFolder, RunRecord, check_run, record_run
@@ -121,6 +122,7 @@ async def generate_rewards(
     concurrency: int = 8,
     engine: Engine | None = None,
     progress: bool = True,
+    tracker: Tracker | None = None,
     eval_split: str | None = DEFAULT_EVAL_SPLIT,
     allow_eval_overlap: bool = False,
 ) -> JobsResult:
@@ -218,7 +220,7 @@ async def generate_rewards(
     jobs = {record_key(context, index): future_of(context, index) for context in contexts for index in range(m)}
     try:
         result = await run_logged(engine, out / RECORDS, "key", jobs, record=record, total=len(jobs),
-                                  concurrency=concurrency, desc="futures", progress=progress)
+                                  concurrency=concurrency, desc="futures", progress=progress, tracker=tracker)
     finally:  # a session stopped by Ctrl-C or SIGTERM keeps the calls its records cost
         if engine.meter.roles:  # replayed completions count too, as `cached`
             append_jsonl(out / "usage.jsonl", engine.meter.as_dict())

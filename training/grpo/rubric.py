@@ -166,7 +166,7 @@ def rubric(config: GrpoRunConfig, spec: FormatSpec, simulator: FutureSimulator |
     built_in = [{"name": "r_fut", "weight": 1.0, "fn": _path(type(r_fut)), "source": "built-in",
                  "reward": config.reward},
                 {"name": "r_fmt", "weight": config.alpha, "fn": _path(FormatReward), "source": "built-in"}]
-    return Rubric(funcs=[r_fut, *others], weights=config.reward_weights(),
+    return Rubric(funcs=[r_fut, *others], weights=[1.0, config.alpha, *(term.weight for term in terms)],
                   records=[*built_in, *(term.record() for term in terms)])
 
 
