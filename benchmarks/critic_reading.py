@@ -56,7 +56,7 @@ async def collect(contexts: int, samples: int, seed: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", type=int, default=30)
     parser.add_argument("--samples", type=int, default=8, help="answers per context")
     parser.add_argument("--seed", type=int, default=7)

@@ -2,7 +2,7 @@
 the right behaviour is stated in advance, on the embedded CPU default, through the real command
 line; every command is printed before it runs and logged to OUT/commands.txt.
 
-    (default)  reduced check, about 30 min on 2 cores: GRPO with --reward simulated, then the
+    (default)  reduced check, about 14 min alone on 2 cores: GRPO with --reward simulated, then the
                untrained and the trained policy compared on --cases PPDPP test cases
     --full     the whole study: D_r, the reward model, GRPO with --reward model, simulated and a
                random-reward control, all compared with the untrained policy on --cases cases

@@ -117,3 +117,17 @@ def test_sigterm_mid_run_leaves_complete_files_and_the_rerun_resumes(local_serve
     assert rerun.returncode in (0, 3), rerun.stderr[-2000:]
     after = [t["case_id"] for t in read_jsonl(log)]
     assert after[: len(before)] == before and len(after) == len(set(after)) == 3
+
+
+def test_sigterm_stops_a_run_started_with_sigint_ignored(tmp_path):
+    """A job a shell starts in the background has SIGINT ignored; SIGTERM must still stop it."""
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "from esc_agents.cli.main import _stop_on_sigterm\n"
+            "signal.signal(signal.SIGTERM, _stop_on_sigterm)\n"
+            "try:\n    print('ready', flush=True); time.sleep(60)\n"
+            "except KeyboardInterrupt:\n    sys.exit(130)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == 130

@@ -82,8 +82,14 @@ def _set_up_process(args: argparse.Namespace) -> None:
 
 
 def _stop_on_sigterm(signum, frame) -> None:
-    # A cluster scheduler's SIGTERM unwinds like Ctrl-C, so the embedded server we started stops too.
-    raise KeyboardInterrupt
+    """A cluster scheduler's SIGTERM unwinds like Ctrl-C, so the embedded server we started stops
+    too: it is turned into SIGINT, which asyncio's runner answers by cancelling its main task (every
+    job stops at an await and its files stay whole) rather than by an interrupt raised wherever the
+    loop happens to be, which could leave a task's exception to be printed as a traceback. Where
+    SIGINT is ignored (a job started in the background by a shell), it is raised here instead."""
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -45,7 +45,8 @@ def labels_option(rows: str) -> Any:
 class ProcessOptions(Options):
     """Options of the process, not of one command, so they go before the command or after it."""
 
-    app_dir: str = option(".", "where your own Python modules are found (a role's or formula's package.module:name), "
+    app_dir: str = option(".", "where your own Python modules are found (roles, formulas, dataset loaders, factory backends, "
+                          "reward terms named package.module:name), "
                           "after the installed packages; . is the working directory", metavar="DIR")
     progress: ProgressMode = option(
         "auto", "live progress bars: auto draws them only where stderr is a terminal, elsewhere each stage ends "
@@ -122,7 +123,8 @@ class RunOptions(EngineOptions):
                                               sets="supporter.max_tokens")
     out: Path = option(..., "run folder (created or resumed)", parse=OUT_FOLDER, metavar="DIR")
     report_to: Tracker = option("none", "log the running success rate, requests, tokens and failures as jobs finish: "
-                                "tensorboard (DIR/tensorboard), wandb or trackio (project rlff-esc)")
+                                "tensorboard (DIR/tensorboard; compare and bias: DIR/<label>/tensorboard), wandb or "
+                                "trackio (project rlff-esc)")
 
 
 class HeldOutOptions(Options):

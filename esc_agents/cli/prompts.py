@@ -1,4 +1,5 @@
-"""`rlff-esc prompts`: the built-in prompts and personas; `prompts render` shows one for a case."""
+"""`rlff-esc prompts`: the built-in prompts and personas; `prompts render` shows one for a case;
+`prompts check` shows how a critic prompt reads a file of answers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from esc_agents.cli.config_flags import ConfigFlags, Options, option
 from esc_agents.cli.values import existing_file
 
-HELP = "list the built-in prompts and personas; render one for a case"
+HELP = "list the built-in prompts and personas; render one for a case; check how a critic prompt reads answers"
 
 
 class RenderOptions(Options):

@@ -90,8 +90,9 @@ class GrpoRunConfig(Strict):
                                              "each a function (package.module:function or an rlff_esc.rewards "
                                              "entry point) and its weight, {fn, weight, name} in a config file, "
                                              "NAME:WEIGHT as an option (repeatable); each logged on its own")
-    dataset: str = Field("esconv:ppdpp_train", description="training dialogues: esconv:<split>, extes:<split> "
-                         "or a JSONL file")
+    dataset: str = Field("esconv:ppdpp_train", description="training dialogues: a registered NAME:SPLIT "
+                         "(esconv:<split>, extes:<split>, or a package's), a JSONL file, or a loader of yours, "
+                         "package.module:function[@SPLIT]")
     sampling: ContextSampling = Field(ContextSampling(positions="random", per_dialogue=2),
                                       description="which dialogue prefixes become training contexts")
     prompt: str = Field("think", description="supporter prompt; its think and response tags are the format "
