@@ -90,18 +90,20 @@ def test_a_loader_of_yours_by_its_python_path_with_or_without_a_split(importable
     assert [case.id for case in load_cases("my_cases:load@test")] == ["mine_test-0", "mine_test-1", "mine_test-2"]
     assert load_cases("my_cases:load")[0].id == "mine_all-0"  # no split: the loader's own default
     assert load_cases("my_cases:no_split")[0].id == "only"
-    with pytest.raises(UserError, match=r"dataset loader 'my_cases:no_split' takes no split"):
-        load_cases("my_cases:no_split@test")
-    with pytest.raises(UserError, match=r"returned a dict among its cases"):
-        load_cases("my_cases:not_cases@x")
-    with pytest.raises(UserError, match=r"case id 'same' appears twice"):
-        load_cases("my_cases:twice@x")
-    with pytest.raises(UserError, match=r"dataset loader 'my_cases:nope' cannot be loaded \(AttributeError"):
-        load_cases("my_cases:nope@x")
-    with pytest.raises(UserError, match=r"dataset 'esconv' needs a split \(esconv:SPLIT\)"):
-        load_cases("esconv")
-    with pytest.raises(UserError, match=r"loader 'my_cases:not_cases' needs a split \(my_cases:not_cases@SPLIT\)"):
-        load_cases("my_cases:not_cases")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("my_cases:no_split@test", r"dataset loader 'my_cases:no_split' takes no split"),
+    ("my_cases:not_cases@x", r"returned a dict among its cases"),
+    ("my_cases:twice@x", r"case id 'same' appears twice"),
+    ("my_cases:nope@x", r"dataset loader 'my_cases:nope' cannot be loaded \(AttributeError"),
+    ("esconv", r"dataset 'esconv' needs a split \(esconv:SPLIT\)"),
+    ("my_cases:not_cases", r"loader 'my_cases:not_cases' needs a split \(my_cases:not_cases@SPLIT\)"),
+])
+def test_a_loader_that_cannot_give_cases_is_one_line(importable, spec, message):
+    module(importable, "my_cases", MY_CASES)
+    with pytest.raises(UserError, match=message):
+        load_cases(spec)
 
 
 def test_an_unknown_dataset_names_the_registered_ones_in_one_line():
