@@ -62,6 +62,7 @@ _CONTRAST = re.compile(r"\b(?:but|however|although|though|yet|whereas|while|inst
 _CLAUSE_END = re.compile(r"[.;!?\n]|\b(?:but|however|although|though|yet|whereas|while)\b|[,-]\s*(?=\w)",
                          re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.;:!?\n]")
+_SENTENCE_STOP = re.compile(r"[.;!?\n]")  # what ends a sentence after a phrase: "?" makes it a question
 _PREFIX = re.compile(r"^\W*(?:(?:the\s+)?(?:final\s+|correct\s+|best\s+)?(?:answer|verdict|option|choice|rating|score)"
                      r"(?:\s+is)?\s*[:\-=]?\s*|i\s+(?:choose|pick|select)\s+(?:option\s+)?)", re.IGNORECASE)
 _MARKUP = re.compile(r"[*_`#>]+")
@@ -121,6 +122,9 @@ class VerdictReader:
                          for phrase in (*option.phrases, *([sentence_pattern(option.sentence)]
                                                            if option.sentence and _words(option.sentence) >= 3 else []))]
         self._marks = {option.mark.upper(): option for option in self.options if option.mark}
+        # An option's sentence right after its mark ("B The seeker feels the same"), compiled once.
+        self._after_mark = {option.label: re.compile(r"\s*" + sentence_pattern(option.sentence), re.IGNORECASE)
+                            for option in self.options if option.sentence}
 
     def read(self, answer: str) -> Reading:
         text = normalise(answer)
@@ -183,7 +187,7 @@ class VerdictReader:
             return (option, rest), loose
         if option.mark.isdigit() and re.match(r"\s*(?:/\s*\d+|out\s+of\b)", rest):
             return (option, rest), loose
-        if option.sentence and re.match(r"\s*" + sentence_pattern(option.sentence), rest, re.IGNORECASE):
+        if option.label in self._after_mark and self._after_mark[option.label].match(rest):
             return (option, rest), loose
         if re.match(r"\s*[^\w\s']", rest):
             loose.insert(0, option)
@@ -199,7 +203,7 @@ class VerdictReader:
         negations = list(_NEGATION.finditer(sentence))
         negated = bool(negations) and not _CONTRAST.search(sentence, negations[-1].end())
         clause = text[_last_end(_CLAUSE_END, text, match.start()): match.start()]
-        ending = re.compile(r"[.;!?\n]").search(text, match.end())
+        ending = _SENTENCE_STOP.search(text, match.end())
         question = ending is not None and ending.group(0) == "?"
         field_value = _FIELD_VALUE.match(text, match.end())
         refused_value = field_value is not None and not _YES.match(field_value.group(1))

@@ -78,17 +78,17 @@ def run_check(args: argparse.Namespace) -> int:
     labels = {verdict.label for verdict in critic.spec.verdicts}
     if unknown := sorted({str(expected) for _, expected in answers if expected not in (None, ..., *labels)}):
         raise UserError(f"{args.answers}: verdict {unknown[0]!r} is none of the prompt's ({', '.join(sorted(labels))})")
-    for option in critic.reader.options:  # what the reader took from the prompt, for the author to check
-        print(f"# {option.label}: option {option.mark or '-'}"
-              + (f" ({option.sentence})" if option.sentence else "") + f", {len(option.phrases)} phrase(s)")
-    wrong = 0
+    for choice in critic.reader.options:  # what the reader took from the prompt, for the author to check
+        print(f"# {choice.label}: option {choice.mark or '-'}"
+              + (f" ({choice.sentence})" if choice.sentence else "") + f", {len(choice.phrases)} phrase(s)")
+    wrong = invalid = 0
     for answer, expected in answers:
         reading = critic.read(answer)
         mark = " " if expected is ... else "ok" if reading.label == expected else "XX"
         wrong += mark == "XX"
+        invalid += reading.label is None
         shown = json.dumps(answer, ensure_ascii=False)
         print(f"{mark:2s} {reading.label or 'invalid':16s} {reading.why:45s} {shown[:100]}")
-    invalid = sum(critic.read(answer).label is None for answer, _ in answers)
     print(f"{len(answers)} answers: {invalid} invalid ({invalid / max(len(answers), 1):.1%})"
           + (f"; {wrong} read otherwise than expected" if any(e is not ... for _, e in answers) else ""))
     return 1 if wrong else 0
