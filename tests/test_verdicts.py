@@ -118,6 +118,10 @@ def test_prompts_check_prints_each_reading_and_fails_on_an_unexpected_one(tmp_pa
     plain.write_text("D\nThe seeker would feel better.\n")
     result = rlff_esc("prompts", "check", "default", "--answers", str(plain), timeout=120)
     assert result.returncode == 0 and "issue solved" in result.stdout.splitlines()[4]
+    (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)))
+    result = rlff_esc("prompts", "check", "default", "--answers", str(tmp_path / "binary.txt"), timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().endswith("binary.txt: not UTF-8 text; give one answer a "
+                                                                     "line, or JSONL")
     (tmp_path / "bad.jsonl").write_text('{"text": "C"}\n')
     result = rlff_esc("prompts", "check", "default", "--answers", str(tmp_path / "bad.jsonl"), timeout=120)
     assert result.returncode == 2 and result.stderr.strip().endswith('bad.jsonl:1: not a JSON object with an "answer"')

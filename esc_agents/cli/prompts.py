@@ -98,7 +98,10 @@ def read_answers(path: Path) -> list[tuple[str, object]]:
     """(answer, expected verdict) pairs; `...` where the file gives no expectation."""
     from esc_agents.core.errors import UserError
 
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; give one answer a line, or JSONL") from None
     if path.suffix != ".jsonl":
         return [(line, ...) for line in text.splitlines() if line.strip()]
     rows = []
