@@ -30,13 +30,21 @@ browser:
 	  apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
 	  echo "make test: Chromium is not installable here; the report rendering test will skip" >&2
 
-# pytest exits 5 when it collected nothing: say so and fail instead of passing quietly.
+# Two passes on two pytest-xdist workers, a test module per worker at a time (--dist loadscope:
+# its module fixtures run once): every test but the trainings, then the trainings, each at one
+# thread, since two trainings side by side at two threads each slow each other 5-8x on 2 cores.
+# Both passes run; either failing fails. pytest exits 5 when it collected nothing: say so and fail.
+XDIST := -n 2 --dist loadscope
 test: venv browser
-	$(BIN)/python -m pytest -q; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(BIN)/python -m pytest -q $(XDIST) -m "not training"; rc=$$?; \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) -m training; trained=$$?; \
+	for code in $$rc $$trained; do \
+	  if [ $$code -eq 5 ]; then echo "make test: pytest collected no tests in a pass" >&2; exit 1; fi; \
+	  if [ $$code -ne 0 ]; then exit $$code; fi; \
+	done
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not server and not training"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not server and not training"
 
 bench: venv
 	$(BIN)/python benchmarks/rollout_throughput.py

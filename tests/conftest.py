@@ -73,3 +73,25 @@ def trained_reward_model(tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory):
+    """A one-layer policy of random weights with the embedded model's tokenizer and chat template,
+    for the training tests that check what a run records, resumes and exports, not what it learns:
+    a step costs little, and its replies (random words, no think tags) are all spoken. The tests of
+    learning (the reward model's loss falls) and of the real policy's path (test_grpo.py: killed,
+    resumed, exported, served) train the embedded 135M model."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from esc_agents.models.local_server import embedded_model_dir
+
+    folder = tmp_path_factory.mktemp("tiny_policy")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -49,7 +49,7 @@ def test_grpo_prompts_simulated_futures_and_the_reward_model_share_one_window(tm
 
 
 @pytest.mark.training
-def test_the_reward_model_trains_and_scores_with_the_window_of_its_data(tmp_path):
+def test_the_reward_model_trains_and_scores_with_the_window_of_its_data(tiny_policy, tmp_path):
     from training.reward_model.data import encode
     from training.reward_model.scorer import RewardScorer
 
@@ -60,7 +60,7 @@ def test_the_reward_model_trains_and_scores_with_the_window_of_its_data(tmp_path
     run_record["fingerprint"]["roles"]["supporter"]["context_window"] = 1
     run_file.write_text(json.dumps(run_record))
     out = tmp_path / "rm"
-    result = rlff_esc("train-rm", "--data", str(data), "--out", str(out), *QUICK_RM)
+    result = rlff_esc("train-rm", "--data", str(data), "--out", str(out), "--backbone", str(tiny_policy), *QUICK_RM)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "reward_model.json").read_text())["context_window"] == 1
     scorer = RewardScorer.load(out)
@@ -92,13 +92,13 @@ def test_rewards_and_train_grpo_refuse_evaluation_dialogues_before_any_model(tmp
 
 
 @pytest.mark.training
-def test_train_rm_checks_the_dialogues_its_reward_data_came_from(tmp_path):
+def test_train_rm_checks_the_dialogues_its_reward_data_came_from(tiny_policy, tmp_path):
     out = tmp_path / "rm"
     refused = rlff_esc("train-rm", "--data", str(REWARD_FIXTURE), "--out", str(out), "--eval-split", "esconv:train",
                        *QUICK_RM, timeout=120)
     assert refused.returncode == 2 and "ppdpp_train-148" in refused.stderr and not (out / "model").exists()
     allowed = rlff_esc("train-rm", "--data", str(REWARD_FIXTURE), "--out", str(out), "--eval-split", "esconv:train",
-                       "--allow-eval-overlap", *QUICK_RM)
+                       "--allow-eval-overlap", "--backbone", str(tiny_policy), *QUICK_RM)
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     card = json.loads((out / "reward_model.json").read_text())
     assert card["held_out"]["eval_split"] == "esconv:train" and "ppdpp_train-148" in card["held_out"]["eval_overlap"]

@@ -48,13 +48,14 @@ def proxied_simulation(tmp_path, proxy, model: str) -> str:
 
 @pytest.mark.server
 @pytest.mark.training
-def test_one_simulated_grpo_step_with_a_failed_future(local_server, tmp_path):
+def test_one_simulated_grpo_step_with_a_failed_future(local_server, tiny_policy, tmp_path):
     out = tmp_path / "policy"
     # The second request of the step (a user-simulator or critic call) fails: one future is lost.
     with FaultProxy("http://127.0.0.1:8765", lambda i, body: "500" if i == 1 else "ok") as proxy:
         simulation, grpo = proxied_simulation(tmp_path, proxy, local_server)
         result = rlff_esc("train-grpo", "--reward", "simulated", "--simulation-config", simulation,
-                          "--config", grpo, "--max-steps", "1", "--out", str(out), *ONE_STEP)
+                          "--config", grpo, "--max-steps", "1", "--policy", str(tiny_policy), "--out", str(out),
+                          *ONE_STEP)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "gave no reward" in result.stderr
     assert "All reward functions returned None" not in result.stderr  # counted in one line, not a row dump
@@ -87,11 +88,12 @@ def test_one_simulated_grpo_step_with_a_failed_future(local_server, tmp_path):
 @pytest.mark.server
 @pytest.mark.training
 def test_hybrid_grpo_logs_the_agreement_of_the_reward_model_with_simulation(local_server, trained_reward_model,
-                                                                             tmp_path):
+                                                                             tiny_policy, tmp_path):
     out = tmp_path / "policy"
     # l = 3: with one sample the 135M critic leaves a future without a parsable verdict too often.
     result = rlff_esc("train-grpo", "--reward", "hybrid", "--check-fraction", "0.5", "--reward-model",
-                      str(trained_reward_model), "--max-steps", "2", "--out", str(out), *ONE_STEP,
+                      str(trained_reward_model), "--max-steps", "2", "--policy", str(tiny_policy),
+                      "--out", str(out), *ONE_STEP,
                       "--critic-samples", "3")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -98,9 +98,10 @@ def test_the_failure_signals_the_method_names_show_when_the_history_has_them():
                                                                              "R_fut falling early"]
 
 
-def test_trl_settings_reach_the_trainer_are_recorded_and_must_match_on_resume(tmp_path):
+def test_trl_settings_reach_the_trainer_are_recorded_and_must_match_on_resume(tiny_policy, tmp_path):
     out = tmp_path / "policy"
-    tiny = ["train-grpo", "--reward-model", "random", "--out", str(out), "--contexts", "2", "--batch-size", "2",
+    tiny = ["train-grpo", "--reward-model", "random", "--policy", str(tiny_policy), "--out", str(out),
+            "--contexts", "2", "--batch-size", "2",
             "--num-generations", "2", "--max-completion-length", "8", "--max-steps", "1"]
     result = rlff_esc(*tiny, "--trl", "scale_rewards=none", "--trl", "loss_type=dr_grpo")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -58,7 +58,8 @@ def test_simulate_evaluate_and_replay(local_server, tmp_path):
 
 def test_killed_run_resumes_without_duplicates_or_loss(local_server, tmp_path):
     out = tmp_path / "run"
-    args = ["simulate", *SMALL, "--concurrency", "1", "--limit", "3", "--cache", str(tmp_path / "cache.sqlite"),
+    # Two episodes at a time: the kill lands after the first result, with the third still to run.
+    args = ["simulate", *SMALL, "--concurrency", "2", "--limit", "3", "--cache", str(tmp_path / "cache.sqlite"),
             "--out", str(out)]
     trajectories = out / "trajectories.jsonl"
     before = kill_after_first_result(args, trajectories)

@@ -20,8 +20,9 @@ EVERY_OBJECTIVE = {"objective", "split", "rows", "train_rows", "steps", "pairwis
 CLASSIFICATION = {"accuracy", "f1", "calibration_error"}
 
 
-def test_ablate_trains_all_three_and_the_scorer_agrees_with_the_trainer(tmp_path):
-    result = rlff_esc("train-rm", "ablate", "--data", str(REWARD_FIXTURE), "--out", str(tmp_path), *QUICK_RM)
+def test_ablate_trains_all_three_and_the_scorer_agrees_with_the_trainer(tiny_policy, tmp_path):
+    result = rlff_esc("train-rm", "ablate", "--data", str(REWARD_FIXTURE), "--out", str(tmp_path),
+                      "--backbone", str(tiny_policy), *QUICK_RM)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("objective"))
@@ -85,9 +86,10 @@ def test_a_rerun_with_other_settings_is_refused(trained_reward_model):
     assert "config.max_steps" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_trl_settings_reach_the_ranking_trainer_are_recorded_and_must_match_on_rerun(tmp_path):
+def test_trl_settings_reach_the_ranking_trainer_are_recorded_and_must_match_on_rerun(tiny_policy, tmp_path):
     out = tmp_path / "rm"
-    args = ["train-rm", "--data", str(REWARD_FIXTURE), "--out", str(out), "--objective", "ranking", *QUICK_RM]
+    args = ["train-rm", "--data", str(REWARD_FIXTURE), "--out", str(out), "--objective", "ranking",
+            "--backbone", str(tiny_policy), *QUICK_RM]
     result = rlff_esc(*args, "--trl", "center_rewards_coefficient=0.01", "--trl", "lr_scheduler_type=cosine")
     assert result.returncode == 0, result.stderr[-2000:]
     trained = json.loads((out / "metrics.json").read_text())["trainer_config"]

@@ -169,11 +169,11 @@ def test_a_completion_whose_future_failed_gets_no_reward_from_any_term(terms_mod
 
 
 @pytest.mark.training
-def test_a_users_term_trains_is_logged_plotted_and_recorded(tmp_path):
+def test_a_users_term_trains_is_logged_plotted_and_recorded(tiny_policy, tmp_path):
     (tmp_path / "lp_terms.py").write_text(TERMS)
     out = tmp_path / "policy"
     result = rlff_esc("train-grpo", "--reward-model", "random", "--reward-fn", "lp_terms:length_penalty:0.1",
-                      "--out", str(out), "--contexts", "2", "--batch-size", "2", "--num-generations", "2",
+                      "--policy", str(tiny_policy), "--out", str(out), "--contexts", "2", "--batch-size", "2", "--num-generations", "2",
                       "--max-completion-length", "8", "--max-steps", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "length_penalty first" in result.stdout
@@ -192,7 +192,8 @@ def test_a_users_term_trains_is_logged_plotted_and_recorded(tmp_path):
     assert metrics["rewards"]["length_penalty"] == {"weight": 0.1, "first": penalty, "last": penalty}
     assert list(metrics["rewards"]) == ["r_fut", "r_fmt", "length_penalty"]
     assert (out / "curves.png").stat().st_size > 0
-    rerun = rlff_esc("train-grpo", "--reward-model", "random", "--out", str(out), "--contexts", "2",
+    rerun = rlff_esc("train-grpo", "--reward-model", "random", "--policy", str(tiny_policy), "--out", str(out),
+                     "--contexts", "2",
                      "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "8",
                      "--max-steps", "1", cwd=tmp_path, timeout=300)  # the term left out: another run
     assert rerun.returncode == 2 and "other settings (config.rewards)" in rerun.stderr.strip().splitlines()[-1]

@@ -1,12 +1,16 @@
 """What every training run folder shares: it belongs to one configuration, it resumes from its
-last checkpoint after a kill, and it gets a PNG of the logged curves."""
+last checkpoint after a kill, and it gets a PNG of the logged curves. A run launched with several
+processes (`accelerate launch`) has one writer per file, its main process; the helpers at the end
+say which process that is and hand values between them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from esc_agents.core.errors import UserError
 from esc_agents.core.jsonfile import write_json
@@ -77,3 +81,62 @@ def plot_log_history(history: list[dict[str, Any]], panels: dict[str, dict[str, 
                     axis.plot(*zip(*points), marker=".", label=label)
             if len(lines) > 1:
                 axis.legend(fontsize=7)
+
+
+T = TypeVar("T")
+
+
+def training_processes():
+    """accelerate's state of a run launched with several processes; None for a run in one (for
+    which nothing is initialised, so code run outside a trainer stays as it was)."""
+    torch = sys.modules.get("torch")  # a process that has not loaded torch has no process group
+    if torch is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run folder's own files (one writer per file)."""
+    processes = training_processes()
+    return processes is None or processes.is_main_process
+
+
+def process_index() -> int:
+    processes = training_processes()
+    return 0 if processes is None else processes.process_index
+
+
+def main_process_first():
+    """A block the main process runs before the others enter it (a file it writes is then only
+    read by them)."""
+    processes = training_processes()
+    return contextlib.nullcontext() if processes is None else processes.main_process_first()
+
+
+def across_processes(value: T) -> list[T]:
+    """`value` from every process, in process order (`[value]` in a one-process run). Every process
+    must call it at the same point. It may run in any thread: the current GPU, which an object
+    collective goes through under NCCL, is per thread, so it is set here."""
+    processes = training_processes()
+    if processes is None:
+        return [value]
+    from accelerate.utils import gather_object
+
+    if processes.device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(processes.device)
+    return gather_object([value])
+
+
+def from_main_process(work: Callable[[], T]) -> T:
+    """`work()` done by the main process alone (it may write the run folder's files), its result
+    handed to every process."""
+    processes = training_processes()
+    if processes is None:
+        return work()
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([work() if processes.is_main_process else None])[0]

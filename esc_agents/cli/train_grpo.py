@@ -78,7 +78,21 @@ def add_parser(commands) -> None:
     grpo = commands.add_parser("train-grpo", help=HELP, description=DESCRIPTION)
     ConfigFlags(TrainGrpoOptions, ["out", "config", "eval_split", "allow_eval_overlap"]).add_to(grpo)
     FLAGS.add_to(grpo)
-    grpo.set_defaults(func=run, writes="out")
+    grpo.set_defaults(func=run, writes=held_folder)
+
+
+def launched_rank() -> int:
+    """This process's rank among those a launcher started (`accelerate launch`, torchrun, mpirun),
+    from the environment it set, before any process group is up; 0 for a run in one process."""
+    from accelerate.utils import get_cpu_distributed_information
+
+    return get_cpu_distributed_information().rank
+
+
+def held_folder(args: argparse.Namespace) -> Path | None:
+    """The run folder this process holds for its run (see runlock): one writer per folder, so of
+    several launched processes the main one holds it for all."""
+    return args.out if launched_rank() == 0 else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("train-grpo needs --out DIR")
     config = FLAGS.load(args, args.config)
     metrics = train_grpo(config, args.out, **options.held_out_options(args))
+    if launched_rank() != 0:
+        return 0  # the run's numbers are the same on every process; the main one reports them
     print(f"{metrics['steps']} GRPO steps in {metrics['train_seconds']:.0f} s "
           f"({metrics['train_seconds'] / max(metrics['steps'], 1):.1f} s/step) on {metrics['prompts']} prompts")
     for name in ("reward", "r_fut", "r_fmt", "kl", "spearman"):

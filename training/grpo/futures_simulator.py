@@ -6,11 +6,16 @@ Futures run on an event loop of their own in a background thread that lives as l
 training run: endpoints are opened, and an unreachable one refused, before the policy loads;
 their HTTP clients stay bound to that one loop; TRL's async reward call (`reward_terms.py`)
 only awaits work submitted there.
+
+Under several processes (`accelerate launch`) each simulates the futures of its own share of the
+batch, and every step's counts, calls and futures are gathered (`across_processes`): every process
+then holds and logs the run's numbers, and the main one alone writes the futures file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -32,6 +37,7 @@ from training.futures.formulas import FutureOutcome, checked_formula
 from training.futures.records import jsonl
 from training.grpo.config import GrpoRunConfig
 from training.grpo.records import SimulatedFuture
+from training.run_folder import across_processes, from_main_process, is_main_process
 
 
 def simulation_run_config(config: GrpoRunConfig) -> RunConfig:
@@ -120,6 +126,7 @@ class FutureSimulator:
         self.log_path = log_path
         self.totals = {"futures": 0, "failed": 0, "endpoint_wait_seconds": 0.0}
         self.prior_usage: dict[str, dict[str, int]] = {}  # calls of the steps before a resumed checkpoint
+        self.step_usage: dict[str, dict[str, int]] = {}  # calls of the steps since, every process's
         self.kept_futures: list[dict[str, Any]] = []  # the futures file's rows before a resumed checkpoint
 
     def __enter__(self) -> FutureSimulator:
@@ -155,45 +162,61 @@ class FutureSimulator:
                       slots: Sequence[int] | None = None) -> list[float | None]:
         """R_fut per (context key, reply); each future is appended to the run folder."""
         futures = await self.simulate(pairs, step=step, log_metric=log_metric, slots=slots)
-        self.record(futures)
+        await self.record(futures)
         return [future.r_fut for future in futures]
 
     async def simulate(self, pairs: Sequence[tuple[str, str]], *, step: int, log_metric,
                        slots: Sequence[int] | None = None) -> list[SimulatedFuture]:
         """The future of each (context key, reply), all at once, with its R_fut (None: failed);
-        cost and failures are logged for this step. `slots` are the pairs' places in the batch
-        (default 0..n-1): with the step, they make each future's samples its own."""
+        cost and failures of the whole step, every process's, are counted and logged. `slots` are
+        the pairs' places in the step's batch (default 0..n-1): with the step, they make each
+        future's samples its own.
+
+        TRL logs the mean over processes of what each logs (the sum of their values over the
+        number of values); every process logs the step's gathered numbers, so that mean is the
+        run's own. Endpoint waiting is the slowest process's: the step waits for it."""
         before = self.engine.meter.as_dict()
         started = time.perf_counter()
         scopes = [f"grpo step {step} completion {slot}" if self.fresh_per_step else None
                   for slot in (slots if slots is not None else range(len(pairs)))]
         futures = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._futures(pairs, step, scopes), self._loop))
-        waited = time.perf_counter() - started
-        cost = usage_delta(before, self.engine.meter.as_dict())
         failed = [f for f in futures if f.r_fut is None]
-        self.totals["futures"] += len(futures)
-        self.totals["failed"] += len(failed)
+        share = {"futures": len(futures), "failed": len(failed), "waited": time.perf_counter() - started,
+                 "cost": usage_delta(before, self.engine.meter.as_dict()), "error": failed[0].error if failed else None}
+        shares = await asyncio.to_thread(across_processes, share)  # off TRL's loop while processes wait for each other
+        simulated, unscored = sum(s["futures"] for s in shares), sum(s["failed"] for s in shares)
+        waited = max(s["waited"] for s in shares)
+        cost = functools.reduce(usage_sum, (s["cost"] for s in shares))
+        error = next((s["error"] for s in shares if s["error"] is not None), None)
+        self.totals["futures"] += simulated
+        self.totals["failed"] += unscored
         self.totals["endpoint_wait_seconds"] += waited
-        log_metric("futures/simulated", len(futures))
-        log_metric("futures/failed", len(failed))
+        self.step_usage = usage_sum(self.step_usage, cost)
+        log_metric("futures/simulated", simulated)
+        log_metric("futures/failed", unscored)
         log_metric("cost/endpoint_wait_s", waited)
         for role, counts in cost.items():
             for field in ("calls", "cached", "prompt_tokens", "completion_tokens"):
                 log_metric(f"cost/{role}/{field}", counts[field])
-        if failed:
-            print(f"rlff-esc: warning: {len(failed)} of {len(futures)} futures at step {step} gave no reward "
-                  f"({failed[0].error})", file=sys.stderr)
-        if futures:
-            self.unscorable_steps = self.unscorable_steps + 1 if len(failed) == len(futures) else 0
-        if self.unscorable_steps >= self.max_unscorable_steps:
+        if unscored and is_main_process():
+            print(f"rlff-esc: warning: {unscored} of {simulated} futures at step {step} gave no reward ({error})",
+                  file=sys.stderr)
+        if simulated:
+            self.unscorable_steps = self.unscorable_steps + 1 if unscored == simulated else 0
+        if self.unscorable_steps >= self.max_unscorable_steps:  # the same on every process: all stop together
             raise UserError(f"no simulated future gave a reward in {self.unscorable_steps} steps in a row (last error: "
-                            f"{failed[0].error}); check the critic prompt's verdict patterns, the future supporter and the endpoints "
+                            f"{error}); check the critic prompt's verdict patterns, the future supporter and the endpoints "
                             "(simulation.max_unscorable_steps sets this limit)")
         return futures
 
-    def record(self, futures: Sequence[SimulatedFuture]) -> None:
-        with self.log_path.open("a", encoding="utf-8") as handle:
-            handle.write(jsonl(futures))
+    async def record(self, futures: Sequence[SimulatedFuture]) -> list[SimulatedFuture]:
+        """Append the step's futures of every process, in process order, to the futures file, which
+        the main process alone writes; return them (what the whole step simulated)."""
+        everyone = [future for share in await asyncio.to_thread(across_processes, list(futures)) for future in share]
+        if is_main_process():
+            with self.log_path.open("a", encoding="utf-8") as handle:
+                handle.write(jsonl(everyone))
+        return everyone
 
     async def _futures(self, pairs: Sequence[tuple[str, str]], step: int,
                        scopes: Sequence[str | None]) -> list[SimulatedFuture]:
@@ -220,14 +243,17 @@ class FutureSimulator:
         )
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the simulator: its totals so far, calls included."""
+        """What a checkpoint keeps of the simulator: its totals so far, calls included. They are the
+        whole run's, the same on every process (each step's are gathered), so the main process
+        writes them once and every process resumes from them, with any number of processes."""
         return {**self.totals, "usage": self.usage(), "unscorable_steps": self.unscorable_steps}
 
     def resume_at(self, step: int, state: dict[str, Any] | None) -> None:
         """Continue a run from its checkpoint after `step` steps: the futures of later steps, which
-        run again, leave the futures file, and the totals are those saved with the checkpoint (for
-        a checkpoint of an older version, futures and failures are counted from the file)."""
-        kept = drop_futures_from(self.log_path, step)
+        run again, leave the futures file (the main process rewrites it; every process gets the
+        rows kept), and the totals are those saved with the checkpoint (for a checkpoint of an
+        older version, futures and failures are counted from the file)."""
+        kept = from_main_process(lambda: drop_futures_from(self.log_path, step))
         self.kept_futures = kept
         if state is not None:
             self.totals = {name: state[name] for name in self.totals}
@@ -240,7 +266,7 @@ class FutureSimulator:
                   "are not", file=sys.stderr)
 
     def usage(self) -> dict[str, dict[str, int]]:
-        return usage_sum(self.prior_usage, self.engine.meter.as_dict())
+        return usage_sum(self.prior_usage, self.step_usage)
 
     def summary(self) -> dict[str, Any]:
         return {**self.totals, "endpoint_wait_seconds": round(self.totals["endpoint_wait_seconds"], 1),

@@ -25,6 +25,7 @@ from training.grpo.format_reward import FormatSpec, completion_text
 from training.grpo.futures_simulator import FutureSimulator
 from training.grpo.records import RewardUsed
 from training.reward_model.scorer import RewardScorer
+from training.run_folder import process_index
 
 
 def spoken_replies(completions: Sequence[Any], spec: FormatSpec, log_metric=None) -> tuple[list[str], list[int]]:
@@ -46,6 +47,13 @@ def with_reply_rewards(length: int, spoken: list[int], values: Sequence[float | 
     for i, value in zip(spoken, values):
         rewards[i] = value
     return rewards
+
+
+def batch_slots(completions: Sequence[Any], indices: Sequence[int]) -> list[int]:
+    """The places of these completions in the step's whole batch: under several processes each
+    scores its own contiguous slice of it, and no two futures of a step may share their samples."""
+    first = process_index() * len(completions)
+    return [first + i for i in indices]
 
 
 def model_floor(objective: str, scores: Sequence[float]) -> float:
@@ -155,7 +163,8 @@ class SimulatedFutureReward:
         unscored: set[int] = set()
         try:
             values = await self.simulator.rewards([(context_key[i], replies[i]) for i in spoken],
-                                                  step=step_of(trainer_state), log_metric=log_metric, slots=spoken)
+                                                  step=step_of(trainer_state), log_metric=log_metric,
+                                                  slots=batch_slots(completions, spoken))
             unscored = {i for i, value in zip(spoken, values) if value is None}
         finally:
             self.unscored.publish(completions, unscored)  # also on failure, so no other term waits forever
@@ -203,7 +212,11 @@ class HybridFutureReward:
     With `use_simulated`, a checked completion is rewarded on the reward model's own scale: a
     classifier's by the simulated label 1[R_fut > δ] (a probability's two ends), a regression
     model's by R_fut itself (what it was trained to predict); ranking scores have no scale to
-    map onto and are refused. futures.jsonl says which reward each checked completion got."""
+    map onto and are refused. futures.jsonl says which reward each checked completion got.
+
+    Under several processes each checks a share of its own completions; the counts and the
+    agreement window are those of every process's checks (`FutureSimulator.record` gathers them),
+    so each logs the run's numbers."""
 
     def __init__(self, scorer: RewardScorer, simulator: FutureSimulator, spec: FormatSpec, *,
                  fraction: float, use_simulated: bool, window: int, seed: int):
@@ -226,23 +239,20 @@ class HybridFutureReward:
         step = step_of(trainer_state)
         checked = checked_share(spoken, self.fraction, random.Random(f"{self.seed}:{step}"))
         simulation = asyncio.ensure_future(self.simulator.simulate(
-            [(context_key[i], replies[i]) for i in checked], step=step, log_metric=log_metric, slots=checked))
+            [(context_key[i], replies[i]) for i in checked], step=step, log_metric=log_metric,
+            slots=batch_slots(completions, checked)))
         scores = await asyncio.to_thread(self.scorer.score, [context[i] for i in spoken], [replies[i] for i in spoken])
         rewards = with_reply_rewards(len(replies), spoken, scores, model_floor(self.scorer.objective, scores))
         futures = await simulation
-        compared, replaced = [], 0
         for i, future in zip(checked, futures):
             future.reward_model_score, future.reward_used = rewards[i], "reward_model"
-            if future.r_fut is None:
-                continue
-            compared.append((rewards[i], future.r_fut))
-            if self.use_simulated:
+            if self.use_simulated and future.r_fut is not None:
                 rewards[i], future.reward_used = self.on_model_scale(future.r_fut)
-                replaced += 1
-        self.simulator.record(futures)
+        checks = await self.simulator.record(futures)  # every process's, each with the score it was compared on
+        compared = [(future.reward_model_score, future.r_fut) for future in checks if future.r_fut is not None]
         self.agreement.add([score for score, _ in compared], [value for _, value in compared])
         log_metric("hybrid/checked", len(compared))
-        log_metric("hybrid/rewarded_by_simulation", replaced)
+        log_metric("hybrid/rewarded_by_simulation", sum(future.reward_used != "reward_model" for future in checks))
         for name, value in self.agreement.metrics().items():
             log_metric(f"hybrid/{name}", value)
         return rewards

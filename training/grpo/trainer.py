@@ -6,6 +6,10 @@ think-format prompt. R_fut is computed on (context, the text inside the response
 reward model, by simulating the reply's future, or both (`training/grpo/reward_terms.py`, the
 futures by `futures_simulator.py`); R_fmt is `FormatSpec.reward`. Each term is logged on its own
 by TRL (`rewards/r_fut/mean`, `rewards/r_fmt/mean`, `rewards/<name>/mean`), the total as `reward`.
+
+Launched with several processes, every process trains and simulates its share, and holds the
+run's totals (the simulator gathers them each step); the main process alone writes the run
+folder's files (`training/run_folder.py`).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from training.run_folder import (
     CHECKPOINTS,
     checkpoint_step,
     claim,
+    is_main_process,
     last_checkpoint,
+    main_process_first,
     plot_log_history,
 )
 from training.trainer_settings import effective, trainer_config
@@ -172,7 +178,8 @@ def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEF
     policy = resolve_backbone(config.policy)
     simulator = future_simulator(config, contexts, out)
     # A finished run extended with a larger max_steps continues from its last checkpoint.
-    claim(out, {"config": config.claimed(), "prompt": prompt.spec.model_dump()}, may_grow=("config.max_steps",))
+    with main_process_first():  # the main process writes the settings; the others then find them the same
+        claim(out, {"config": config.claimed(), "prompt": prompt.spec.model_dump()}, may_grow=("config.max_steps",))
     resume = last_checkpoint(out)
     totals = checkpoint_totals(resume)
     if simulator is not None:
@@ -182,8 +189,9 @@ def train_grpo(config: GrpoRunConfig, out: Path, *, eval_split: str | None = DEF
                          totals.get("train_seconds", 0.0), terms)
     metrics["held_out"] = held_out
     if simulator is not None:
-        metrics["simulation"] = simulator.summary()
-    write_json(out / "metrics.json", metrics)
+        metrics["simulation"] = simulator.summary()  # the whole run's, every process's futures and calls
+    if is_main_process():
+        write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -212,6 +220,8 @@ def totals_callback(simulator: FutureSimulator | None, prior_seconds: float):
             return prior_seconds + time.perf_counter() - self.started
 
         def on_log(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return  # every process holds the same history; the main one warns
             # The failure signals as soon as the history shows them, each once.
             for signal in failure_signals(state.log_history):
                 if signal.split(":")[0] not in self.signalled:
@@ -220,7 +230,7 @@ def totals_callback(simulator: FutureSimulator | None, prior_seconds: float):
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
+            if state.is_world_process_zero and folder.is_dir():  # the totals are the same on every process
                 write_json(folder / RUN_TOTALS, {
                     "step": state.global_step, "train_seconds": self.seconds(),
                     "simulation": simulator.checkpoint_state() if simulator is not None else None,
@@ -266,16 +276,17 @@ def _train(config: GrpoRunConfig, arguments, out: Path, prompt: Prompt, rows: li
     trainer.train(resume_from_checkpoint=resume)
     seconds = totals.seconds()  # of the whole run, resumed parts included
 
-    trainer.save_model(str(out / ADAPTER))
-    tokenizer.save_pretrained(out / ADAPTER)
-    write_json(out / RUN_CARD, {
-        "policy": str(policy), "base": backbone_record(config.policy, policy, out), "prompt": config.prompt,
-        "think_tag": spec.think_tag, "response_tag": spec.response_tag, "prefilled_think": spec.prefilled, "reward": config.reward,
-        "reward_model": card, "rubric": rewards.records, "config": config.model_dump(),
-        "grpo_config": effective(arguments),
-    })
-    history = trainer.state.log_history
-    plot_log_history(history, curves(config.reward, rewards), out / "curves.png")
+    trainer.save_model(str(out / ADAPTER))  # called by every process (a sharded model is gathered); one writes
+    history = trainer.state.log_history  # the same on every process: TRL logs values gathered across them
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out / ADAPTER)
+        write_json(out / RUN_CARD, {
+            "policy": str(policy), "base": backbone_record(config.policy, policy, out), "prompt": config.prompt,
+            "think_tag": spec.think_tag, "response_tag": spec.response_tag, "prefilled_think": spec.prefilled,
+            "reward": config.reward, "reward_model": card, "rubric": rewards.records, "config": config.model_dump(),
+            "grpo_config": effective(arguments),
+        })
+        plot_log_history(history, curves(config.reward, rewards), out / "curves.png")
     return {
         "steps": trainer.state.global_step, "train_seconds": round(seconds, 1), "reward": config.reward,
         "prompts": len(rows), "prefilled_think": spec.prefilled,

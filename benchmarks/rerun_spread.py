@@ -1,0 +1,87 @@
+"""How far apart are two runs of the same `compare` with the completion cache off? On a server
+that honours request seeds (vLLM, OpenAI) they are the same run; the embedded server's continuous
+batching shares one random stream across the requests in flight, so the same seed samples other
+replies there, and this measures by how much the results move.
+
+Runs `rlff-esc compare --no-cache` --reruns times with the same arguments (the known-answer
+environment of docs/known-answer/ by default, where the critic and the seeker are rules and only
+the supporter samples), each into OUT/rerun<i>, and prints each rerun's SR per supporter, the
+spread (max - min), and the share of cases whose outcome was the same in every rerun. The last
+line is `<supporter>_sr=<min>..<max> ... same_outcome=<share>`. Reruns resume: a finished rerun
+folder is read, not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from esc_agents.runs import RunFolder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compare(out: Path, args: list[str]) -> float:
+    """One rerun, unless its compare.json is already there; the seconds it took (0 if read)."""
+    if (out / "compare.json").exists():
+        return 0.0
+    command = [sys.executable, "-m", "esc_agents.cli", "compare", *args, "--no-cache", "--out", str(out)]
+    print("$ " + shlex.join(["rlff-esc", *command[3:]]), file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT)
+    if result.returncode not in (0, 3):  # 3: finished, a trust check to read in the output
+        sys.exit(f"rerun_spread: compare exited {result.returncode}")
+    return time.perf_counter() - started
+
+
+def outcomes(run: Path) -> dict[str, bool]:
+    """Each case's success in one supporter's run folder."""
+    return {row["case_id"]: row["success"] for row in RunFolder.open(run, "simulate").trajectories()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/rerun-spread"))
+    parser.add_argument("--reruns", type=int, default=3, help="runs of the same compare (default: %(default)s)")
+    parser.add_argument("--cases", type=int, default=60, help="PPDPP test cases (default: %(default)s)")
+    parser.add_argument("--config", default="docs/known-answer/env.yaml",
+                        help="compare's --config (default: %(default)s)")
+    parser.add_argument("--supporters", default="vanilla,think", help="compare's --supporters (default: %(default)s)")
+    args = parser.parse_args()
+    if args.reruns < 2:
+        parser.error("--reruns must be at least 2")
+    out = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    shared = ["--config", args.config, "--supporters", args.supporters, "--limit", str(args.cases),
+              "--concurrency", "16"]
+    rows, seen = [], []
+    for index in range(1, args.reruns + 1):
+        folder = out / f"rerun{index}"
+        seconds = compare(folder, shared)
+        report = json.loads((folder / "compare.json").read_text())
+        summaries = report["summaries"]
+        rows.append({label: summary["success_rate"] for label, summary in summaries.items()})
+        seen.append({label: outcomes(folder / label) for label in summaries})
+        print(f"rerun {index}: " + "  ".join(f"{label} SR={sr:.3f}" for label, sr in rows[-1].items())
+              + (f"  ({seconds:.0f} s)" if seconds else "  (read)"), flush=True)
+    labels = list(rows[0])
+    same = total = 0
+    for label in labels:
+        for case in seen[0][label]:
+            total += 1
+            same += len({run[label].get(case) for run in seen}) == 1
+    print("| supporter | " + " | ".join(f"rerun {i}" for i in range(1, len(rows) + 1)) + " | spread |")
+    print("|---|" + "---|" * (len(rows) + 1))
+    for label in labels:
+        values = [row[label] for row in rows]
+        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {max(values) - min(values):.3f} |")
+    print(" ".join(f"{label}_sr={min(r[label] for r in rows):.3f}..{max(r[label] for r in rows):.3f}"
+                   for label in labels) + f" same_outcome={same / total:.3f}")
+
+
+if __name__ == "__main__":
+    main()
