@@ -5,9 +5,10 @@ replies there, and this measures by how much the results move.
 
 Runs `rlff-esc compare --no-cache` --reruns times with the same arguments (the known-answer
 environment of docs/known-answer/ by default, where the critic and the seeker are rules and only
-the supporter samples), each into OUT/rerun<i>, and prints each rerun's SR per supporter, the
-spread (max - min), and the share of cases whose outcome was the same in every rerun. The last
-line is `<supporter>_sr=<min>..<max> ... same_outcome=<share>`. Reruns resume: a finished rerun
+the supporter samples), each into OUT/rerun<i>, and prints each rerun's SR and mean final critic
+score per supporter, their spread (max - min), and the share of cases whose outcome was the same in
+every rerun (where SR is near 0 or 1, the score shows the spread that SR cannot). The last line is
+`<supporter>_sr=<min>..<max> <supporter>_score=<min>..<max> ... same_outcome=<share>`. Reruns resume: a finished rerun
 folder is read, not run again.
 """
 
@@ -58,13 +59,14 @@ def main() -> None:
     out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     shared = ["--config", args.config, "--supporters", args.supporters, "--limit", str(args.cases),
               "--concurrency", "16"]
-    rows, seen = [], []
+    rows, scores, seen = [], [], []
     for index in range(1, args.reruns + 1):
         folder = out / f"rerun{index}"
         seconds = compare(folder, shared)
         report = json.loads((folder / "compare.json").read_text())
         summaries = report["summaries"]
         rows.append({label: summary["success_rate"] for label, summary in summaries.items()})
+        scores.append({label: summary["mean_final_score"] for label, summary in summaries.items()})
         seen.append({label: outcomes(folder / label) for label in summaries})
         print(f"rerun {index}: " + "  ".join(f"{label} SR={sr:.3f}" for label, sr in rows[-1].items())
               + (f"  ({seconds:.0f} s)" if seconds else "  (read)"), flush=True)
@@ -74,13 +76,16 @@ def main() -> None:
         for case in seen[0][label]:
             total += 1
             same += len({run[label].get(case) for run in seen}) == 1
-    print("| supporter | " + " | ".join(f"rerun {i}" for i in range(1, len(rows) + 1)) + " | spread |")
-    print("|---|" + "---|" * (len(rows) + 1))
+    print("| supporter | measure | " + " | ".join(f"rerun {i}" for i in range(1, len(rows) + 1)) + " | spread |")
+    print("|---|---|" + "---|" * (len(rows) + 1))
+    ranges = []
     for label in labels:
-        values = [row[label] for row in rows]
-        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {max(values) - min(values):.3f} |")
-    print(" ".join(f"{label}_sr={min(r[label] for r in rows):.3f}..{max(r[label] for r in rows):.3f}"
-                   for label in labels) + f" same_outcome={same / total:.3f}")
+        for measure, table in (("sr", rows), ("score", scores)):
+            values = [row[label] for row in table]
+            print(f"| {label} | {measure} | " + " | ".join(f"{v:.3f}" for v in values)
+                  + f" | {max(values) - min(values):.3f} |")
+            ranges.append(f"{label}_{measure}={min(values):.3f}..{max(values):.3f}")
+    print(" ".join(ranges) + f" same_outcome={same / total:.3f}")
 
 
 if __name__ == "__main__":
