@@ -59,28 +59,28 @@ def main() -> None:
     out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     shared = ["--config", args.config, "--supporters", args.supporters, "--limit", str(args.cases),
               "--concurrency", "16"]
-    rows, scores, seen = [], [], []
+    success_rates, final_scores, seen = [], [], []
     for index in range(1, args.reruns + 1):
         folder = out / f"rerun{index}"
         seconds = compare(folder, shared)
         report = json.loads((folder / "compare.json").read_text())
         summaries = report["summaries"]
-        rows.append({label: summary["success_rate"] for label, summary in summaries.items()})
-        scores.append({label: summary["mean_final_score"] for label, summary in summaries.items()})
+        success_rates.append({label: summary["success_rate"] for label, summary in summaries.items()})
+        final_scores.append({label: summary["mean_final_score"] for label, summary in summaries.items()})
         seen.append({label: outcomes(folder / label) for label in summaries})
-        print(f"rerun {index}: " + "  ".join(f"{label} SR={sr:.3f}" for label, sr in rows[-1].items())
+        print(f"rerun {index}: " + "  ".join(f"{label} SR={sr:.3f}" for label, sr in success_rates[-1].items())
               + (f"  ({seconds:.0f} s)" if seconds else "  (read)"), flush=True)
-    labels = list(rows[0])
+    labels = list(success_rates[0])
     same = total = 0
     for label in labels:
         for case in seen[0][label]:
             total += 1
             same += len({run[label].get(case) for run in seen}) == 1
-    print("| supporter | measure | " + " | ".join(f"rerun {i}" for i in range(1, len(rows) + 1)) + " | spread |")
-    print("|---|---|" + "---|" * (len(rows) + 1))
+    print("| supporter | measure | " + " | ".join(f"rerun {i}" for i in range(1, len(success_rates) + 1)) + " | spread |")
+    print("|---|---|" + "---|" * (len(success_rates) + 1))
     ranges = []
     for label in labels:
-        for measure, table in (("sr", rows), ("score", scores)):
+        for measure, table in (("sr", success_rates), ("score", final_scores)):
             values = [row[label] for row in table]
             print(f"| {label} | {measure} | " + " | ".join(f"{v:.3f}" for v in values)
                   + f" | {max(values) - min(values):.3f} |")

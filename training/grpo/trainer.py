@@ -220,7 +220,7 @@ def totals_callback(simulator: FutureSimulator | None, prior_seconds: float):
             return prior_seconds + time.perf_counter() - self.started
 
         def on_log(self, args, state, control, **kwargs):
-            if not state.is_world_process_zero:
+            if not is_main_process():
                 return  # every process holds the same history; the main one warns
             # The failure signals as soon as the history shows them, each once.
             for signal in failure_signals(state.log_history):
@@ -230,7 +230,7 @@ def totals_callback(simulator: FutureSimulator | None, prior_seconds: float):
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():  # the totals are the same on every process
+            if is_main_process() and folder.is_dir():  # the totals are the same on every process
                 write_json(folder / RUN_TOTALS, {
                     "step": state.global_step, "train_seconds": self.seconds(),
                     "simulation": simulator.checkpoint_state() if simulator is not None else None,
@@ -278,7 +278,7 @@ def _train(config: GrpoRunConfig, arguments, out: Path, prompt: Prompt, rows: li
 
     trainer.save_model(str(out / ADAPTER))  # called by every process (a sharded model is gathered); one writes
     history = trainer.state.log_history  # the same on every process: TRL logs values gathered across them
-    if trainer.is_world_process_zero():
+    if is_main_process():
         tokenizer.save_pretrained(out / ADAPTER)
         write_json(out / RUN_CARD, {
             "policy": str(policy), "base": backbone_record(config.policy, policy, out), "prompt": config.prompt,
