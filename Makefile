@@ -31,10 +31,11 @@ browser:
 	  echo "make test: Chromium is not installable here; the report rendering test will skip" >&2
 
 # Two passes on two pytest-xdist workers, a test module per worker at a time (--dist loadscope:
-# its module fixtures run once): every test but the trainings, then the trainings, each at one
-# thread, since two trainings side by side at two threads each slow each other 5-8x on 2 cores.
+# its module fixtures run once), the slowest modules first (tests/conftest.py): every test but the
+# trainings, then the trainings, each at one thread, since two trainings side by side at two
+# threads each slow each other 5-8x on 2 cores.
 # Both passes run; either failing fails. pytest exits 5 when it collected nothing: say so and fail.
-XDIST := -n 2 --dist loadscope
+XDIST := -n 2 --dist loadscope --no-loadscope-reorder
 test: venv browser
 	$(BIN)/python -m pytest -q $(XDIST) -m "not training"; rc=$$?; \
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) -m training; trained=$$?; \

@@ -13,6 +13,21 @@ from esc_agents.config import build_config
 from esc_agents.models.local_server import LocalServer
 
 
+# `make test` runs pytest-xdist with --dist loadscope --no-loadscope-reorder: a worker takes a whole
+# module at a time, in collection order. The modules that take longest go first (measured: pass 1,
+# the embedded server's; pass 2, the trainings), so that no long one is left to run alone at the end.
+SLOWEST_FIRST = ["test_viewer", "test_rewards_server", "test_local_server", "test_rewards_growth_and_lease",
+                 "test_accounting", "test_robustness", "test_disk_and_signals", "test_cli_errors",
+                 "test_endpoint_identity", "test_cli_config_flags", "test_endpoint_cache", "test_role_plugins",
+                 "test_grpo", "test_resume_and_move", "test_reward_model_training", "test_future_rewards",
+                 "test_multiprocess"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {f"tests/{name}.py": place for place, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest as collected
+
+
 @pytest.fixture(scope="session")
 def local_server():
     """The real embedded server, started once per test session (or reused if already up).
@@ -25,6 +40,9 @@ def local_server():
     yield model
     server.stop()
 
+
+# Tests of plumbing need replies, not long ones: the embedded server's time goes to generated tokens.
+SHORT_REPLIES = ["--supporter-max-tokens", "24", "--user-max-tokens", "24"]
 
 # The 135M critic leaves a few percent of its answers unparsable, so a tiny run can cross the 20%
 # limit by chance; tests of plumbing lift it, tests of the limit pass --max-invalid-rate.
@@ -65,12 +83,26 @@ REWARD_FIXTURE = Path(__file__).parent / "fixtures" / "reward_data"
 QUICK_RM = ["--max-steps", "2", "--batch-size", "4", "--max-length", "192"]
 
 
+def run_root(tmp_path_factory) -> Path:
+    """The folder of this test run that all its pytest-xdist workers share (each worker's own base
+    temp lies below it); without xdist, the run's base temp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def trained_reward_model(tmp_path_factory) -> Path:
-    """A classification reward model trained for two steps on the committed D_r fixture."""
-    out = tmp_path_factory.mktemp("reward_model") / "rm"
-    result = rlff_esc("train-rm", "--data", str(REWARD_FIXTURE), "--out", str(out), *QUICK_RM)
-    assert result.returncode == 0, result.stderr[-2000:]
+    """A classification reward model trained for two steps on the committed D_r fixture; trained
+    once per test run, by whichever worker asks first (the others wait for it)."""
+    from filelock import FileLock
+
+    root = run_root(tmp_path_factory)
+    out, done = root / "reward_model" / "rm", root / "reward_model" / "trained"
+    with FileLock(root / "reward_model.lock"):
+        if not done.exists():
+            result = rlff_esc("train-rm", "--data", str(REWARD_FIXTURE), "--out", str(out), *QUICK_RM)
+            assert result.returncode == 0, result.stderr[-2000:]
+            done.touch()
     return out
 
 

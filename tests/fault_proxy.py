@@ -2,12 +2,19 @@
 
 `plan(body) -> action` decides per POST: "ok" forwards, "429"/"500" answer with that status,
 "stall" sleeps past the client's timeout. Bound to loopback; it stops with the test.
+
+A stall is silence, and a client's read timeout measures silence. A busy shared server may take
+longer than that timeout to answer a healthy request, so with `heartbeat_seconds` set the proxy
+answers "ok" requests at once with a 200 and a space every `heartbeat_seconds` until the upstream
+body arrives (leading whitespace is valid JSON): a slow server is then never mistaken for a stall,
+and the client's timeout can stay short. The upstream's status is not passed on in that mode.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,10 +22,12 @@ import httpx
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, plan: Callable[[int, bytes], str], stall_seconds: float = 5.0):
+    def __init__(self, upstream: str, plan: Callable[[int, bytes], str], stall_seconds: float = 5.0,
+                 heartbeat_seconds: float | None = None):
         self.upstream = upstream.rstrip("/")
         self.plan = plan
         self.stall_seconds = stall_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self.seen: list[str] = []
         self._lock = threading.Lock()
         proxy = self
@@ -53,9 +62,30 @@ class FaultProxy:
                         return self._reply(504, b'{"error": {"message": "stalled (injected)"}}')
                     except OSError:
                         return None
-                response = httpx.post(proxy.upstream + self.path, content=body,
-                                      headers={"Content-Type": "application/json"}, timeout=300)
-                self._reply(response.status_code, response.content)
+                forward = lambda: httpx.post(proxy.upstream + self.path, content=body,  # noqa: E731
+                                             headers={"Content-Type": "application/json"}, timeout=300)
+                if proxy.heartbeat_seconds is None:
+                    response = forward()
+                    return self._reply(response.status_code, response.content)
+                self._heartbeat_until(forward)
+
+            def _heartbeat_until(self, forward):
+                self.send_response(200)  # HTTP/1.0 and no length: the body ends when the connection closes
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    pending = pool.submit(forward)
+                    try:
+                        while True:
+                            try:
+                                response = pending.result(timeout=proxy.heartbeat_seconds)
+                                break
+                            except TimeoutError:
+                                self.wfile.write(b" ")
+                                self.wfile.flush()
+                        self.wfile.write(response.content)
+                    except OSError:  # the client gave up and closed the connection
+                        return
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -10,7 +10,7 @@ from esc_agents.cli import build_parser
 from esc_agents.cli.options import config_from as _config_from
 from esc_agents.evaluation.compare import supporter_binding
 from esc_agents.evaluation.metrics import evaluate_run
-from tests.conftest import read_jsonl, rlff_esc
+from tests.conftest import SHORT_REPLIES, read_jsonl, rlff_esc
 from tests.fault_proxy import FaultProxy
 from tests.test_graph_logic import SEEKER, run
 
@@ -102,7 +102,7 @@ def test_a_case_lost_to_the_endpoint_keeps_the_run_incomplete_until_a_rerun_fini
                 "supports_n: false}\n"
                 "supporter: {endpoint: proxied}\nuser_simulator: {endpoint: proxied}\ncritic: {endpoint: proxied}\n")
             # Each proxy listens on a port of its own: the same server behind another base URL.
-            return rlff_esc("simulate", "--config", str(config), "--limit", "2", "--max-turns", "1",
+            return rlff_esc("simulate", "--config", str(config), "--limit", "2", "--max-turns", "1", *SHORT_REPLIES,
                             "--critic-samples", "2", "--no-cache", "--max-invalid-rate", "1", "--same-model",
                             "--out", str(out))
 
@@ -127,7 +127,7 @@ def test_a_critic_whose_answers_never_parse_makes_simulate_exit_3(local_server, 
         "verdicts:\n"
         "  - {label: worse, score: -1, patterns: ['^zzz-never$']}\n"
         "  - {label: better, score: 1, patterns: ['^yyy-never$']}\n")
-    result = rlff_esc("simulate", "--critic-prompt", str(critic), "--limit", "1", "--max-turns", "1",
+    result = rlff_esc("simulate", "--critic-prompt", str(critic), "--limit", "1", "--max-turns", "1", *SHORT_REPLIES,
                       "--critic-samples", "2", "--no-cache", "--max-invalid-rate", "0.2", "--out", str(tmp_path / "run"))
     assert result.returncode == 3, result.stderr[-2000:]
     assert "100.0% of run's critic answers matched no verdict" in result.stderr

@@ -136,7 +136,8 @@ def test_the_run_options_show_the_runconfig_defaults():
                                ("--persona", config.user_simulator.prompt), ("--critic-prompt", config.critic.prompt),
                                ("--endpoint", config.supporter.endpoint),
                                ("--critic-endpoint", config.critic.endpoint),
-                               ("--supporter-max-tokens", config.supporter.max_tokens)):
+                               ("--supporter-max-tokens", config.supporter.max_tokens),
+                               ("--user-max-tokens", config.user_simulator.max_tokens)):
         assert simulate[option_name].endswith(f"(default: {value})"), option_name
     rewards = help_of("rewards")
     for option_name, value in (("--candidates", config.rewards.candidates), ("--delta", config.rewards.delta),
@@ -156,7 +157,7 @@ VALUES = {"--max-turns": 3, "--critic-samples": 2, "--success-threshold": 0.25, 
           "--supporter-prompt": "think", "--persona": "resistant", "--critic-prompt": "mine.yaml",
           "--critic": "known-answer-critic", "--seeker": "known-answer-seeker", "--endpoint": "vllm",
           "--supporter-endpoint": "openai", "--user-endpoint": "openai", "--critic-endpoint": "openai",
-          "--context-window": 6, "--supporter-max-tokens": 64, "--limit": 5, "--contexts": 9, "--candidates": 3,
+          "--context-window": 6, "--supporter-max-tokens": 64, "--user-max-tokens": 32, "--limit": 5, "--contexts": 9, "--candidates": 3,
           "--positions": "all", "--per-dialogue": 2, "--min-history": 3, "--formula": "terminal", "--delta": 0.25,
           "--param": "lambda=0.5", "--future-supporter-prompt": "think", "--future-supporter-endpoint": "vllm",
           "--judge-prompt": "strict.yaml", "--judge-endpoint": "vllm"}

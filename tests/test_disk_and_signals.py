@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_jsonl, rlff_esc
+from tests.conftest import SHORT_REPLIES, read_jsonl, rlff_esc
 from tests.test_compare import fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_a_reader_skips_a_line_torn_by_a_kill_and_reports_the_case_missing(tmp_p
 def test_sigterm_mid_run_leaves_complete_files_and_the_rerun_resumes(local_server, tmp_path):
     run = tmp_path / "run"
     args = ["simulate", "--limit", "3", "--max-turns", "1", "--critic-samples", "1", "--concurrency", "1",
-            "--no-cache", "--out", str(run)]
+            *SHORT_REPLIES, "--no-cache", "--out", str(run)]
     errors = (tmp_path / "stderr.txt").open("w")  # a file, not a pipe: progress bars would fill a pipe
     child = subprocess.Popen([sys.executable, "-m", "esc_agents.cli", *args], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=errors)

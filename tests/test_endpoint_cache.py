@@ -19,7 +19,7 @@ from esc_agents.models.endpoints import Endpoint, UsageMeter
 from esc_agents.models.sampling import Sampler, request_seed
 from esc_agents.models.transport import Transport
 from graphs.episode import run_episode
-from tests.conftest import read_jsonl, rlff_esc
+from tests.conftest import SHORT_REPLIES, read_jsonl, rlff_esc
 from tests.fakes import ScriptedChatModel
 from tests.fault_proxy import FaultProxy
 from tests.test_graph_logic import CASE, SEEKER, SUPPORTER
@@ -369,7 +369,7 @@ def test_real_server_takes_per_sample_seeds(local_server, tmp_path):
     assert len(set(seeds)) == 3 and all(isinstance(seed, int) for seed in seeds)
 
 
-TINY = ["--dataset", "esconv:ppdpp_test", "--limit", "1", "--max-turns", "1", "--critic-samples", "2",
+TINY = [*SHORT_REPLIES, "--dataset", "esconv:ppdpp_test", "--limit", "1", "--max-turns", "1", "--critic-samples", "2",
         "--concurrency", "1"]
 
 

@@ -19,7 +19,7 @@ from esc_agents.evaluation.bias import Condition, bias_report
 from esc_agents.models.cache import model_identity
 from esc_agents.models.transport import served_identity
 from esc_agents.runs import RunRecord, check_run, record_run
-from tests.conftest import read_jsonl, rlff_esc
+from tests.conftest import SHORT_REPLIES, read_jsonl, rlff_esc
 from tests.seeded_server import SeededServer
 from tests.test_viewer import episode, score, simulate_folder
 
@@ -156,8 +156,8 @@ def test_compare_refuses_runs_whose_critics_ran_on_other_servers_naming_the_role
 @pytest.mark.server
 def test_the_embedded_server_is_recorded_by_its_weights_not_its_port(local_server, tmp_path):
     out = tmp_path / "run"
-    done = rlff_esc("simulate", "--limit", "1", "--max-turns", "1", "--critic-samples", "1", "--no-cache",
-                    "--out", str(out), timeout=600)
+    done = rlff_esc("simulate", "--limit", "1", "--max-turns", "1", "--critic-samples", "1", *SHORT_REPLIES,
+                    "--no-cache", "--out", str(out), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     weights = {"weights": model_identity(build_config().endpoints["local"])}
     assert identities(out) == {role: weights for role in ROLES}

@@ -9,7 +9,7 @@ from tests.conftest import kill_when, read_jsonl, rlff_esc
 
 pytestmark = pytest.mark.training
 
-QUICK_GRPO = ["--contexts", "4", "--max-steps", "3", "--max-completion-length", "24", "--batch-size", "4"]
+QUICK_GRPO = ["--contexts", "4", "--max-steps", "2", "--max-completion-length", "24", "--batch-size", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_a_killed_run_resumes_and_writes_the_adapter(grpo_run):
     out, result = grpo_run
     assert "resuming from" in result.stderr and "checkpoint-1" in result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 3
+    assert metrics["steps"] == 2
     assert (out / "adapter" / "adapter_config.json").exists()
     assert any((out / "adapter").glob("*.safetensors"))
     assert (out / "curves.png").stat().st_size > 0
@@ -49,11 +49,16 @@ def test_both_reward_components_are_logged_and_sum_to_the_total(grpo_run):
         assert "kl" in entry and "completions/mean_length" in entry
 
 
-def test_export_merges_the_adapter_into_a_servable_folder(grpo_run, tmp_path):
+@pytest.fixture(scope="module")
+def exported(grpo_run, tmp_path_factory):
     out, _ = grpo_run
-    result = rlff_esc("export", "--adapter", str(out), "--out", str(tmp_path / "merged"))
+    merged = tmp_path_factory.mktemp("export") / "merged"
+    return merged, rlff_esc("export", "--adapter", str(out), "--out", str(merged))
+
+
+def test_export_merges_the_adapter_into_a_servable_folder(exported):
+    merged, result = exported
     assert result.returncode == 0, result.stderr[-2000:]
-    merged = tmp_path / "merged"
     config = json.loads((merged / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert json.loads((merged / "generation_config.json").read_text())["do_sample"] is True
@@ -62,11 +67,11 @@ def test_export_merges_the_adapter_into_a_servable_folder(grpo_run, tmp_path):
 
 
 @pytest.mark.server
-def test_the_exported_policy_is_evaluated_through_the_rollout_engine(grpo_run, local_server, tmp_path):
-    out, _ = grpo_run
-    assert rlff_esc("export", "--adapter", str(out), "--out", str(tmp_path / "merged")).returncode == 0
+def test_the_exported_policy_is_evaluated_through_the_rollout_engine(exported, local_server, tmp_path):
+    merged, made = exported
+    assert made.returncode == 0, made.stderr[-2000:]
     run = tmp_path / "sim"
-    result = rlff_esc("simulate", "--supporter-model", str(tmp_path / "merged"), "--supporter-prompt", "think",
+    result = rlff_esc("simulate", "--supporter-model", str(merged), "--supporter-prompt", "think",
                       "--limit", "1", "--max-turns", "1", "--critic-samples", "1", "--out", str(run))
     assert result.returncode == 0, result.stderr[-2000:]
     (episode,) = read_jsonl(run / "trajectories.jsonl")

@@ -10,12 +10,13 @@ from esc_agents.config import EndpointProfile
 from esc_agents.datasets import load_cases
 from esc_agents.models.endpoints import Endpoint
 from esc_agents.models.transport import Transport
-from tests.conftest import kill_after_first_result, read_jsonl, rlff_esc
+from tests.conftest import SHORT_REPLIES, kill_after_first_result, read_jsonl, rlff_esc
 from tests.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.server
 
-SMALL = ["--dataset", "esconv:ppdpp_test", "--max-turns", "2", "--critic-samples", "2", "--concurrency", "4"]
+SMALL = ["--dataset", "esconv:ppdpp_test", "--max-turns", "2", "--critic-samples", "2", "--concurrency", "4",
+         *SHORT_REPLIES]
 
 
 
@@ -73,11 +74,11 @@ def test_killed_run_resumes_without_duplicates_or_loss(local_server, tmp_path):
     assert after[: len(before)] == before  # nothing already written was touched
 
 
-def flaky_config(tmp_path, base_url, model, attempts=4):
+def flaky_config(tmp_path, base_url, model, attempts=4, timeout=15):
     path = tmp_path / "flaky.yaml"
     path.write_text(
         "endpoints:\n"
-        f"  flaky: {{base_url: '{base_url}', model: '{model}', timeout: 15, max_attempts: {attempts}, "
+        f"  flaky: {{base_url: '{base_url}', model: '{model}', timeout: {timeout}, max_attempts: {attempts}, "
         "backoff_max: 0.2, supports_n: false}\n"
     )
     return str(path)
@@ -85,10 +86,12 @@ def flaky_config(tmp_path, base_url, model, attempts=4):
 
 def test_retries_ride_out_429_500_and_stalls(local_server, tmp_path):
     faults = {0: "429", 1: "500", 2: "stall", 4: "429"}
-    with FaultProxy("http://127.0.0.1:8765", lambda i, body: faults.get(i, "ok"), stall_seconds=17) as proxy:
+    # A 5 s timeout: the stall is 8 s of silence; a healthy answer, however slow, keeps the line alive.
+    with FaultProxy("http://127.0.0.1:8765", lambda i, body: faults.get(i, "ok"), stall_seconds=8,
+                    heartbeat_seconds=1) as proxy:
         out = tmp_path / "run"
         done = rlff_esc("simulate", *SMALL, "--limit", "1", "--max-turns", "1", "--endpoint", "flaky",
-                        "--config", flaky_config(tmp_path, proxy.base_url, local_server),
+                        "--config", flaky_config(tmp_path, proxy.base_url, local_server, timeout=5),
                         "--cache", str(tmp_path / "c.sqlite"), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert proxy.seen[:5] == ["429", "500", "stall", "ok", "429"]
@@ -97,7 +100,8 @@ def test_retries_ride_out_429_500_and_stalls(local_server, tmp_path):
 
 def test_an_endpoint_that_keeps_failing_fails_its_episode_only(local_server, tmp_path):
     doomed = load_cases("esconv:ppdpp_test")[1].situation[:40].encode()
-    with FaultProxy("http://127.0.0.1:8765", lambda i, body: "500" if doomed in body else "ok") as proxy:
+    with FaultProxy("http://127.0.0.1:8765", lambda i, body: "500" if doomed in body else "ok",
+                    heartbeat_seconds=1) as proxy:
         out = tmp_path / "run"
         run = rlff_esc("simulate", *SMALL, "--limit", "3", "--max-turns", "1", "--endpoint", "flaky",
                        "--config", flaky_config(tmp_path, proxy.base_url, local_server, attempts=2),

@@ -33,7 +33,7 @@ from training.futures.generate import generate_rewards, relabel
 
 # The smallest reward dataset: 2 contexts of 2 candidates, futures of one turn, 2 critic samples.
 TINY = ["--candidates", "2", "--max-turns", "1", "--critic-samples", "2", "--supporter-max-tokens", "16",
-        "--eval-split", "none", "--concurrency", "8"]
+        "--user-max-tokens", "16", "--eval-split", "none", "--concurrency", "8"]
 
 
 def one_line_error(result) -> str:

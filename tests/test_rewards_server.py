@@ -7,14 +7,14 @@ import subprocess
 
 import pytest
 
-from tests.conftest import kill_after_first_result, read_jsonl, rlff_esc
+from tests.conftest import SHORT_REPLIES, kill_after_first_result, read_jsonl, rlff_esc
 from training.futures.formulas import FutureOutcome, get_formula
 from training.futures.records import RECORDS, read_records
 
 pytestmark = pytest.mark.server
 
 TINY = ["--dataset", "esconv:ppdpp_train", "--limit", "6", "--contexts", "2", "--candidates", "2",
-        "--max-turns", "2", "--critic-samples", "2", "--concurrency", "4"]
+        "--max-turns", "2", "--critic-samples", "2", "--concurrency", "4", *SHORT_REPLIES]
 FIELDS = {"key", "context_key", "dialogue_id", "position", "candidate_index", "context", "candidate", "future",
           "critic_scores", "turn_scores", "K", "T", "success", "r_fut", "label", "formula", "delta", "provenance"}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REWARD_FIXTURE, read_jsonl, rlff_esc
+from tests.conftest import REWARD_FIXTURE, SHORT_REPLIES, read_jsonl, rlff_esc
 from tests.test_compare import fake_run
 
 LOCK = ".writer.lock"
@@ -37,7 +37,8 @@ def error_line(result) -> str:
 @pytest.mark.server
 def test_a_second_writer_is_refused_at_once_and_a_killed_writers_lock_is_taken_over(local_server, tmp_path):
     run = tmp_path / "run"
-    args = ["simulate", "--limit", "2", "--max-turns", "2", "--critic-samples", "1", "--no-cache", "--out", str(run)]
+    args = ["simulate", "--limit", "2", "--max-turns", "2", "--critic-samples", "1", *SHORT_REPLIES, "--no-cache",
+            "--out", str(run)]
     first = subprocess.Popen([sys.executable, "-m", "esc_agents.cli", *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -4,7 +4,6 @@ prompts written with the old bare-letter patterns, for a numbered scale, and thr
 
 import json
 import time
-import subprocess
 from pathlib import Path
 
 import pytest

@@ -7,6 +7,8 @@ README's come from `VIEWER_SCREENSHOTS=docs/viewer pytest tests/test_viewer.py`)
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +20,11 @@ from esc_agents.evaluation.intervals import wilson_interval
 from esc_agents.evaluation.metrics import summarize
 from esc_agents.evaluation.viewer import load_folder
 from tests.browser import Browser, chromium
-from tests.conftest import REWARD_FIXTURE, read_jsonl, rlff_esc
+from tests.conftest import PLUMBING_ENV, REWARD_FIXTURE, SHORT_REPLIES, read_jsonl, rlff_esc
 
-SMALL_RUN = ["--limit", "3", "--max-turns", "2", "--critic-samples", "3", "--concurrency", "3"]
+CRITIC_SAMPLES = 2
+SMALL_RUN = ["--limit", "3", "--max-turns", "2", "--critic-samples", str(CRITIC_SAMPLES), "--concurrency", "3",
+             *SHORT_REPLIES]
 
 
 def embedded_data(html_path: Path) -> dict:
@@ -220,10 +224,16 @@ def simulated(local_server, tmp_path_factory) -> dict[str, Path]:
     """Two small real simulate runs of different supporter prompts, and their comparison."""
     root = tmp_path_factory.mktemp("viewer-runs")
     cache = str(root / "cache.sqlite")
-    for prompt in ("vanilla", "think"):
-        result = rlff_esc("simulate", *SMALL_RUN, "--supporter-prompt", prompt, "--cache", cache,
-                          "--out", str(root / prompt), timeout=900)
-        assert (root / prompt / "trajectories.jsonl").exists(), result.stderr[-2000:]
+    # Both runs at once, as two users of the one embedded server would: it batches their requests.
+    runs = {prompt: subprocess.Popen([sys.executable, "-m", "esc_agents.cli", "simulate", *SMALL_RUN,
+                                      "--supporter-prompt", prompt, "--cache", str(root / f"{prompt}.sqlite"),
+                                      "--out", str(root / prompt)], env={**os.environ, **PLUMBING_ENV},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for prompt in ("vanilla", "think")}
+    for prompt, child in runs.items():
+        _, stderr = child.communicate(timeout=900)
+        assert child.returncode == 0 and (root / prompt / "trajectories.jsonl").exists(), stderr[-2000:]
+    shutil.copy(root / "vanilla.sqlite", cache)
     result = rlff_esc("compare", "--runs", str(root / "vanilla"), str(root / "think"), "--out", str(root / "cmp"),
                       timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -256,7 +266,7 @@ def test_a_simulate_run_filters_by_outcome_and_shows_every_turns_votes(simulated
         open_item(browser, trajectory["case_id"], "data-case")
         shown = browser.eval(TURN_VOTES.format(scope=".rv-detail"))
         assert [s[:2] for s in shown] == [[len(s["samples"]), len(s["invalid"])] for s in trajectory["scores"]]
-        assert all(votes + invalid == 3 and after_seeker and visible for votes, invalid, after_seeker, visible in shown)
+        assert all(votes + invalid == CRITIC_SAMPLES and after_seeker and visible for votes, invalid, after_seeker, visible in shown)
         # the full model output (think blocks) is collapsed, one click away
         differing = sum(bool(m.get("raw")) and m["raw"].strip() != m["content"].strip() for m in trajectory["messages"])
         assert browser.eval("document.querySelectorAll('.rv-detail details.rv-raw:not([open])').length") == differing

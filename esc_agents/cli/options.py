@@ -121,6 +121,8 @@ class RunOptions(EngineOptions):
     supporter_max_tokens: int | None = option(None, "supporter max_tokens (a trained policy's default: its "
                                               "training max_completion_length)", ge=1, metavar="N",
                                               sets="supporter.max_tokens")
+    user_max_tokens: int | None = option(None, "user simulator max_tokens: the length of the seeker's replies",
+                                         ge=1, metavar="N", sets="user_simulator.max_tokens")
     out: Path = option(..., "run folder (created or resumed)", parse=OUT_FOLDER, metavar="DIR")
     report_to: Tracker = option("none", "log the running success rate, requests, tokens and failures as jobs finish: "
                                 "tensorboard (DIR/tensorboard; compare and bias: DIR/<label>/tensorboard), wandb or "
