@@ -52,11 +52,11 @@ def records(folder: Path) -> int:
     return sum(1 for line in path.open() if line.strip()) if path.exists() else 0
 
 
-def grpo(out: Path, name: str, steps: int, seed: int, *reward: str) -> str:
+def grpo(out: Path, name: str, steps: int, seed: int, config: Path, *reward: str) -> str:
     folder = out / name
     if (folder / "metrics.json").exists():  # finished in an earlier run of this script
         return str(folder)
-    rlff_esc(out, "train-grpo", "--config", str(GRPO), "--max-steps", str(steps), "--seed", str(seed), *reward,
+    rlff_esc(out, "train-grpo", "--config", str(config), "--max-steps", str(steps), "--seed", str(seed), *reward,
              "--out", str(folder))
     return str(folder)
 
@@ -88,12 +88,17 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, default=160, help="--full: D_r contexts (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed of every policy; OUT gets a folder of its own per seed (default: %(default)s)")
+    parser.add_argument("--grpo-config", type=Path, default=GRPO,
+                        help="train-grpo --config of every policy, for trying another recipe (default: %(default)s)")
+    parser.add_argument("--critic-samples", type=int, default=5,
+                        help="critic samples l of each training future (default: %(default)s)")
     args = parser.parse_args()
     os.chdir(ROOT)  # every path below, and in the logged commands, is relative to the repository root
     out = args.out / f"seed{args.seed}" if args.seed else args.out  # seed 0 keeps the folders of earlier runs
     out.mkdir(parents=True, exist_ok=True)
-    simulation = ["--simulation-config", str(ENV), "--future-turns", "1", "--critic-samples", "5"]
-    policies = {"simulated": grpo(out, "grpo-simulated", args.steps, args.seed, "--reward", "simulated", *simulation)}
+    simulation = ["--simulation-config", str(ENV), "--future-turns", "1", "--critic-samples", str(args.critic_samples)]
+    policies = {"simulated": grpo(out, "grpo-simulated", args.steps, args.seed, args.grpo_config, "--reward", "simulated",
+                                  *simulation)}
     if args.full:
         dr = out / "dr"
         if records(dr) < args.contexts * 4:
@@ -106,10 +111,10 @@ def main() -> None:
         if not (out / "rm" / "reward_model.json").exists():
             rlff_esc(out, "train-rm", "--data", str(out / "dr"), "--out", str(out / "rm"), "--max-steps", "60",
                      "--batch-size", "8", "--learning-rate", "1e-4")
-        policies["model"] = grpo(out, "grpo-model", args.steps, args.seed, "--reward", "model", "--reward-model",
-                                 str(out / "rm"))
-        policies["random"] = grpo(out, "grpo-random", args.steps, args.seed, "--reward", "model", "--reward-model",
-                                  "random")
+        policies["model"] = grpo(out, "grpo-model", args.steps, args.seed, args.grpo_config, "--reward", "model",
+                                 "--reward-model", str(out / "rm"))
+        policies["random"] = grpo(out, "grpo-random", args.steps, args.seed, args.grpo_config, "--reward", "model",
+                                  "--reward-model", "random")
     rlff_esc(out, "compare", "--config", str(ENV), "--supporters", ",".join(["think", *policies.values()]),
              "--supporter-max-tokens", COMPLETION, "--context-window", WINDOW, "--limit", str(args.cases), "--concurrency", "16",
              "--out", str(out / "compare"))

@@ -285,10 +285,19 @@ def _future_supporter_follows(data: dict[str, Any]) -> None:
             binding["prompt"] = None
 
 
+class Given(dict):
+    """A mapping an option gave whole (`--trl KEY=VALUE` pairs): a None in it is a value the user
+    wrote (`KEY=null`), not an option left unset, so it is kept."""
+
+
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    """The options given: None is an option left unset, except inside a `Given` mapping."""
     cleaned = {}
     for key, value in values.items():
-        if isinstance(value, dict):
+        if isinstance(value, Given):
+            if value:
+                cleaned[key] = dict(value)
+        elif isinstance(value, dict):
             value = _drop_none(value)
             if value:
                 cleaned[key] = value

@@ -170,16 +170,18 @@ def test_any_trl_setting_reaches_the_trainer_config_and_the_file_and_options_mer
     from training.grpo.trainer import grpo_arguments
 
     own = tmp_path / "grpo.yaml"
-    own.write_text("learning_rate: 1.0e-4\ntrl: {loss_type: bnpo, num_iterations: 2, top_p: 0.9}\n")
-    options = ["scale_rewards=none", "loss_type=dr_grpo", "epsilon=1", "mask_truncated_completions=true"]
+    own.write_text("learning_rate: 1.0e-4\ntrl: {loss_type: bnpo, num_iterations: 2, top_p: 0.9, min_p: 0.05}\n")
+    options = ["scale_rewards=none", "loss_type=dr_grpo", "epsilon=1", "mask_truncated_completions=true",
+               "min_p=null"]  # null is a value: it unsets the file's min_p, it is not an option left out
     args = build_parser().parse_args(["train-grpo", "--out", "o", *(part for kv in options for part in ("--trl", kv))])
     config = train_grpo.FLAGS.load(args, own)
     assert config.trl == {"loss_type": "dr_grpo", "num_iterations": 2, "top_p": 0.9, "scale_rewards": "none",
-                          "epsilon": 1.0, "mask_truncated_completions": True}  # an option wins, key by key
+                          "epsilon": 1.0, "mask_truncated_completions": True,
+                          "min_p": None}  # an option wins, key by key
     trained = grpo_arguments(config, tmp_path / "checkpoints")
     assert (trained.loss_type, trained.scale_rewards, trained.num_iterations, trained.top_p, trained.epsilon) == \
         ("dr_grpo", "none", 2, 0.9, 1.0)
-    assert trained.mask_truncated_completions is True and trained.learning_rate == 1e-4
+    assert trained.mask_truncated_completions is True and trained.learning_rate == 1e-4 and trained.min_p is None
     assert trained.reward_weights == [1.0, config.alpha] and trained.save_total_limit == 2
     for trl_field, setting in GRPO_DECIDED.items():  # every field the run decides is a GRPOConfig field it sets
         assert trl_field in GRPOConfig.__dataclass_fields__, trl_field

@@ -39,6 +39,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from esc_agents.cli.values import key_value, number
+from esc_agents.config import Given
 from esc_agents.core.errors import UserError
 
 # Field bounds as the checked-number keywords of `values.number`.
@@ -306,7 +307,7 @@ class ConfigFlags:
             if value is not None and value != {}:
                 mapping = _is_mapping(_optional(info.annotation)[0])
                 for target in targets:
-                    _put(nested, target, dict(value) if mapping else value)  # KEY=VALUE pairs: the last wins
+                    _put(nested, target, Given(value) if mapping else value)  # KEY=VALUE pairs: the last wins
         return nested
 
     def load(self, args: argparse.Namespace, path: str | Path | None):
