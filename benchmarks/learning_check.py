@@ -22,12 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from esc_agents.runs import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = Path("docs/known-answer/env.yaml")
 GRPO = Path("docs/known-answer/grpo.yaml")
-COMPLETION = "48"  # the policies' max_completion_length, also the untrained policy's budget
 WINDOW = "2"  # the supporter's context window in every stage (grpo.yaml says the same)
 DELTA = -0.6  # label threshold: about a third of one-turn futures above it (the default 0.5 left 3%)
 
@@ -96,6 +97,8 @@ def main() -> None:
     os.chdir(ROOT)  # every path below, and in the logged commands, is relative to the repository root
     out = args.out / f"seed{args.seed}" if args.seed else args.out  # seed 0 keeps the folders of earlier runs
     out.mkdir(parents=True, exist_ok=True)
+    # the policies' max_completion_length, also the reward data's and the untrained policy's budget
+    completion = str(yaml.safe_load(args.grpo_config.read_text())["max_completion_length"])
     simulation = ["--simulation-config", str(ENV), "--future-turns", "1", "--critic-samples", str(args.critic_samples)]
     policies = {"simulated": grpo(out, "grpo-simulated", args.steps, args.seed, args.grpo_config, "--reward", "simulated",
                                   *simulation)}
@@ -103,7 +106,7 @@ def main() -> None:
         dr = out / "dr"
         if records(dr) < args.contexts * 4:
             rlff_esc(out, "rewards", "--config", str(ENV), "--supporter-prompt", "think", "--supporter-max-tokens",
-                     COMPLETION, "--context-window", WINDOW, "--dataset", "esconv:ppdpp_train", "--contexts",
+                     completion, "--context-window", WINDOW, "--dataset", "esconv:ppdpp_train", "--contexts",
                      str(args.contexts), "--candidates", "4", "--max-turns", "1", "--concurrency", "16",
                      "--out", str(dr))
         if RunFolder.open(dr, "rewards").record.labelling()["delta"] != DELTA:  # as relabelled, where it was
@@ -116,7 +119,7 @@ def main() -> None:
         policies["random"] = grpo(out, "grpo-random", args.steps, args.seed, args.grpo_config, "--reward", "model",
                                   "--reward-model", "random")
     rlff_esc(out, "compare", "--config", str(ENV), "--supporters", ",".join(["think", *policies.values()]),
-             "--supporter-max-tokens", COMPLETION, "--context-window", WINDOW, "--limit", str(args.cases), "--concurrency", "16",
+             "--supporter-max-tokens", completion, "--context-window", WINDOW, "--limit", str(args.cases), "--concurrency", "16",
              "--out", str(out / "compare"))
     report = json.loads((out / "compare" / "compare.json").read_text())
     base, trained = "think", Path(policies["simulated"]).name

@@ -27,6 +27,16 @@ def test_the_commented_trl_example_of_the_cpu_config_is_valid_when_uncommented(t
                                                  "mask_truncated_completions": True}
 
 
+def test_the_known_answer_recipes_validate_and_change_only_what_they_are_named_for():
+    base = load_grpo_config(DOCS / "known-answer" / "grpo.yaml").model_dump()
+    changed = {"scale-none": {"trl": {"scale_rewards": "none"}}, "completion-96": {"max_completion_length": 96}}
+    recipes = sorted((DOCS / "known-answer" / "recipes").glob("*.yaml"))
+    assert [path.stem for path in recipes] == sorted(changed)
+    for path in recipes:
+        recipe = load_grpo_config(path).model_dump()
+        assert {key: value for key, value in recipe.items() if base[key] != value} == changed[path.stem], path.name
+
+
 @pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"),
                                         ("fsdp", "FSDP")])
 def test_accelerate_recipes_name_their_backend(name, kind):
