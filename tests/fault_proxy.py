@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError
+from concurrent.futures import ThreadPoolExecutor, TimeoutError  # builtin only from Python 3.11
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -62,8 +62,10 @@ class FaultProxy:
                         return self._reply(504, b'{"error": {"message": "stalled (injected)"}}')
                     except OSError:
                         return None
-                forward = lambda: httpx.post(proxy.upstream + self.path, content=body,  # noqa: E731
-                                             headers={"Content-Type": "application/json"}, timeout=300)
+                def forward() -> httpx.Response:
+                    return httpx.post(proxy.upstream + self.path, content=body,
+                                      headers={"Content-Type": "application/json"}, timeout=300)
+
                 if proxy.heartbeat_seconds is None:
                     response = forward()
                     return self._reply(response.status_code, response.content)
