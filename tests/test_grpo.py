@@ -15,7 +15,9 @@ QUICK_GRPO = ["--contexts", "4", "--max-steps", "2", "--max-completion-length", 
 @pytest.fixture(scope="module")
 def grpo_run(tmp_path_factory, trained_reward_model):
     folder = tmp_path_factory.mktemp("grpo")
-    (folder / "c.yaml").write_text("save_steps: 1\n")
+    # Each context at its first supporter turn: the reward model sees the whole history, and a short
+    # one keeps a step of the 135M policy cheap.
+    (folder / "c.yaml").write_text("save_steps: 1\nsampling:\n  positions: first\n")
     out = folder / "policy"
     args = ["train-grpo", "--reward-model", str(trained_reward_model), "--out", str(out),
             "--config", str(folder / "c.yaml"), *QUICK_GRPO]

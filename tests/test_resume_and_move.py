@@ -19,7 +19,9 @@ from training.grpo.futures_simulator import drop_futures_from
 from training.run_folder import claim
 
 # The smallest GRPO run: two contexts, groups of two, eight-token completions.
-TINY = ["--contexts", "2", "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "8"]
+# Two messages of context: a step of the 135M policy costs a third of one over a whole ESConv history.
+TINY = ["--contexts", "2", "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "8",
+        "--context-window", "2"]
 
 
 def error_line(result) -> str:
@@ -141,7 +143,7 @@ def warm(tmp_path_factory):
     checkpoint and run again."""
     tree = tmp_path_factory.mktemp("tree")
     out = tree / "warm"
-    args = ["warmup-format", "--out", str(out), "--steps", "2", "--contexts", "8"]
+    args = ["warmup-format", "--out", str(out), "--steps", "2", "--contexts", "8", "--context-window", "2"]
     kill_when(args, (tree / "warm.checkpoints" / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists)
     assert not out.exists()
     assert not (tree / "warm.checkpoints" / "checkpoints" / "checkpoint-2").exists()

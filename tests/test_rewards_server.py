@@ -116,7 +116,8 @@ def test_export_splits_by_dialogue(tiny_run, tmp_path):
 def test_killed_rewards_run_resumes(local_server, tmp_path):
     out = tmp_path / "run"
     # Two futures at a time: the kill lands after the first record, with at least two still to run.
-    args = ["rewards", *TINY, "--concurrency", "2", "--cache", str(tmp_path / "c.sqlite"),
+    # Futures of one turn: the kill and the resume are what is checked here, not the futures' length.
+    args = ["rewards", *TINY, "--max-turns", "1", "--concurrency", "2", "--cache", str(tmp_path / "c.sqlite"),
             "--out", str(out)]
     before = kill_after_first_result(args, out / "records.jsonl")
     assert 1 <= len(before) < 4

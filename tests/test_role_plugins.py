@@ -36,8 +36,10 @@ BAD = "You should just study more."
 
 
 def with_plugins() -> dict:
-    """The environment of a process in which the test plugin package is installed."""
-    return {"env": {**os.environ, "PYTHONPATH": f"{PLUGINS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}}
+    """A process in which the test plugin package is installed: PYTHONPATH is read when Python
+    starts, so it is a child of its own."""
+    return {"env": {**os.environ, "PYTHONPATH": f"{PLUGINS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+            "separate_process": True}
 
 
 def test_known_answer_preferences_are_what_its_docstring_says():

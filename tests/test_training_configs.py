@@ -29,7 +29,8 @@ def test_the_commented_trl_example_of_the_cpu_config_is_valid_when_uncommented(t
 
 def test_the_known_answer_recipes_validate_and_change_only_what_they_are_named_for():
     base = load_grpo_config(DOCS / "known-answer" / "grpo.yaml").model_dump()
-    changed = {"scale-none": {"trl": {"scale_rewards": "none"}}, "completion-96": {"max_completion_length": 96}}
+    changed = {"scale-none": {"trl": {"scale_rewards": "none"}}, "completion-96": {"max_completion_length": 96},
+               "prompts-2": {"batch_size": 8}, "temperature-0.8": {"temperature": 0.8}, "beta-0": {"beta": 0.0}}
     recipes = sorted((DOCS / "known-answer" / "recipes").glob("*.yaml"))
     assert [path.stem for path in recipes] == sorted(changed)
     for path in recipes:
