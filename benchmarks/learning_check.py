@@ -22,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
+from esc_agents.core.errors import UserError
 from esc_agents.runs import RunFolder
+from training.grpo.config import load_grpo_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = Path("docs/known-answer/env.yaml")
@@ -80,25 +81,36 @@ def results_table(out: Path, report: dict, base: str) -> str:
     return "\n".join(rows)
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/known-answer"))
     parser.add_argument("--full", action="store_true", help="the whole study (see above)")
-    parser.add_argument("--steps", type=int, default=40, help="GRPO steps per policy (default: %(default)s)")
-    parser.add_argument("--cases", type=int, default=60, help="PPDPP test cases compared (default: %(default)s)")
-    parser.add_argument("--contexts", type=int, default=160, help="--full: D_r contexts (default: %(default)s)")
+    parser.add_argument("--steps", type=positive, default=40, help="GRPO steps per policy (default: %(default)s)")
+    parser.add_argument("--cases", type=positive, default=60, help="PPDPP test cases compared (default: %(default)s)")
+    parser.add_argument("--contexts", type=positive, default=160, help="--full: D_r contexts (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed of every policy; OUT gets a folder of its own per seed (default: %(default)s)")
     parser.add_argument("--grpo-config", type=Path, default=GRPO,
                         help="train-grpo --config of every policy, for trying another recipe (default: %(default)s)")
-    parser.add_argument("--critic-samples", type=int, default=5,
+    parser.add_argument("--critic-samples", type=positive, default=5,
                         help="critic samples l of each training future (default: %(default)s)")
     args = parser.parse_args()
     os.chdir(ROOT)  # every path below, and in the logged commands, is relative to the repository root
+    try:  # checked before OUT is made: a bad recipe leaves nothing behind
+        recipe = load_grpo_config(args.grpo_config)
+    except UserError as exc:
+        parser.error(f"--grpo-config: {exc}")
     out = args.out / f"seed{args.seed}" if args.seed else args.out  # seed 0 keeps the folders of earlier runs
     out.mkdir(parents=True, exist_ok=True)
     # the policies' max_completion_length, also the reward data's and the untrained policy's budget
-    completion = str(yaml.safe_load(args.grpo_config.read_text())["max_completion_length"])
+    completion = str(recipe.max_completion_length)
     simulation = ["--simulation-config", str(ENV), "--future-turns", "1", "--critic-samples", str(args.critic_samples)]
     policies = {"simulated": grpo(out, "grpo-simulated", args.steps, args.seed, args.grpo_config, "--reward", "simulated",
                                   *simulation)}

@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.in_process import run_in_process  # first: it imports tqdm as a child of the CLI would
+
 from esc_agents.config import build_config
 from esc_agents.models.local_server import LocalServer
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # `make test` runs pytest-xdist with --dist loadscope --no-loadscope-reorder: a worker takes a whole
 # module at a time, in collection order. The modules that take longest go first (measured: pass 1,
@@ -62,57 +63,6 @@ def rlff_esc(*args: str, timeout: float = 600, env: dict | None = None, cwd: str
         return subprocess.run([sys.executable, "-m", "esc_agents.cli", *args], capture_output=True, text=True,
                               timeout=timeout, env=environment, cwd=cwd)
     return run_in_process(list(args), environment, cwd, timeout)
-
-
-def run_in_process(args: list[str], environment: dict, cwd, timeout: float) -> subprocess.CompletedProcess:
-    """`rlff-esc ARGS` in this process, with what a child would not share put back afterwards: the
-    environment, working directory, sys.path, signal handlers, and the modules it imported from
-    outside the installed packages and this checkout (a user's plugin file in a test's folder,
-    which the next test may write again under the same name). A call that outlives `timeout` ends
-    the worker with every thread's traceback, as a hung child would fail its test."""
-    import contextlib
-    import faulthandler
-    import importlib
-    import io
-    import traceback
-
-    from esc_agents.cli.main import main
-
-    saved_environ, saved_cwd, saved_path = dict(os.environ), os.getcwd(), list(sys.path)
-    saved_signals = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
-    saved_modules = set(sys.modules)
-    out, err = io.StringIO(), io.StringIO()
-    os.environ.clear()
-    os.environ.update(environment)
-    importlib.invalidate_caches()  # files a test has just written are seen
-    faulthandler.dump_traceback_later(timeout, exit=True)
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(args)
-            except SystemExit as exc:  # argparse's usage errors, --help, --version
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                if not isinstance(exc.code, (int, type(None))):
-                    print(exc.code, file=sys.stderr)
-            except BaseException:  # what the interpreter would print before exiting 1
-                traceback.print_exc()
-                code = 1
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_environ)
-        sys.path[:] = saved_path
-        for number, handler in saved_signals.items():
-            signal.signal(number, handler)
-        kept = (Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), ROOT)
-        for name in set(sys.modules) - saved_modules:
-            origin = getattr(sys.modules[name], "__file__", None)
-            if origin and not any(Path(origin).resolve().is_relative_to(root) for root in kept):
-                del sys.modules[name]
-    return subprocess.CompletedProcess(["rlff-esc", *args], code, out.getvalue(), err.getvalue())
 
 
 def read_jsonl(path: Path) -> list[dict]:

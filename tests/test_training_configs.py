@@ -1,5 +1,7 @@
 """The shipped training configs and accelerate recipes load, so the README's commands stay true."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,20 @@ def test_the_known_answer_recipes_validate_and_change_only_what_they_are_named_f
     for path in recipes:
         recipe = load_grpo_config(path).model_dump()
         assert {key: value for key, value in recipe.items() if base[key] != value} == changed[path.stem], path.name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grpo-config", "nowhere.yaml"], "--grpo-config: config file not found: nowhere.yaml"),
+    (["--grpo-config", "README.md"], "--grpo-config: README.md: not valid YAML"),
+    (["--critic-samples", "0"], "argument --critic-samples: must be at least 1, got 0"),
+    (["--steps", "-1"], "argument --steps: must be at least 1, got -1"),
+])
+def test_the_learning_check_refuses_a_bad_recipe_before_it_writes_anything(args, message, tmp_path):
+    script = DOCS.parent / "benchmarks" / "learning_check.py"
+    result = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "out"), *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"),
