@@ -6,10 +6,11 @@ it writes them; the recipe is named by OUT's folder name).
 
 Columns: SR of both (cases solved), McNemar's exact p on success, the mean final critic score of
 both, the paired mean difference of the final score (trained - untrained) with its bootstrap 95%
-interval and sign-flip p (cases are the unit; over 20 differing cases the p is Monte Carlo, 100,000
-sign patterns, so nothing below 1e-05 is resolved), the trained replies' share of distinct bigrams,
-and the training R_fut over its first and last 10 steps. A case either policy lacks is refused, not
-dropped: both must hold the same cases.
+interval and sign-flip p (cases are the unit; exact wherever the signed sums stay few, as they do
+for the known-answer critic's scores, which lie on a grid; else 100,000 random sign patterns, which
+resolve nothing below 1e-05: see esc_agents.evaluation.paired.sign_flip), the trained replies'
+share of distinct bigrams, and the training R_fut over its first and last 10 steps. A case either
+policy lacks is refused, not dropped: both must hold the same cases.
 """
 
 from __future__ import annotations
