@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from esc_agents.core.errors import UserError
 from esc_agents.runs import RunFolder
 from training.grpo.config import load_grpo_config
